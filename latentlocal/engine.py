@@ -1,0 +1,711 @@
+"""The one module that touches llama.cpp through llama-cpp-python's ctypes bindings.
+
+Three layers, one each: ``Model`` (weights, vocabulary, metadata), ``Engine`` (a context on a model:
+token and embedding batches, logits, sequences, layer capture, control vectors), and the methods
+above them, which never see ctypes.
+"""
+
+from __future__ import annotations
+
+import codecs
+import ctypes
+import os
+import threading
+import warnings
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from latentlocal.errors import LatentLocalError
+
+try:
+    import llama_cpp.llama_cpp as C
+except ImportError as exc:  # pragma: no cover - exercised only on a broken install
+    raise LatentLocalError(
+        f"llama-cpp-python is not importable ({exc}); reinstall with ./install.sh"
+    ) from exc
+
+
+# ---------------------------------------------------------------------------------------------
+# logging: llama.cpp prints a lot to stderr; silent unless the user asks for it
+# ---------------------------------------------------------------------------------------------
+
+_verbose = False
+
+
+@C.llama_log_callback
+def _log_callback(level: int, text: bytes, user_data: ctypes.c_void_p) -> None:
+    if _verbose and text:
+        os.write(2, text)
+
+
+def set_verbose(verbose: bool) -> None:
+    """Let llama.cpp's own log through to stderr (``--verbose``) or keep it silent."""
+    global _verbose
+    _verbose = bool(verbose)
+
+
+_backend_lock = threading.Lock()
+_backend_ready = False
+
+
+def _ensure_backend() -> None:
+    global _backend_ready
+    with _backend_lock:
+        if not _backend_ready:
+            C.llama_log_set(_log_callback, ctypes.c_void_p(0))
+            C.llama_backend_init()
+            _backend_ready = True
+
+
+def gpu_offload_supported() -> bool:
+    _ensure_backend()
+    return bool(C.llama_supports_gpu_offload())
+
+
+# ---------------------------------------------------------------------------------------------
+# ggml helpers for layer capture (libggml-base ships inside llama_cpp/lib)
+# ---------------------------------------------------------------------------------------------
+
+_ggml = None
+
+
+def _ggml_base() -> ctypes.CDLL:
+    global _ggml
+    if _ggml is None:
+        lib_dir = Path(C.__file__).parent / "lib"
+        candidates = sorted(lib_dir.glob("libggml-base.*")) + sorted(lib_dir.glob("ggml-base.*"))
+        if not candidates:
+            raise LatentLocalError(
+                f"libggml-base not found in {lib_dir}; layer capture needs llama-cpp-python's "
+                "shared libraries: reinstall with ./install.sh"
+            )
+        lib = ctypes.CDLL(str(candidates[0]))
+        lib.ggml_get_name.argtypes = [ctypes.c_void_p]
+        lib.ggml_get_name.restype = ctypes.c_char_p
+        lib.ggml_nbytes.argtypes = [ctypes.c_void_p]
+        lib.ggml_nbytes.restype = ctypes.c_size_t
+        lib.ggml_backend_tensor_get.argtypes = [
+            ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t, ctypes.c_size_t,
+        ]
+        lib.ggml_backend_tensor_get.restype = None
+        _ggml = lib
+    return _ggml
+
+
+# ---------------------------------------------------------------------------------------------
+# Model
+# ---------------------------------------------------------------------------------------------
+
+
+def check_gguf_file(path: str | os.PathLike[str]) -> Path:
+    """Fail with a clear message before llama.cpp sees a file that is missing or not GGUF."""
+    p = Path(path).expanduser()
+    if not p.exists():
+        raise LatentLocalError(f"model file not found: {p}; pass --model PATH to an existing .gguf file")
+    if p.is_dir():
+        raise LatentLocalError(f"{p} is a folder, not a model file; pass --model PATH to a .gguf file")
+    with p.open("rb") as f:
+        magic = f.read(4)
+    if magic != b"GGUF":
+        raise LatentLocalError(
+            f"{p} is not a GGUF file (it does not start with the GGUF magic); "
+            "convert it with llama.cpp's convert_hf_to_gguf.py or pick a .gguf file"
+        )
+    return p
+
+
+@dataclass(frozen=True)
+class ChatMessage:
+    role: str
+    content: str
+
+
+class Model:
+    """Weights, vocabulary and metadata of one GGUF file."""
+
+    def __init__(self, path: str | os.PathLike[str], n_gpu_layers: int = 0) -> None:
+        self.path = check_gguf_file(path)
+        _ensure_backend()
+        if n_gpu_layers and not C.llama_supports_gpu_offload():
+            warnings.warn(
+                f"--n-gpu-layers {n_gpu_layers} ignored: this llama-cpp-python build has no GPU "
+                "support (reinstall with LATENTLOCAL_BACKEND=cuda or metal); running on CPU",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+            n_gpu_layers = 0
+        params = C.llama_model_default_params()
+        params.n_gpu_layers = int(n_gpu_layers)
+        self.n_gpu_layers = int(n_gpu_layers)
+        ptr = C.llama_model_load_from_file(str(self.path).encode(), params)
+        if not ptr:
+            raise LatentLocalError(
+                f"llama.cpp could not load {self.path}: the file is truncated, corrupt or of an "
+                "architecture this llama.cpp does not know; rerun with --verbose to see why"
+            )
+        self._ptr = ptr
+        self._vocab = C.llama_model_get_vocab(ptr)
+        self.n_layer: int = C.llama_model_n_layer(ptr)
+        self.n_embd: int = C.llama_model_n_embd(ptr)
+        self.n_vocab: int = C.llama_vocab_n_tokens(self._vocab)
+        self.arch: str = self.meta("general.architecture") or "unknown"
+        self.name: str = self.meta("general.name") or self.path.stem
+        self.size_bytes: int = self.path.stat().st_size
+        self.bos: int = C.llama_vocab_bos(self._vocab)
+        self.eos: int = C.llama_vocab_eos(self._vocab)
+        self._pieces: dict[int, bytes] = {}
+        self._eog: dict[int, bool] = {}
+        self._embeddings = None
+
+    # metadata -----------------------------------------------------------------------------
+    def meta(self, key: str) -> str | None:
+        buf = ctypes.create_string_buffer(4096)
+        n = C.llama_model_meta_val_str(self._ptr, key.encode(), buf, len(buf))
+        if n < 0:
+            return None
+        if n >= len(buf):
+            buf = ctypes.create_string_buffer(n + 1)
+            C.llama_model_meta_val_str(self._ptr, key.encode(), buf, len(buf))
+        return buf.value.decode("utf-8", errors="replace")
+
+    def chat_template(self) -> str | None:
+        raw = C.llama_model_chat_template(self._ptr, None)
+        return raw.decode("utf-8", errors="replace") if raw else None
+
+    # vocabulary ---------------------------------------------------------------------------
+    def tokenize(self, text: str, add_special: bool = True, parse_special: bool = True) -> list[int]:
+        data = text.encode("utf-8")
+        cap = len(data) + 8
+        buf = (C.llama_token * cap)()
+        n = C.llama_tokenize(self._vocab, data, len(data), buf, cap, add_special, parse_special)
+        if n < 0:
+            cap = -n
+            buf = (C.llama_token * cap)()
+            n = C.llama_tokenize(self._vocab, data, len(data), buf, cap, add_special, parse_special)
+        return list(buf[:n])
+
+    def piece(self, token: int) -> bytes:
+        """The bytes one token renders to, special tokens included (cached: the hot path asks often)."""
+        b = self._pieces.get(token)
+        if b is None:
+            if not 0 <= token < self.n_vocab:
+                raise LatentLocalError(f"token id {token} is outside the vocabulary of {self.n_vocab}")
+            buf = ctypes.create_string_buffer(64)
+            n = C.llama_token_to_piece(self._vocab, token, buf, len(buf), 0, True)
+            if n < 0:
+                buf = ctypes.create_string_buffer(-n)
+                n = C.llama_token_to_piece(self._vocab, token, buf, len(buf), 0, True)
+            b = buf.raw[:n]
+            self._pieces[token] = b
+        return b
+
+    def token_text(self, token: int) -> str:
+        return self.piece(token).decode("utf-8", errors="replace")
+
+    def detokenize(self, tokens: Iterable[int]) -> str:
+        return b"".join(self.piece(t) for t in tokens).decode("utf-8", errors="replace")
+
+    def is_eog(self, token: int) -> bool:
+        v = self._eog.get(token)
+        if v is None:
+            v = bool(C.llama_vocab_is_eog(self._vocab, token))
+            self._eog[token] = v
+        return v
+
+    def find_token(self, text: str) -> int | None:
+        """The id of a token that renders exactly as ``text`` (e.g. ``</think>``), if one exists."""
+        ids = self.tokenize(text, add_special=False, parse_special=True)
+        if len(ids) == 1 and self.piece(ids[0]) == text.encode():
+            return ids[0]
+        return None
+
+    # chat ---------------------------------------------------------------------------------
+    def apply_chat(self, messages: Sequence[ChatMessage], add_generation_prompt: bool = True) -> str:
+        """Format messages with the GGUF's chat template (llama.cpp's built-in matcher, then Jinja)."""
+        tmpl = self.chat_template()
+        if tmpl is None:
+            # No template: a neutral plain-text layout rather than guessing a vendor format.
+            text = "".join(f"{m.role.capitalize()}: {m.content}\n" for m in messages)
+            return text + ("Assistant:" if add_generation_prompt else "")
+        arr = (C.llama_chat_message * len(messages))()
+        keep = []
+        for i, m in enumerate(messages):
+            role, content = m.role.encode(), m.content.encode("utf-8")
+            keep += [role, content]
+            arr[i].role = role
+            arr[i].content = content
+        size = 2 * sum(len(m.content) for m in messages) + 1024
+        buf = ctypes.create_string_buffer(size)
+        n = C.llama_chat_apply_template(tmpl.encode(), arr, len(messages), add_generation_prompt, buf, size)
+        if n > size:
+            buf = ctypes.create_string_buffer(n + 1)
+            n = C.llama_chat_apply_template(tmpl.encode(), arr, len(messages), add_generation_prompt, buf, n + 1)
+        if n >= 0:
+            return buf.raw[:n].decode("utf-8", errors="replace")
+        from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+        fmt = Jinja2ChatFormatter(
+            template=tmpl,
+            eos_token=self.token_text(self.eos),
+            bos_token=self.token_text(self.bos),
+            add_generation_prompt=add_generation_prompt,
+        )
+        result = fmt(messages=[{"role": m.role, "content": m.content} for m in messages])
+        return result.prompt
+
+    # embeddings ---------------------------------------------------------------------------
+    @property
+    def embeddings(self):  # -> EmbeddingTable; imported lazily to keep plain decoding light
+        if self._embeddings is None:
+            from latentlocal.embeddings import EmbeddingTable
+
+            self._embeddings = EmbeddingTable(self.path, arch=self.arch, n_embd=self.n_embd)
+        return self._embeddings
+
+    def close(self) -> None:
+        if getattr(self, "_ptr", None):
+            C.llama_model_free(self._ptr)
+            self._ptr = None
+
+    def __del__(self) -> None:  # pragma: no cover - interpreter shutdown order varies
+        try:
+            self.close()
+        except Exception:
+            pass
+
+
+# ---------------------------------------------------------------------------------------------
+# Engine: a context on a model
+# ---------------------------------------------------------------------------------------------
+
+
+class _Batch:
+    """A ``llama_batch`` allocated once and reused, with NumPy views over its arrays."""
+
+    def __init__(self, capacity: int, n_embd: int = 0) -> None:
+        self.capacity = capacity
+        self.n_embd = n_embd
+        self.raw = C.llama_batch_init(capacity, n_embd, 1)
+        if n_embd:
+            self.embd = np.ctypeslib.as_array(self.raw.embd, shape=(capacity, n_embd))
+        else:
+            self.token = np.ctypeslib.as_array(self.raw.token, shape=(capacity,))
+        self.pos = np.ctypeslib.as_array(self.raw.pos, shape=(capacity,))
+        self.n_seq_id = np.ctypeslib.as_array(self.raw.n_seq_id, shape=(capacity,))
+        self.logits = np.ctypeslib.as_array(self.raw.logits, shape=(capacity,))
+        self.seq_ids = [np.ctypeslib.as_array(self.raw.seq_id[i], shape=(1,)) for i in range(capacity)]
+        self.n_seq_id[:] = 1
+
+    def fill(self, n: int, pos: np.ndarray, seqs: Sequence[int] | int, logits: np.ndarray) -> None:
+        self.raw.n_tokens = n
+        self.pos[:n] = pos
+        self.logits[:n] = logits
+        if isinstance(seqs, int):
+            for i in range(n):
+                self.seq_ids[i][0] = seqs
+        else:
+            for i, s in enumerate(seqs):
+                self.seq_ids[i][0] = s
+
+    def free(self) -> None:
+        if self.raw is not None:
+            C.llama_batch_free(self.raw)
+            self.raw = None
+
+
+LogitsSpec = str | Sequence[bool] | np.ndarray
+
+
+def _logit_flags(n: int, spec: LogitsSpec) -> np.ndarray:
+    if isinstance(spec, str):
+        flags = np.zeros(n, dtype=np.int8)
+        if spec == "all":
+            flags[:] = 1
+        elif spec == "last":
+            flags[-1] = 1
+        elif spec != "none":
+            raise ValueError(f"logits must be 'last', 'all', 'none' or a mask, not {spec!r}")
+        return flags
+    flags = np.asarray(spec, dtype=np.int8)
+    if flags.shape != (n,):
+        raise ValueError(f"logits mask has shape {flags.shape}, expected ({n},)")
+    return flags
+
+
+class Engine:
+    """A llama.cpp context on a ``Model``: decoding, logits, sequences, capture and steering.
+
+    Positions are tracked per sequence so every decode continues where the sequence stands. One
+    batch carries either token ids or embedding rows, never both (llama.cpp's rule).
+    """
+
+    def __init__(
+        self,
+        model: Model,
+        n_ctx: int = 4096,
+        n_batch: int = 512,
+        n_seq_max: int = 16,
+        n_threads: int | None = None,
+        seed: int = 0,
+        capture_layers: Iterable[int] | None = None,
+    ) -> None:
+        self.model = model
+        self.seed = seed
+        if not 1 <= n_seq_max <= 256:
+            raise LatentLocalError(f"n_seq_max must be between 1 and 256, not {n_seq_max}")
+        self.capture_layers = tuple(sorted(set(capture_layers or ())))
+        for il in self.capture_layers:
+            self._check_layer(il, "capture")
+        threads = n_threads or default_threads()
+        params = C.llama_context_default_params()
+        params.n_ctx = n_ctx
+        params.n_batch = n_batch
+        params.n_ubatch = min(n_batch, 512)
+        params.n_seq_max = n_seq_max
+        params.n_threads = threads
+        params.n_threads_batch = threads
+        params.kv_unified = True
+        params.no_perf = True
+        self._capture_store: dict[int, list[np.ndarray]] = {}
+        if self.capture_layers:
+            self._wanted = {f"l_out-{il}".encode(): il for il in self.capture_layers}
+            self._cb = C.ggml_backend_sched_eval_callback(self._on_eval)
+            params.cb_eval = self._cb
+            params.cb_eval_user_data = None
+            _ggml_base()
+        ptr = C.llama_init_from_model(model._ptr, params)
+        if not ptr:
+            raise LatentLocalError(
+                f"llama.cpp could not create a context of {n_ctx} tokens for {model.path.name}; "
+                "try a smaller --n-ctx (memory) or rerun with --verbose"
+            )
+        self._ctx = ptr
+        self._mem = C.llama_get_memory(ptr)
+        self.n_ctx: int = C.llama_n_ctx(ptr)
+        self.n_batch: int = C.llama_n_batch(ptr)
+        self.n_seq_max = n_seq_max
+        self.n_threads = threads
+        self._tok = _Batch(self.n_batch)
+        self._emb: _Batch | None = None
+        self._pos: dict[int, int] = {}
+        self._cvec: tuple[int, int, int] | None = None  # (id(buffer), il_start, il_end) now set
+        self._cvec_buf: np.ndarray | None = None
+        self.cvec_changes = 0
+
+    @classmethod
+    def load(
+        cls,
+        path: str | os.PathLike[str],
+        n_gpu_layers: int = 0,
+        **kwargs,
+    ) -> Engine:
+        """Load a GGUF and open a context on it."""
+        return cls(Model(path, n_gpu_layers=n_gpu_layers), **kwargs)
+
+    def sibling(self, **kwargs) -> Engine:
+        """Another context on the same weights (e.g. one that captures layers)."""
+        opts = dict(n_ctx=self.n_ctx, n_batch=self.n_batch, n_seq_max=self.n_seq_max,
+                    n_threads=self.n_threads, seed=self.seed)
+        opts.update(kwargs)
+        return Engine(self.model, **opts)
+
+    # conveniences -----------------------------------------------------------------------------
+    @property
+    def n_vocab(self) -> int:
+        return self.model.n_vocab
+
+    @property
+    def n_embd(self) -> int:
+        return self.model.n_embd
+
+    @property
+    def n_layer(self) -> int:
+        return self.model.n_layer
+
+    def pos(self, seq: int = 0) -> int:
+        """The next position of ``seq`` (its length so far)."""
+        return self._pos.get(seq, 0)
+
+    def _check_layer(self, il: int, what: str) -> None:
+        n = self.model.n_layer
+        if not 0 <= il < n:
+            raise LatentLocalError(
+                f"{what} layer {il} is out of range: {self.model.name} has blocks 0..{n - 1}"
+            )
+
+    def _check_seq(self, seq: int) -> None:
+        if not 0 <= seq < self.n_seq_max:
+            raise LatentLocalError(
+                f"sequence {seq} is out of range: this context holds {self.n_seq_max} sequences"
+            )
+
+    def _check_room(self, seq: int, n: int) -> None:
+        if self.pos(seq) + n > self.n_ctx:
+            raise LatentLocalError(
+                f"{self.pos(seq) + n} tokens do not fit the context of {self.n_ctx}: shorten the "
+                "prompt or --max-tokens, or pass a larger --n-ctx"
+            )
+
+    # decoding ---------------------------------------------------------------------------------
+    def _decode(self, batch: _Batch) -> None:
+        if self.capture_layers:
+            self._capture_store = {il: [] for il in self.capture_layers}
+        rc = C.llama_decode(self._ctx, batch.raw)
+        if rc != 0:
+            if rc == 1:
+                raise LatentLocalError(
+                    f"the context of {self.n_ctx} tokens is full; pass a larger --n-ctx or fewer "
+                    "--max-tokens / samples"
+                )
+            raise LatentLocalError(f"llama_decode failed with code {rc}; rerun with --verbose to see why")
+
+    def decode_tokens(self, tokens: Sequence[int], seq: int = 0, logits: LogitsSpec = "last") -> None:
+        """Append ``tokens`` to sequence ``seq``; logits are kept for the rows ``logits`` selects."""
+        n = len(tokens)
+        if n == 0:
+            return
+        self._check_seq(seq)
+        self._check_room(seq, n)
+        flags = _logit_flags(n, logits)
+        toks = np.asarray(tokens, dtype=np.int32)
+        if toks.min() < 0 or toks.max() >= self.n_vocab:
+            raise LatentLocalError(f"token ids must lie in 0..{self.n_vocab - 1}")
+        start = self.pos(seq)
+        cap = self._tok.capacity
+        for off in range(0, n, cap):
+            m = min(cap, n - off)
+            self._tok.token[:m] = toks[off:off + m]
+            self._tok.fill(m, np.arange(start + off, start + off + m), seq, flags[off:off + m])
+            self._decode(self._tok)
+            self._pos[seq] = start + off + m
+
+    def _emb_batch(self, n: int) -> _Batch:
+        if self._emb is None or self._emb.capacity < n:
+            if self._emb is not None:
+                self._emb.free()
+            self._emb = _Batch(max(n, 16), self.n_embd)
+        return self._emb
+
+    def _check_rows(self, rows: np.ndarray) -> np.ndarray:
+        rows = np.asarray(rows, dtype=np.float32)
+        if rows.ndim == 1:
+            rows = rows[None, :]
+        if rows.ndim != 2 or rows.shape[1] != self.n_embd:
+            raise LatentLocalError(
+                f"embedding rows have width {rows.shape[-1]}, but {self.model.name} has n_embd "
+                f"{self.n_embd}: build rows from this model's embedding table"
+            )
+        if not np.isfinite(rows).all():
+            raise LatentLocalError("embedding rows contain NaN or infinity")
+        return rows
+
+    def decode_embeddings(self, rows: np.ndarray, seq: int = 0, logits: LogitsSpec = "last") -> None:
+        """Append input embedding rows (n, n_embd) to ``seq``, as if they were tokens."""
+        rows = self._check_rows(rows)
+        n = rows.shape[0]
+        self._check_seq(seq)
+        self._check_room(seq, n)
+        flags = _logit_flags(n, logits)
+        start = self.pos(seq)
+        cap = min(n, self.n_batch)
+        batch = self._emb_batch(cap)
+        for off in range(0, n, cap):
+            m = min(cap, n - off)
+            batch.embd[:m] = rows[off:off + m]
+            batch.fill(m, np.arange(start + off, start + off + m), seq, flags[off:off + m])
+            self._decode(batch)
+            self._pos[seq] = start + off + m
+
+    def decode_step(
+        self,
+        seqs: Sequence[int],
+        tokens: Sequence[int] | None = None,
+        rows: np.ndarray | None = None,
+    ) -> None:
+        """One new position for each of ``seqs`` in a single batch: token ids or embedding rows.
+
+        Logits row ``i`` (``logits(i)``) belongs to ``seqs[i]``.
+        """
+        if (tokens is None) == (rows is None):
+            raise ValueError("decode_step takes tokens or rows, not both")
+        n = len(seqs)
+        for s in seqs:
+            self._check_seq(s)
+            self._check_room(s, 1)
+        pos = np.fromiter((self.pos(s) for s in seqs), dtype=np.int32, count=n)
+        ones = np.ones(n, dtype=np.int8)
+        if tokens is not None:
+            if n > self._tok.capacity:
+                raise LatentLocalError(f"at most {self._tok.capacity} sequences per step")
+            self._tok.token[:n] = tokens
+            self._tok.fill(n, pos, seqs, ones)
+            self._decode(self._tok)
+        else:
+            rows = self._check_rows(rows)
+            if rows.shape[0] != n:
+                raise ValueError(f"{rows.shape[0]} rows for {n} sequences")
+            batch = self._emb_batch(n)
+            batch.embd[:n] = rows
+            batch.fill(n, pos, seqs, ones)
+            self._decode(batch)
+        for s in seqs:
+            self._pos[s] = self._pos.get(s, 0) + 1
+
+    def logits(self, i: int = -1) -> np.ndarray:
+        """Logits of output row ``i`` of the last decode, as a view valid until the next decode."""
+        ptr = C.llama_get_logits_ith(self._ctx, i)
+        if not ptr:
+            raise LatentLocalError(f"no logits for output row {i} of the last decode")
+        return np.ctypeslib.as_array(ptr, shape=(self.n_vocab,))
+
+    # sequences --------------------------------------------------------------------------------
+    def seq_copy(self, src: int, dst: int) -> None:
+        """Make ``dst`` a copy of ``src`` (shares the KV cells: no memory is duplicated)."""
+        self._check_seq(src)
+        self._check_seq(dst)
+        C.llama_memory_seq_rm(self._mem, dst, -1, -1)
+        C.llama_memory_seq_cp(self._mem, src, dst, -1, -1)
+        self._pos[dst] = self.pos(src)
+
+    def seq_remove(self, seq: int, p0: int = 0) -> None:
+        """Drop positions ``p0`` and later from ``seq`` (all of it by default)."""
+        self._check_seq(seq)
+        C.llama_memory_seq_rm(self._mem, seq, p0, -1)
+        if p0 <= 0:
+            self._pos.pop(seq, None)
+        else:
+            self._pos[seq] = min(self.pos(seq), p0)
+
+    def seq_keep(self, seq: int) -> None:
+        C.llama_memory_seq_keep(self._mem, seq)
+        self._pos = {seq: self.pos(seq)}
+
+    def clear(self) -> None:
+        C.llama_memory_clear(self._mem, True)
+        self._pos.clear()
+
+    # control vectors --------------------------------------------------------------------------
+    def set_control_vector(self, directions: dict[int, np.ndarray] | None, scale: float = 1.0) -> None:
+        """Add ``scale * directions[il]`` to the output of each block ``il``; ``None`` clears.
+
+        Every call makes llama.cpp re-reserve its scheduler on the next decode (milliseconds), so
+        callers toggle it only when the state really changes.
+        """
+        if directions is None:
+            if self._cvec is not None:
+                C.llama_set_adapter_cvec(self._ctx, None, 0, self.n_embd, -1, -1)
+                self._cvec = None
+                self.cvec_changes += 1
+            return
+        if not directions:
+            raise LatentLocalError("control vector has no directions")
+        buf = np.zeros((self.n_layer - 1, self.n_embd), dtype=np.float32)
+        for il, vec in directions.items():
+            if not 1 <= il < self.n_layer:
+                raise LatentLocalError(
+                    f"control vector layer {il} is out of range: {self.model.name} can be steered "
+                    f"at blocks 1..{self.n_layer - 1}"
+                )
+            v = np.asarray(vec, dtype=np.float32).reshape(-1)
+            if v.shape[0] != self.n_embd:
+                raise LatentLocalError(
+                    f"control vector for layer {il} has width {v.shape[0]}, but {self.model.name} "
+                    f"has n_embd {self.n_embd}: it was made for another model"
+                )
+            buf[il - 1] = v * scale
+        lo, hi = min(directions), max(directions)
+        flat = np.ascontiguousarray(buf.reshape(-1))
+        rc = C.llama_set_adapter_cvec(
+            self._ctx, flat.ctypes.data_as(ctypes.POINTER(ctypes.c_float)), flat.size, self.n_embd, lo, hi
+        )
+        if rc != 0:
+            raise LatentLocalError("llama.cpp refused the control vector; rerun with --verbose")
+        self._cvec_buf = flat
+        self._cvec = (id(flat), lo, hi)
+        self.cvec_changes += 1
+
+    @property
+    def control_vector_active(self) -> bool:
+        return self._cvec is not None
+
+    # layer capture ----------------------------------------------------------------------------
+    def _on_eval(self, tensor: ctypes.c_void_p, ask: bool, user_data: ctypes.c_void_p) -> bool:
+        try:
+            g = _ggml
+            il = self._wanted.get(g.ggml_get_name(tensor))
+            if il is None:
+                return False if ask else True
+            if ask:
+                return True
+            nbytes = g.ggml_nbytes(tensor)
+            out = np.empty(nbytes // 4, dtype=np.float32)
+            g.ggml_backend_tensor_get(tensor, out.ctypes.data, 0, nbytes)
+            self._capture_store[il].append(out.reshape(-1, self.n_embd))
+            return True
+        except Exception:  # an exception must never cross into C; report it after decode
+            self._capture_store.setdefault(-1, []).append(np.zeros(0))
+            return False
+
+    def captured(self, il: int) -> np.ndarray:
+        """Residual stream after block ``il`` for the rows of the last decode, shape (rows, n_embd).
+
+        Rows are every batch position, except for the last block, where llama.cpp keeps only the
+        rows whose logits were requested.
+        """
+        if il not in self.capture_layers:
+            raise LatentLocalError(
+                f"layer {il} is not captured by this context; open it with capture_layers=[{il}]"
+            )
+        if -1 in self._capture_store:
+            raise LatentLocalError("layer capture failed inside llama.cpp's eval callback")
+        parts = self._capture_store.get(il) or []
+        if not parts:
+            return np.zeros((0, self.n_embd), dtype=np.float32)
+        return np.concatenate(parts, axis=0)
+
+    # teardown ---------------------------------------------------------------------------------
+    def close(self) -> None:
+        if getattr(self, "_ctx", None):
+            self._tok.free()
+            if self._emb is not None:
+                self._emb.free()
+            C.llama_free(self._ctx)
+            self._ctx = None
+
+    def __enter__(self) -> Engine:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:  # pragma: no cover
+        try:
+            self.close()
+        except Exception:
+            pass
+
+
+def default_threads() -> int:
+    """All cores the process may use, capped at 8 (more rarely helps memory-bound decoding)."""
+    try:
+        n = len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS
+        n = os.cpu_count() or 1
+    return max(1, min(n, 8))
+
+
+class TextStream:
+    """Turns token bytes into text without splitting multi-byte UTF-8 characters."""
+
+    def __init__(self, model: Model) -> None:
+        self._model = model
+        self._dec = codecs.getincrementaldecoder("utf-8")(errors="replace")
+
+    def push(self, token: int) -> str:
+        return self._dec.decode(self._model.piece(token))
+
+    def flush(self) -> str:
+        return self._dec.decode(b"", final=True)

@@ -1,0 +1,492 @@
+"""Evaluation results: the append-only results file, per-method statistics and the report.
+
+Works from ``DIR/results.jsonl`` alone (no model), so a report can be regenerated at any time,
+including from a run that was killed half way::
+
+    python -m latentlocal.eval.report DIR
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import math
+import os
+import sys
+import tempfile
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from math import comb
+from pathlib import Path
+from statistics import NormalDist
+from typing import Any
+
+from latentlocal.errors import LatentLocalError
+
+__all__ = [
+    "BASELINE",
+    "MethodRow",
+    "append_result",
+    "done_keys",
+    "main",
+    "mcnemar_exact_p",
+    "read_results",
+    "summarize",
+    "wilson_interval",
+    "write_report",
+]
+
+BASELINE = "cot"
+RESULTS_NAME = "results.jsonl"
+REQUIRED_KEYS = ("method", "id", "prediction", "gold", "correct", "generated_tokens", "wall_s")
+# Report settings live in an HTML comment inside report.md so that
+# `python -m latentlocal.eval.report DIR` can rebuild an identical report without a side file.
+_META_PREFIX = "<!-- latentlocal-report "
+_META_SUFFIX = " -->"
+
+
+# ---------------------------------------------------------------------------------------------
+# results file
+
+
+def _check_record(rec: Any, where: str) -> dict[str, Any]:
+    if not isinstance(rec, dict):
+        raise LatentLocalError(f"{where}: expected a JSON object, got {type(rec).__name__}; one result per line")
+    missing = [k for k in REQUIRED_KEYS if k not in rec]
+    if missing:
+        raise LatentLocalError(
+            f"{where}: result lacks {', '.join(missing)}; every result needs {', '.join(REQUIRED_KEYS)}"
+        )
+    if not isinstance(rec["correct"], bool):
+        raise LatentLocalError(f"{where}: 'correct' must be true or false, got {rec['correct']!r}; fix the record")
+    for key in ("generated_tokens", "wall_s"):
+        val = rec[key]
+        if isinstance(val, bool) or not isinstance(val, (int, float)) or not math.isfinite(val) or val < 0:
+            raise LatentLocalError(f"{where}: {key!r} must be a non-negative number, got {val!r}; fix the record")
+    return rec
+
+
+def _key(rec: dict[str, Any]) -> tuple[str, str]:
+    return (str(rec["method"]), str(rec["id"]))
+
+
+def _dedupe(results: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    # A resumed or re-run problem supersedes the earlier record; keeping the first position
+    # keeps method order stable ("first appearance") across re-runs.
+    latest: dict[tuple[str, str], dict[str, Any]] = {}
+    for rec in results:
+        latest[_key(rec)] = rec
+    return list(latest.values())
+
+
+def read_results(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
+    """Records from a results JSONL file, the last one winning for a repeated (method, id).
+
+    An unparsable final line is skipped (a run killed mid-write); a corrupt line anywhere else
+    is an error, because silently dropping finished work would bias the statistics.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except FileNotFoundError:
+        raise LatentLocalError(f"results file {path} not found; pass the run directory that holds {RESULTS_NAME}") from None
+    except IsADirectoryError:
+        raise LatentLocalError(f"{path} is a directory; pass the results .jsonl file inside it") from None
+    lines = text.split("\n")
+    numbered = [(i + 1, line) for i, line in enumerate(lines) if line.strip()]
+    records = []
+    for pos, (lineno, line) in enumerate(numbered):
+        where = f"{path}:{lineno}"
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError as err:
+            if pos == len(numbered) - 1:
+                break  # truncated tail of a killed run; that problem simply is not done
+            raise LatentLocalError(
+                f"{where}: corrupt result line ({err.msg}); fix or delete that line and re-run"
+            ) from err
+        records.append(_check_record(rec, where))
+    return _dedupe(records)
+
+
+def _drop_partial_tail(path: Path) -> None:
+    """Make the file end at a line boundary before appending to it.
+
+    A kill mid-write leaves a partial last line; appending after it would glue the next record
+    onto it and turn a harmless truncated tail into a corrupt middle line.
+    """
+    with open(path, "r+b") as f:
+        size = f.seek(0, os.SEEK_END)
+        if size == 0:
+            return
+        f.seek(size - 1)
+        if f.read(1) == b"\n":
+            return
+        pos, cut = size, 0
+        while pos > 0:
+            start = max(0, pos - 65536)
+            f.seek(start)
+            idx = f.read(pos - start).rfind(b"\n")
+            if idx >= 0:
+                cut = start + idx + 1
+                break
+            pos = start
+        f.seek(cut)
+        tail = f.read()
+        try:
+            complete = isinstance(json.loads(tail.decode("utf-8")), dict)
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            complete = False
+        if complete:
+            # A whole record that only lacks its newline (hand-edited file): keep it.
+            f.seek(size)
+            f.write(b"\n")
+        else:
+            f.truncate(cut)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _json_default(obj: Any) -> Any:
+    # numpy scalars (token counts, scores) are common in records; store them as plain numbers.
+    if hasattr(obj, "item"):
+        return obj.item()
+    if hasattr(obj, "tolist"):
+        return obj.tolist()
+    raise TypeError(f"{type(obj).__name__} is not JSON serialisable")
+
+
+def append_result(path: str | os.PathLike[str], record: dict[str, Any]) -> None:
+    """Append one record as a JSON line, flushed and fsynced so a killed run keeps finished work."""
+    path = Path(path)
+    _check_record(record, "append_result")
+    line = json.dumps(record, ensure_ascii=False, default=_json_default) + "\n"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.exists():
+        _drop_partial_tail(path)
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(line)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def done_keys(path: str | os.PathLike[str]) -> set[tuple[str, str]]:
+    """(method, id) pairs already in the results file; empty if it does not exist yet."""
+    path = Path(path)
+    if not path.exists():
+        return set()
+    return {_key(rec) for rec in read_results(path)}
+
+
+# ---------------------------------------------------------------------------------------------
+# statistics
+
+
+def wilson_interval(k: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
+    """Wilson score interval for k successes in n trials (same as scipy's method='wilson').
+
+    Wilson rather than the normal approximation because accuracies near 0% or 100% on small
+    benchmarks are the norm here, where the normal interval leaves [0, 1].
+    """
+    if n <= 0:
+        return (0.0, 1.0)
+    z = NormalDist().inv_cdf(0.5 + confidence / 2)
+    p = k / n
+    denom = 1 + z * z / n
+    center = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    # At k=0 / k=n the bound is exactly 0 / 1; rounding would otherwise leave 3e-17 and put the
+    # interval off its own point estimate.
+    lo = 0.0 if k == 0 else max(0.0, center - half)
+    hi = 1.0 if k == n else min(1.0, center + half)
+    return (lo, hi)
+
+
+def mcnemar_exact_p(b: int, c: int) -> float:
+    """Two-sided exact McNemar p-value: binomial test of b out of b+c discordant pairs at p=0.5.
+
+    Exact integer arithmetic (equal to scipy.stats.binomtest(b, b+c).pvalue) because discordant
+    counts on small benchmarks are far too low for the chi-square approximation.
+    """
+    n = b + c
+    if n == 0:
+        return 1.0
+    tail = sum(comb(n, i) for i in range(min(b, c) + 1))
+    return min(1.0, 2 * tail / 2**n)
+
+
+@dataclass(frozen=True)
+class MethodRow:
+    """One method's line in the report; the paired fields are None for the baseline itself or
+    when there is no baseline to pair with."""
+
+    method: str
+    n: int
+    correct: int
+    accuracy: float
+    ci_low: float
+    ci_high: float
+    mean_tokens: float
+    mean_wall_s: float
+    tokens_per_s: float | None
+    paired_n: int | None = None
+    acc_diff: float | None = None
+    b: int | None = None
+    c: int | None = None
+    p_value: float | None = None
+
+
+def summarize(results: Sequence[dict[str, Any]]) -> list[MethodRow]:
+    """Per-method accuracy (Wilson 95% CI), cost, and paired comparison with the "cot" baseline.
+
+    Rows: "cot" first, then methods in order of first appearance.
+    """
+    checked = [_check_record(rec, f"result {i}") for i, rec in enumerate(results)]
+    by_method: dict[str, dict[str, dict[str, Any]]] = {}
+    for rec in _dedupe(checked):
+        method, pid = _key(rec)
+        by_method.setdefault(method, {})[pid] = rec
+    order = sorted(by_method, key=lambda m: m != BASELINE)  # stable: keeps first-appearance order
+    base = by_method.get(BASELINE)
+
+    rows = []
+    for method in order:
+        recs = by_method[method]
+        n = len(recs)
+        k = sum(1 for r in recs.values() if r["correct"])
+        tokens = sum(r["generated_tokens"] for r in recs.values())
+        wall = sum(float(r["wall_s"]) for r in recs.values())
+        lo, hi = wilson_interval(k, n)
+        paired: dict[str, Any] = {}
+        if base is not None and method != BASELINE:
+            # Paired on shared ids only: a method run on a subset must not be compared with the
+            # baseline's accuracy on different problems.
+            shared = [pid for pid in recs if pid in base]
+            b = sum(1 for pid in shared if recs[pid]["correct"] and not base[pid]["correct"])
+            c = sum(1 for pid in shared if not recs[pid]["correct"] and base[pid]["correct"])
+            paired = {
+                "paired_n": len(shared),
+                "acc_diff": (b - c) / len(shared) if shared else None,
+                "b": b,
+                "c": c,
+                "p_value": mcnemar_exact_p(b, c) if shared else None,
+            }
+        rows.append(
+            MethodRow(
+                method=method,
+                n=n,
+                correct=k,
+                accuracy=k / n,
+                ci_low=lo,
+                ci_high=hi,
+                mean_tokens=tokens / n,
+                mean_wall_s=wall / n,
+                tokens_per_s=tokens / wall if wall > 0 else None,
+                **paired,
+            )
+        )
+    return rows
+
+
+# ---------------------------------------------------------------------------------------------
+# report
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:.1f}%"
+
+
+def _p(p: float) -> str:
+    return "1" if p >= 1 else (f"{p:.3g}" if p >= 1e-4 else f"{p:.1e}")
+
+
+def _md_cell(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def _table(rows: list[MethodRow]) -> list[str]:
+    header = [
+        "Method", "n", "Correct", "Accuracy", "95% CI (Wilson)", "Mean gen. tokens",
+        "Mean wall (s)", "Tokens/s", f"Δ acc vs {BASELINE} (paired n)", "b / c", "McNemar p",
+    ]
+    out = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|"]
+    for r in rows:
+        if r.paired_n is None:
+            diff = bc = p = "—"
+        elif r.paired_n == 0:
+            diff, bc, p = "no shared ids (0)", "—", "—"
+        else:
+            assert r.acc_diff is not None and r.p_value is not None
+            diff = f"{100 * r.acc_diff:+.1f} pp ({r.paired_n})"
+            bc = f"{r.b} / {r.c}"
+            p = _p(r.p_value)
+        cells = [
+            _md_cell(r.method),
+            str(r.n),
+            str(r.correct),
+            _pct(r.accuracy),
+            f"[{_pct(r.ci_low)}, {_pct(r.ci_high)}]",
+            f"{r.mean_tokens:.1f}",
+            f"{r.mean_wall_s:.2f}",
+            "—" if r.tokens_per_s is None else f"{r.tokens_per_s:.1f}",
+            diff,
+            bc,
+            p,
+        ]
+        out.append("| " + " | ".join(cells) + " |")
+    return out
+
+
+def _render_markdown(
+    rows: list[MethodRow], results: list[dict[str, Any]], title: str, command: str | None, dataset: str | None
+) -> str:
+    meta = json.dumps({"title": title, "command": command, "dataset": dataset}, ensure_ascii=False, sort_keys=True)
+    meta = meta.replace(">", "\\u003e")  # keeps "-->" inside a string from closing the comment
+    lines = [_META_PREFIX + meta + _META_SUFFIX, "", f"# {title or 'Evaluation report'}", ""]
+    if dataset:
+        lines.append(f"- Dataset: {dataset}")
+    ids = {str(r["id"]) for r in results}
+    lines.append(f"- Problems: {len(ids)} distinct ids, {len(results)} results, {len(rows)} methods")
+    lines.append("")
+    if command:
+        fence = "````" if "```" in command else "```"
+        lines += ["Command:", "", f"{fence}text", command, fence, ""]
+    if not rows:
+        lines += ["No results yet.", ""]
+    else:
+        lines += _table(rows)
+        lines += [
+            "",
+            f"Accuracy is correct/n with a 95% Wilson score interval. Tokens/s is total generated "
+            f"tokens over total wall time. The paired columns compare each method with `{BASELINE}` "
+            f"on the problem ids both ran: b = method right and {BASELINE} wrong, c = method wrong "
+            f"and {BASELINE} right, p = exact two-sided McNemar test (binomial test of b out of b+c "
+            "at 0.5).",
+            "",
+            "![accuracy vs generated tokens](report.png)",
+            "",
+        ]
+    return "\n".join(lines)
+
+
+def _render_png(rows: list[MethodRow], title: str) -> bytes:
+    # Lazy import: matplotlib costs ~0.5 s and is only needed here. Agg because reports are
+    # written from headless benchmark runs and from inside the TUI.
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(7, 4.5), dpi=120)
+    ax = fig.add_subplot()
+    if rows:
+        for r in rows:
+            y = 100 * r.accuracy
+            yerr = [[y - 100 * r.ci_low], [100 * r.ci_high - y]]
+            ax.errorbar([r.mean_tokens], [y], yerr=yerr, fmt="o", capsize=4)
+            ax.annotate(r.method, (r.mean_tokens, y), textcoords="offset points", xytext=(6, 4), fontsize=9)
+        # Headroom above the highest CI so a 100% point is not clipped by the frame.
+        ax.set_ylim(bottom=0, top=max(5.0, min(103.0, max(100 * r.ci_high for r in rows) * 1.1)))
+    else:
+        ax.text(0.5, 0.5, "no results yet", ha="center", va="center", transform=ax.transAxes)
+    ax.set_xlabel("mean generated tokens per problem")
+    ax.set_ylabel("accuracy (%), 95% Wilson CI")
+    ax.set_title(title or "Evaluation report")
+    ax.grid(True, alpha=0.3)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    return buf.getvalue()
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    """Write via a temp file in the same directory + os.replace, so readers (a browser, the TUI,
+    a concurrent regeneration) never see a half-written report."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+def write_report(
+    out_dir: str | os.PathLike[str],
+    results: Sequence[dict[str, Any]],
+    title: str = "",
+    command: str | None = None,
+    *,
+    dataset: str | None = None,
+) -> tuple[Path, Path]:
+    """Write ``report.md`` (table + command + dataset) and ``report.png`` (accuracy vs tokens).
+
+    ``dataset`` defaults to the distinct ``dataset`` values found in the records, if any.
+    Returns (markdown path, png path).
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    results = _dedupe(_check_record(rec, f"result {i}") for i, rec in enumerate(results))
+    rows = summarize(results)
+    if dataset is None:
+        names = list(dict.fromkeys(str(r["dataset"]) for r in results if r.get("dataset")))
+        dataset = ", ".join(names) or None
+    md_path, png_path = out / "report.md", out / "report.png"
+    _atomic_write(png_path, _render_png(rows, title))
+    _atomic_write(md_path, _render_markdown(rows, results, title, command, dataset).encode("utf-8"))
+    return md_path, png_path
+
+
+def _read_meta(md_path: Path) -> dict[str, Any]:
+    """Title/command/dataset a previous write_report stored in report.md; {} if none."""
+    try:
+        first = md_path.read_text(encoding="utf-8").split("\n", 1)[0]
+    except (OSError, UnicodeDecodeError):
+        return {}
+    if not (first.startswith(_META_PREFIX) and first.endswith(_META_SUFFIX)):
+        return {}
+    try:
+        meta = json.loads(first[len(_META_PREFIX) : -len(_META_SUFFIX)])
+    except json.JSONDecodeError:
+        return {}
+    return meta if isinstance(meta, dict) else {}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m latentlocal.eval.report DIR``: rebuild DIR/report.{md,png} from DIR/results.jsonl."""
+    parser = argparse.ArgumentParser(
+        prog="python -m latentlocal.eval.report",
+        description="Regenerate report.md and report.png from DIR/results.jsonl (no model needed).",
+    )
+    parser.add_argument("dir", type=Path, help="run directory containing results.jsonl")
+    parser.add_argument("--title", default=None, help="report title (default: keep the existing one)")
+    parser.add_argument("--command", default=None, help="command line to show (default: keep the existing one)")
+    parser.add_argument("--dataset", default=None, help="dataset description (default: keep the existing one)")
+    args = parser.parse_args(argv)
+    try:
+        meta = _read_meta(args.dir / "report.md")
+        results = read_results(args.dir / RESULTS_NAME)
+        md, png = write_report(
+            args.dir,
+            results,
+            title=args.title if args.title is not None else str(meta.get("title") or ""),
+            command=args.command if args.command is not None else meta.get("command"),
+            dataset=args.dataset if args.dataset is not None else meta.get("dataset"),
+        )
+    except LatentLocalError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    print(md)
+    print(png)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,189 @@
+"""Baselines: chain-of-thought decoding (greedy or sampled) and self-consistency.
+
+Every other method is measured against these, so they share the prompt, the stop rules and the
+answer extraction with the methods.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from latentlocal.engine import Engine, TextStream
+from latentlocal.eval.answers import extract_answer, majority_vote
+from latentlocal.events import Event, SequenceDone, Summary, Token
+from latentlocal.markers import AnswerLineWatch
+from latentlocal.models import ANSWER_MARKER, COT_SYSTEM, build_prompt
+from latentlocal.sampling import SamplingConfig, sample_token, softmax
+
+
+@dataclass(frozen=True)
+class CotConfig:
+    max_tokens: int = 512
+    sampling: SamplingConfig = SamplingConfig()
+    seed: int | None = None
+    stop: tuple[str, ...] = ()
+    stop_after_answer: bool = True
+    system: str | None = COT_SYSTEM
+    answer_marker: str = ANSWER_MARKER
+
+
+@dataclass(frozen=True)
+class SelfConsistencyConfig:
+    samples: int = 5
+    max_tokens: int = 512
+    sampling: SamplingConfig = SamplingConfig(temperature=0.8, top_k=40, top_p=0.95, min_p=0.05)
+    seed: int | None = None
+    stop: tuple[str, ...] = ()
+    stop_after_answer: bool = True
+    system: str | None = COT_SYSTEM
+    answer_marker: str = ANSWER_MARKER
+
+
+def prompt_tokens(engine: Engine, question: str, system: str | None) -> list[int]:
+    return engine.model.tokenize(build_prompt(engine.model, question, system))
+
+
+@dataclass
+class _Stream:
+    """Per-sequence decoding state: text so far and the stop rules."""
+
+    engine: Engine
+    stop: Sequence[str]
+    marker: str | None
+    tokens: list[int] = field(default_factory=list)
+    text: str = ""
+    finish: str | None = None
+
+    def __post_init__(self) -> None:
+        self._out = TextStream(self.engine.model)
+        self._answer = AnswerLineWatch(self.marker) if self.marker else None
+
+    def push(self, tok: int, max_tokens: int) -> str:
+        """Record one sampled token; sets ``finish`` when a stop rule fires. Returns its text."""
+        self.tokens.append(tok)
+        if self.engine.model.is_eog(tok):
+            self.finish = "eos"
+            return ""
+        piece = self._out.push(tok)
+        self.text += piece
+        if self.stop and any(s in self.text[-(len(piece) + max(map(len, self.stop))):] for s in self.stop):
+            self.finish = "stop"
+        elif self._answer is not None and self._answer.push(piece):
+            self.finish = "answer"
+        elif len(self.tokens) >= max_tokens:
+            self.finish = "length"
+        return piece
+
+
+def run_cot(
+    engine: Engine,
+    question: str,
+    cfg: CotConfig = CotConfig(),
+    cancel: threading.Event | None = None,
+    prompt: Sequence[int] | None = None,
+) -> Iterator[Event]:
+    """Chain-of-thought decoding of one answer, streamed token by token."""
+    t0 = time.perf_counter()
+    rng = np.random.default_rng(engine.seed if cfg.seed is None else cfg.seed)
+    toks = list(prompt) if prompt is not None else prompt_tokens(engine, question, cfg.system)
+    engine.clear()
+    engine.decode_tokens(toks)
+    st = _Stream(engine, cfg.stop, cfg.answer_marker if cfg.stop_after_answer else None)
+    while st.finish is None:
+        if cancel is not None and cancel.is_set():
+            st.finish = "cancelled"
+            break
+        tok, prob = sample_token(engine.logits(-1), cfg.sampling, rng)
+        piece = st.push(tok, cfg.max_tokens)
+        yield Token(text=piece, token_id=tok, prob=prob)
+        if st.finish is None:
+            engine.decode_tokens([tok])
+    elapsed = time.perf_counter() - t0
+    yield Summary(
+        method="cot" if cfg.sampling.greedy else "cot-sampled",
+        answer=extract_answer(st.text),
+        text=st.text,
+        generated_tokens=len(st.tokens),
+        elapsed_s=elapsed,
+        finish_reason=st.finish,
+        extra={"prompt_tokens": len(toks)},
+    )
+
+
+def run_self_consistency(
+    engine: Engine,
+    question: str,
+    cfg: SelfConsistencyConfig = SelfConsistencyConfig(),
+    cancel: threading.Event | None = None,
+) -> Iterator[Event]:
+    """``samples`` sampled chains decoded together over one shared prompt; majority vote."""
+    t0 = time.perf_counter()
+    n = cfg.samples
+    if n < 1:
+        raise ValueError("self-consistency needs at least one sample")
+    if n > engine.n_seq_max:
+        from latentlocal.errors import LatentLocalError
+
+        raise LatentLocalError(
+            f"{n} samples need {n} parallel sequences, this engine holds {engine.n_seq_max}; "
+            "pass fewer --samples or a larger --parallel"
+        )
+    rng = np.random.default_rng(engine.seed if cfg.seed is None else cfg.seed)
+    toks = prompt_tokens(engine, question, cfg.system)
+    engine.clear()
+    engine.decode_tokens(toks, seq=0)
+    for s in range(1, n):
+        engine.seq_copy(0, s)
+    marker = cfg.answer_marker if cfg.stop_after_answer else None
+    streams = [_Stream(engine, cfg.stop, marker) for _ in range(n)]
+    first = np.array(engine.logits(-1), copy=True)
+    row_of = {s: 0 for s in range(n)}  # every sequence starts from the prompt's logits
+    logits_src = {0: first}
+    active = list(range(n))
+    done: list[SequenceDone] = []
+    cancelled = False
+    while active:
+        if cancel is not None and cancel.is_set():
+            cancelled = True
+            break
+        feed_seqs, feed_toks = [], []
+        for s in active:
+            lg = logits_src[row_of[s]] if logits_src else engine.logits(row_of[s])
+            tok, prob = sample_token(lg, cfg.sampling, rng)
+            st = streams[s]
+            piece = st.push(tok, cfg.max_tokens)
+            yield Token(text=piece, token_id=tok, seq=s, prob=prob)
+            if st.finish is None:
+                feed_seqs.append(s)
+                feed_toks.append(tok)
+            else:
+                ev = SequenceDone(s, st.text, extract_answer(st.text), len(st.tokens), st.finish)
+                done.append(ev)
+                yield ev
+        active = feed_seqs
+        if active:
+            engine.decode_step(feed_seqs, tokens=feed_toks)
+            row_of = {s: i for i, s in enumerate(feed_seqs)}
+            logits_src = {}
+    if cancelled:
+        for s in active:
+            st = streams[s]
+            st.finish = "cancelled"
+    answers = [extract_answer(st.text) for st in streams]
+    final = majority_vote(answers)
+    total = sum(len(st.tokens) for st in streams)
+    yield Summary(
+        method="self-consistency",
+        answer=final,
+        text=next((st.text for st, a in zip(streams, answers) if a == final and final is not None),
+                  streams[0].text),
+        generated_tokens=total,
+        elapsed_s=time.perf_counter() - t0,
+        finish_reason="cancelled" if cancelled else "done",
+        extra={"samples": n, "answers": answers, "prompt_tokens": len(toks)},
+    )

@@ -1,0 +1,201 @@
+"""The engine on real GGUF models: parity, capture, control vectors, sequences, greedy decoding."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from latentlocal.engine import Engine
+from latentlocal.errors import LatentLocalError
+from latentlocal.methods.cot import CotConfig, prompt_tokens, run_cot
+from latentlocal.events import Summary, Token
+
+QUESTION = "Tom has 3 apples and buys 5 more. How many apples does he have?"
+
+
+def _prompt_logits(engine: Engine, toks: list[int], rows: bool) -> np.ndarray:
+    engine.clear()
+    if rows:
+        engine.decode_embeddings(engine.model.embeddings.rows(toks))
+    else:
+        engine.decode_tokens(toks)
+    return np.array(engine.logits(-1))
+
+
+@pytest.mark.parametrize("name", ["smol", "gemma"])
+def test_embedding_rows_give_the_token_logits(name, request):
+    engine = request.getfixturevalue(name)
+    toks = prompt_tokens(engine, QUESTION, None)
+    lt = _prompt_logits(engine, toks, rows=False)
+    le = _prompt_logits(engine, toks, rows=True)
+    assert lt.argmax() == le.argmax()
+    scale = lt.max() - lt.min()
+    assert np.abs(lt - le).max() <= 1e-3 * scale
+
+
+def test_gemma_needs_the_token_path_scale(gemma):
+    """Without sqrt(n_embd) the rows are not the tokens: pins why the scale exists."""
+    toks = prompt_tokens(gemma, QUESTION, None)
+    lt = _prompt_logits(gemma, toks, rows=False)
+    raw = gemma.model.embeddings.rows(toks) / gemma.model.embeddings.scale
+    gemma.clear()
+    gemma.decode_embeddings(raw)
+    assert gemma.model.embeddings.scale == pytest.approx(np.sqrt(gemma.n_embd))
+    assert np.abs(np.array(gemma.logits(-1)) - lt).max() > 1.0
+
+
+def test_one_step_rows_and_tokens_agree_in_a_parallel_batch(smol):
+    toks = prompt_tokens(smol, QUESTION, None)
+    smol.clear()
+    smol.decode_tokens(toks, seq=0)
+    smol.seq_copy(0, 1)
+    nxt = [28, 1000]
+    smol.decode_step([0, 1], tokens=nxt)
+    by_token = np.array([smol.logits(0), smol.logits(1)])
+    smol.seq_remove(0, len(toks))
+    smol.seq_remove(1, len(toks))
+    smol.decode_step([0, 1], rows=smol.model.embeddings.rows(nxt))
+    by_row = np.array([smol.logits(0), smol.logits(1)])
+    np.testing.assert_allclose(by_row, by_token, atol=1e-3)
+    assert smol.pos(0) == smol.pos(1) == len(toks) + 1
+
+
+def test_capture_is_the_same_in_one_batch_or_token_by_token(smol):
+    last = smol.n_layer - 1
+    cap = smol.sibling(capture_layers=[0, 11, last], n_seq_max=1)
+    toks = prompt_tokens(smol, QUESTION, None)[:40]
+    cap.clear()
+    cap.decode_tokens(toks, logits="all")
+    batch = {il: cap.captured(il) for il in (0, 11, last)}
+    cap.clear()
+    steps = {il: [] for il in (0, 11, last)}
+    for t in toks:
+        cap.decode_tokens([t])
+        for il in steps:
+            steps[il].append(cap.captured(il))
+    for il in (0, 11, last):
+        one_by_one = np.concatenate(steps[il])
+        assert batch[il].shape == (len(toks), smol.n_embd)
+        np.testing.assert_allclose(batch[il], one_by_one, atol=2e-3 * np.abs(one_by_one).max())
+    # the last block keeps only rows whose logits were asked for
+    cap.clear()
+    cap.decode_tokens(toks, logits="last")
+    assert cap.captured(last).shape == (1, smol.n_embd)
+    assert cap.captured(11).shape == (len(toks), smol.n_embd)
+    with pytest.raises(LatentLocalError, match="not captured"):
+        cap.captured(5)
+    cap.close()
+
+
+def test_control_vector_slot_shifts_exactly_that_block(smol):
+    il = 12
+    cap = smol.sibling(capture_layers=[il - 1, il, il + 1], n_seq_max=1)
+    toks = prompt_tokens(smol, QUESTION, None)[:24]
+
+    def run() -> tuple[dict[int, np.ndarray], np.ndarray]:
+        cap.clear()
+        cap.decode_tokens(toks, logits="last")
+        return {k: cap.captured(k).copy() for k in (il - 1, il, il + 1)}, np.array(cap.logits(-1))
+
+    base, base_logits = run()
+    v = np.random.default_rng(0).normal(size=smol.n_embd).astype(np.float32)
+    cap.set_control_vector({il: v}, scale=0.5)
+    steered, steered_logits = run()
+    np.testing.assert_array_equal(steered[il - 1], base[il - 1])
+    # exact up to float32 rounding of the residual's magnitude
+    tol = 4 * np.finfo(np.float32).eps * np.abs(base[il]).max()
+    np.testing.assert_allclose(steered[il] - base[il], np.broadcast_to(0.5 * v, base[il].shape), atol=tol)
+    assert not np.allclose(steered[il + 1], base[il + 1])
+    assert not np.allclose(steered_logits, base_logits)
+    cap.set_control_vector(None)
+    cleared, cleared_logits = run()
+    np.testing.assert_array_equal(cleared_logits, base_logits)
+    np.testing.assert_array_equal(cleared[il], base[il])
+    cap.close()
+
+
+def test_control_vector_validation(smol):
+    with pytest.raises(LatentLocalError, match="width"):
+        smol.set_control_vector({3: np.zeros(smol.n_embd + 1)})
+    with pytest.raises(LatentLocalError, match="out of range"):
+        smol.set_control_vector({smol.n_layer: np.zeros(smol.n_embd)})
+    with pytest.raises(LatentLocalError, match="out of range"):
+        smol.set_control_vector({0: np.zeros(smol.n_embd)})
+    assert not smol.control_vector_active
+
+
+def test_continuing_a_copied_sequence_matches_the_original(smol):
+    toks = prompt_tokens(smol, QUESTION, None)
+    smol.clear()
+    smol.decode_tokens(toks, seq=0)
+    smol.seq_copy(0, 3)
+    smol.decode_tokens([330, 29], seq=3)
+    copied = np.array(smol.logits(-1))
+    smol.decode_tokens([330, 29], seq=0)
+    original = np.array(smol.logits(-1))
+    np.testing.assert_allclose(copied, original, atol=1e-4)
+    assert smol.pos(0) == smol.pos(3) == len(toks) + 2
+    smol.seq_remove(3)
+    assert smol.pos(3) == 0
+
+
+def test_greedy_cot_matches_llama_cpp_python(smol, smol_path):
+    from llama_cpp import Llama
+
+    toks = prompt_tokens(smol, QUESTION, None)
+    ours = [e.token_id for e in run_cot(smol, QUESTION, CotConfig(max_tokens=48, stop_after_answer=False),
+                                        prompt=toks) if isinstance(e, Token)]
+    llm = Llama(str(smol_path), n_ctx=1024, n_threads=2, verbose=False)
+    theirs = []
+    for t in llm.generate(toks, temp=0.0, reset=True):
+        theirs.append(t)
+        if len(theirs) == len(ours):
+            break
+    llm.close()
+    assert len(ours) > 10
+    assert ours == theirs
+
+
+def test_run_cot_summary(smol):
+    events = list(run_cot(smol, "What is 2 + 3?", CotConfig(max_tokens=40)))
+    summary = events[-1]
+    assert isinstance(summary, Summary)
+    tokens = [e for e in events if isinstance(e, Token)]
+    assert summary.generated_tokens == len(tokens)
+    assert summary.text == "".join(t.text for t in tokens)
+    assert summary.elapsed_s > 0
+
+
+def test_bad_inputs_get_clear_errors(smol, tmp_path, smol_path):
+    with pytest.raises(LatentLocalError, match="not found"):
+        Engine.load(tmp_path / "nope.gguf")
+    junk = tmp_path / "junk.gguf"
+    junk.write_bytes(b"this is not a model" * 10)
+    with pytest.raises(LatentLocalError, match="not a GGUF"):
+        Engine.load(junk)
+    cut = tmp_path / "cut.gguf"
+    with open(smol_path, "rb") as f:
+        cut.write_bytes(f.read(2_000_000))
+    with pytest.raises(LatentLocalError, match="truncated"):
+        Engine.load(cut)
+    with pytest.raises(LatentLocalError, match="width"):
+        smol.decode_embeddings(np.zeros((2, smol.n_embd - 1)))
+    with pytest.raises(LatentLocalError, match="out of range"):
+        smol.sibling(capture_layers=[smol.n_layer])
+    small = smol.sibling(n_ctx=256, n_seq_max=1)
+    too_long = smol.model.tokenize("word " * (small.n_ctx + 10))
+    with pytest.raises(LatentLocalError, match="do not fit the context"):
+        small.decode_tokens(too_long)
+    small.close()
+
+
+def test_n_gpu_layers_without_gpu_warns_and_runs(smol_path):
+    from latentlocal.engine import gpu_offload_supported
+
+    if gpu_offload_supported():
+        pytest.skip("this build offloads to a GPU, so nothing to warn about")
+    with pytest.warns(RuntimeWarning, match="no GPU support"):
+        e = Engine.load(smol_path, n_gpu_layers=99, n_ctx=256, n_seq_max=1)
+    e.decode_tokens([1, 2, 3])
+    assert e.logits(-1).shape == (e.n_vocab,)
+    e.close()

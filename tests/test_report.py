@@ -1,0 +1,217 @@
+"""Results file, statistics and report, checked against numbers worked out by hand."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from latentlocal.errors import LatentLocalError
+from latentlocal.eval.report import (
+    MethodRow,
+    append_result,
+    done_keys,
+    main,
+    mcnemar_exact_p,
+    read_results,
+    summarize,
+    wilson_interval,
+    write_report,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+Z95 = 1.959963984540054  # standard normal quantile at 0.975
+
+
+def rec(method: str, pid: str, correct: bool, tokens: int, wall: float, **extra: object) -> dict:
+    return {
+        "method": method,
+        "id": pid,
+        "prediction": "1" if correct else "0",
+        "gold": "1",
+        "correct": correct,
+        "generated_tokens": tokens,
+        "wall_s": wall,
+        **extra,
+    }
+
+
+def hand_results() -> list[dict]:
+    cot = [True, True, False, False, True, False, True, False]  # 4/8
+    soft = [True, False, True, True, True, True, False, True, True]  # 7/9, p9 has no cot twin
+    out = [rec("soft", "p1", False, 999, 9.0)]  # superseded by the later soft/p1 record
+    out += [rec("cot", f"p{i + 1}", c, 100, 2.0) for i, c in enumerate(cot)]
+    out += [rec("soft", f"p{i + 1}", c, 10 * (i + 1), 0.5, temperature=0.7) for i, c in enumerate(soft)]
+    out += [rec("seal", "p1", True, 30, 1.0), rec("seal", "p2", True, 31, 1.0)]
+    return out
+
+
+def wilson_by_formula(k: int, n: int) -> tuple[float, float]:
+    # Independent form (as in Wilson 1927 / scipy): (2k + z^2 ± z sqrt(z^2 + 4k(1 - k/n))) / 2(n + z^2)
+    root = Z95 * math.sqrt(Z95**2 + 4 * k * (1 - k / n))
+    return ((2 * k + Z95**2 - root) / (2 * (n + Z95**2)), (2 * k + Z95**2 + root) / (2 * (n + Z95**2)))
+
+
+@pytest.mark.parametrize(("k", "n"), [(0, 5), (4, 8), (7, 9), (10, 10), (1, 1), (137, 500)])
+def test_wilson_matches_independent_formula(k: int, n: int) -> None:
+    lo, hi = wilson_interval(k, n)
+    elo, ehi = wilson_by_formula(k, n)
+    assert lo == pytest.approx(max(0.0, elo), abs=1e-12)
+    assert hi == pytest.approx(min(1.0, ehi), abs=1e-12)
+    assert 0.0 <= lo <= k / n <= hi <= 1.0
+
+
+def test_mcnemar_exact() -> None:
+    assert mcnemar_exact_p(0, 0) == 1.0
+    assert mcnemar_exact_p(3, 3) == 1.0
+    assert mcnemar_exact_p(4, 2) == pytest.approx(44 / 64)  # 2 * (C(6,0)+C(6,1)+C(6,2)) / 2^6
+    assert mcnemar_exact_p(2, 4) == mcnemar_exact_p(4, 2)
+    assert mcnemar_exact_p(10, 0) == pytest.approx(2 / 1024)
+    assert 0 < mcnemar_exact_p(2000, 1800) < 0.01  # large n stays exact, no overflow
+
+
+def test_summarize_by_hand() -> None:
+    rows = summarize(hand_results())
+    assert [r.method for r in rows] == ["cot", "soft", "seal"]  # cot first, then first appearance
+    cot, soft, seal = rows
+
+    lo, hi = wilson_by_formula(4, 8)
+    assert (cot.n, cot.correct) == (8, 4)
+    assert cot.accuracy == 0.5
+    assert (cot.ci_low, cot.ci_high) == (pytest.approx(lo), pytest.approx(hi))
+    assert cot.mean_tokens == 100.0 and cot.mean_wall_s == 2.0
+    assert cot.tokens_per_s == pytest.approx(800 / 16.0)
+    assert (cot.paired_n, cot.acc_diff, cot.b, cot.c, cot.p_value) == (None, None, None, None, None)
+
+    # soft: p1 record is the later one (correct, 10 tokens); 9 problems, 7 right
+    lo, hi = wilson_by_formula(7, 9)
+    assert (soft.n, soft.correct) == (9, 7)
+    assert soft.accuracy == pytest.approx(7 / 9)
+    assert (soft.ci_low, soft.ci_high) == (pytest.approx(lo), pytest.approx(hi))
+    assert soft.mean_tokens == pytest.approx(450 / 9)
+    assert soft.mean_wall_s == pytest.approx(0.5)
+    assert soft.tokens_per_s == pytest.approx(450 / 4.5)
+    # paired on p1..p8: soft right & cot wrong = p3,p4,p6,p8; soft wrong & cot right = p2,p7
+    assert (soft.paired_n, soft.b, soft.c) == (8, 4, 2)
+    assert soft.acc_diff == pytest.approx(6 / 8 - 4 / 8)
+    assert soft.p_value == pytest.approx(44 / 64)
+
+    assert (seal.n, seal.correct, seal.paired_n, seal.b, seal.c, seal.p_value) == (2, 2, 2, 0, 0, 1.0)
+    assert seal.acc_diff == 0.0
+    assert seal.tokens_per_s == pytest.approx(61 / 2.0)
+
+
+def test_summarize_without_baseline_and_zero_wall() -> None:
+    rows = summarize([rec("soft", "a", True, 0, 0.0)])
+    assert rows == [MethodRow("soft", 1, 1, 1.0, rows[0].ci_low, 1.0, 0.0, 0.0, None)]
+    assert summarize([]) == []
+    with pytest.raises(LatentLocalError, match="correct"):
+        summarize([{"method": "cot", "id": "a"}])
+
+
+def test_report_contains_hand_numbers(tmp_path: Path) -> None:
+    md, png = write_report(tmp_path, hand_results(), title="Toy run", command="latentlocal bench --limit 9",
+                           dataset="toy.jsonl offset 0 limit 9")
+    assert (md, png) == (tmp_path / "report.md", tmp_path / "report.png")
+    text = md.read_text(encoding="utf-8")
+    lo, hi = wilson_by_formula(4, 8)
+    row_cot = f"| cot | 8 | 4 | 50.0% | [{100 * lo:.1f}%, {100 * hi:.1f}%] | 100.0 | 2.00 | 50.0 | — | — | — |"
+    assert row_cot in text
+    assert "[21.5%, 78.5%]" in text  # the same interval, written out
+    lo, hi = wilson_by_formula(7, 9)
+    row_soft = f"| soft | 9 | 7 | 77.8% | [{100 * lo:.1f}%, {100 * hi:.1f}%] | 50.0 | 0.50 | 100.0 | +25.0 pp (8) | 4 / 2 | 0.688 |"
+    assert row_soft in text
+    assert "| seal | 2 | 2 | 100.0% |" in text and "| +0.0 pp (2) | 0 / 0 | 1 |" in text
+    assert "# Toy run" in text
+    assert "latentlocal bench --limit 9" in text
+    assert "toy.jsonl offset 0 limit 9" in text
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]  # temp files replaced
+
+
+def test_report_with_no_results(tmp_path: Path) -> None:
+    md, png = write_report(tmp_path, [])
+    assert "No results yet." in md.read_text(encoding="utf-8")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_append_read_and_done_keys(tmp_path: Path) -> None:
+    path = tmp_path / "run" / "results.jsonl"
+    assert done_keys(path) == set()
+    for r in hand_results():
+        append_result(path, r)
+    assert len(path.read_text(encoding="utf-8").splitlines()) == len(hand_results())
+    got = read_results(path)
+    assert len(got) == 8 + 9 + 2  # duplicate (soft, p1) collapsed
+    soft_p1 = next(r for r in got if (r["method"], r["id"]) == ("soft", "p1"))
+    assert soft_p1["generated_tokens"] == 10  # the last one kept
+    assert done_keys(path) == {(r["method"], r["id"]) for r in hand_results()}
+    with pytest.raises(LatentLocalError, match="lacks"):
+        append_result(path, {"method": "cot"})
+
+
+def test_truncated_last_line_is_tolerated_and_repaired(tmp_path: Path) -> None:
+    path = tmp_path / "results.jsonl"
+    append_result(path, rec("cot", "a", True, 5, 1.0))
+    append_result(path, rec("cot", "b", False, 5, 1.0))
+    with open(path, "ab") as f:  # a run killed mid-write
+        f.write(json.dumps(rec("cot", "c", True, 5, 1.0)).encode()[:25])
+    assert [r["id"] for r in read_results(path)] == ["a", "b"]
+    assert done_keys(path) == {("cot", "a"), ("cot", "b")}
+    # resuming appends after the partial line without corrupting the file
+    append_result(path, rec("cot", "c", True, 5, 1.0))
+    assert [r["id"] for r in read_results(path)] == ["a", "b", "c"]
+    assert path.read_text(encoding="utf-8").count("\n") == 3
+
+
+def test_complete_last_record_without_newline_is_kept(tmp_path: Path) -> None:
+    path = tmp_path / "results.jsonl"
+    path.write_text(json.dumps(rec("cot", "a", True, 5, 1.0)), encoding="utf-8")
+    append_result(path, rec("cot", "b", True, 5, 1.0))
+    assert [r["id"] for r in read_results(path)] == ["a", "b"]
+
+
+def test_corrupt_middle_line_is_an_error(tmp_path: Path) -> None:
+    path = tmp_path / "results.jsonl"
+    lines = [json.dumps(rec("cot", "a", True, 5, 1.0)), '{"method": "cot", "id": ', json.dumps(rec("cot", "b", True, 5, 1.0))]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    with pytest.raises(LatentLocalError, match=r"results\.jsonl:2: corrupt"):
+        read_results(path)
+
+
+def test_bad_records_are_errors(tmp_path: Path) -> None:
+    path = tmp_path / "results.jsonl"
+    path.write_text(json.dumps({"method": "cot", "id": "a"}) + "\n" + json.dumps(rec("cot", "b", True, 1, 1.0)) + "\n")
+    with pytest.raises(LatentLocalError, match=r"results\.jsonl:1: result lacks prediction"):
+        read_results(path)
+    with pytest.raises(LatentLocalError, match="not found"):
+        read_results(tmp_path / "missing.jsonl")
+
+
+def test_regenerate_from_file_via_module(tmp_path: Path) -> None:
+    results = tmp_path / "results.jsonl"
+    for r in hand_results():
+        append_result(results, r)
+    with open(results, "ab") as f:
+        f.write(b'{"method": "cot", "id": "p9", "pred')  # killed mid-write
+    md, png = write_report(tmp_path, read_results(results), title="Toy | run", command="latentlocal bench -->")
+    before = md.read_text(encoding="utf-8")
+    png.unlink()
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
+    proc = subprocess.run(
+        [sys.executable, "-m", "latentlocal.eval.report", str(tmp_path)],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert md.read_text(encoding="utf-8") == before
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_main_reports_missing_results(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main([str(tmp_path)]) == 1
+    assert "results.jsonl" in capsys.readouterr().err
