@@ -28,6 +28,7 @@ __all__ = [
     "BayesOpt",
     "BayesOptResult",
     "GaussianProcess",
+    "Proposal",
     "expected_improvement",
     "log_expected_improvement",
     "maximize",
@@ -280,9 +281,13 @@ class GaussianProcess:
         noise_var_bounds: tuple[float, float] = (1e-6, 1e-1),
         n_restarts: int = 2,
         maxiter: int = 200,
+        lengthscale_prior: str | tuple[float, float] | None = None,
         seed: int | np.random.Generator | None = 0,
     ) -> None:
         self.bounds = None if bounds is None else _check_bounds(bounds)
+        if not (lengthscale_prior is None or lengthscale_prior == "dim-scaled" or len(lengthscale_prior) == 2):
+            raise LatentLocalError("lengthscale_prior must be None, 'dim-scaled' or (mu, sigma)")
+        self.lengthscale_prior = lengthscale_prior
         self.ard = bool(ard)
         self.lengthscale_bounds = _check_pos_interval(lengthscale_bounds, "lengthscale_bounds")
         self.signal_var_bounds = _check_pos_interval(signal_var_bounds, "signal_var_bounds")
@@ -417,7 +422,7 @@ class GaussianProcess:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", RuntimeWarning)
                 res = _sp_minimize(
-                    self._nll_grad,
+                    self._objective,
                     t0,
                     jac=True,
                     method="L-BFGS-B",
@@ -431,6 +436,28 @@ class GaussianProcess:
             raise LatentLocalError("Gaussian process fit failed from every restart")
         self.nll = best_f
         return best_theta
+
+    def _prior_params(self) -> tuple[float, float] | None:
+        if self.lengthscale_prior is None:
+            return None
+        if self.lengthscale_prior == "dim-scaled":
+            # Hvarfner et al. 2024: log l ~ N(sqrt2 + log(d)/2, 3) in the unit cube keeps
+            # few-point fits from switching dimensions off or going spiky, in any d.
+            return math.sqrt(2.0) + 0.5 * math.log(self._d), math.sqrt(3.0)
+        mu, sigma = self.lengthscale_prior  # type: ignore[misc]
+        return float(mu), float(sigma)
+
+    def _objective(self, theta: np.ndarray) -> tuple[float, np.ndarray]:
+        """What the fit minimises: NLL, plus the log-normal length-scale prior if any."""
+        f, g = self._nll_grad(theta)
+        prior = self._prior_params()
+        if prior is not None:
+            mu, sigma = prior
+            t = theta[:-2]
+            f = f + 0.5 * float(((t - mu) ** 2).sum()) / sigma**2
+            g = g.copy()
+            g[:-2] += (t - mu) / sigma**2
+        return f, g
 
     def _nll_grad(self, theta: np.ndarray) -> tuple[float, np.ndarray]:
         """Negative log marginal likelihood of the standardised data and its gradient in theta."""
@@ -611,6 +638,8 @@ class Proposal:
 
 @dataclass
 class BayesOptResult:
+    """Best point and value found, plus every evaluation in order."""
+
     x: np.ndarray
     y: float
     X: np.ndarray
@@ -635,6 +664,7 @@ class BayesOpt:
         ard: bool = True,
         n_restarts: int = 2,
         noise_var_bounds: tuple[float, float] = (1e-6, 1e-1),
+        lengthscale_prior: str | tuple[float, float] | None = None,
         pool_size: int = 1024,
         n_local: int = 512,
         local_scales: Sequence[float] = (0.01, 0.05, 0.2),
@@ -662,6 +692,7 @@ class BayesOpt:
             ard=ard,
             n_restarts=n_restarts,
             noise_var_bounds=noise_var_bounds,
+            lengthscale_prior=lengthscale_prior,
             seed=self._rng,
         )
         self._init_design = _sobol(self.d, self.n_initial, self._rng)
@@ -789,6 +820,11 @@ class BayesOpt:
         chosen: list[np.ndarray] = []
         scores: list[float] = []
         cur = gp
+        if U_fixed.shape[0] > 0:
+            # Design points in the same batch are pending too: believe the model there so
+            # the model-based points keep away from them.
+            mu, _ = gp._predict_unit(U_fixed)
+            cur = gp.condition_on(self._from_unit(U_fixed), mu * gp.y_std + gp.y_mean)
         for j in range(n):
             m, v = cur._predict_unit(pool)
             pool_scores = log_expected_improvement(m, np.sqrt(v), best_s + xi_s)

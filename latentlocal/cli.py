@@ -7,6 +7,7 @@ import json
 import sys
 import warnings
 from collections.abc import Callable, Iterator, Sequence
+from typing import TextIO
 
 from latentlocal.errors import LatentLocalError
 
@@ -25,10 +26,10 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--verbose", action="store_true", help="show llama.cpp's own log")
 
 
-def _add_method_args(p: argparse.ArgumentParser) -> None:
+def _add_method_args(p: argparse.ArgumentParser, with_method: bool = True) -> None:
     from latentlocal.methods.registry import add_method_flags
 
-    add_method_flags(p)
+    add_method_flags(p, with_method=with_method)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -48,6 +49,10 @@ def build_parser() -> argparse.ArgumentParser:
     models.add_argument("--json", action="store_true")
 
     sub.add_parser("tui", help="start the terminal UI (also the default with no command)")
+
+    from latentlocal.eval.runner import add_bench_parser
+
+    add_bench_parser(sub, _add_model_args, _add_method_args)
     return parser
 
 
@@ -68,9 +73,10 @@ def open_engine(args: argparse.Namespace, **extra):
     )
 
 
-def _print_human(events: Iterator, out=sys.stdout) -> None:
+def _print_human(events: Iterator, out: TextIO | None = None) -> None:
     from latentlocal import events as ev
 
+    out = out or sys.stdout
     last_phase = None
     for e in events:
         if isinstance(e, ev.Token):
@@ -92,13 +98,15 @@ def _print_human(events: Iterator, out=sys.stdout) -> None:
         elif isinstance(e, ev.Summary):
             out.write("\n")
             print(f"Answer: {e.answer}", file=out)
+            out.flush()
             print(f"[{e.method}: {e.generated_tokens} tokens in {e.elapsed_s:.2f}s "
                   f"({e.tokens_per_s:.1f} tok/s), finish: {e.finish_reason}]", file=sys.stderr)
 
 
-def _print_json(events: Iterator, out=sys.stdout) -> None:
+def _print_json(events: Iterator, out: TextIO | None = None) -> None:
     from latentlocal.events import to_dict
 
+    out = out or sys.stdout
     for e in events:
         out.write(json.dumps(to_dict(e), ensure_ascii=False) + "\n")
         out.flush()
@@ -159,6 +167,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     warnings.formatwarning = _warning_line
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = list(argv) if argv is not None else sys.argv[1:]
     command = args.command or "tui"
     handler = COMMANDS.get(command) or getattr(args, "handler", None)
     try:

@@ -17,9 +17,7 @@ import sys
 import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from math import comb
 from pathlib import Path
-from statistics import NormalDist
 from typing import Any
 
 from latentlocal.errors import LatentLocalError
@@ -184,36 +182,34 @@ def done_keys(path: str | os.PathLike[str]) -> set[tuple[str, str]]:
 
 
 def wilson_interval(k: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
-    """Wilson score interval for k successes in n trials (same as scipy's method='wilson').
+    """Wilson score interval for k successes in n trials.
 
     Wilson rather than the normal approximation because accuracies near 0% or 100% on small
     benchmarks are the norm here, where the normal interval leaves [0, 1].
     """
     if n <= 0:
         return (0.0, 1.0)
-    z = NormalDist().inv_cdf(0.5 + confidence / 2)
-    p = k / n
-    denom = 1 + z * z / n
-    center = (p + z * z / (2 * n)) / denom
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    from scipy.stats import binomtest
+
+    ci = binomtest(k, n).proportion_ci(confidence_level=confidence, method="wilson")
     # At k=0 / k=n the bound is exactly 0 / 1; rounding would otherwise leave 3e-17 and put the
     # interval off its own point estimate.
-    lo = 0.0 if k == 0 else max(0.0, center - half)
-    hi = 1.0 if k == n else min(1.0, center + half)
+    lo = 0.0 if k == 0 else max(0.0, float(ci.low))
+    hi = 1.0 if k == n else min(1.0, float(ci.high))
     return (lo, hi)
 
 
 def mcnemar_exact_p(b: int, c: int) -> float:
     """Two-sided exact McNemar p-value: binomial test of b out of b+c discordant pairs at p=0.5.
 
-    Exact integer arithmetic (equal to scipy.stats.binomtest(b, b+c).pvalue) because discordant
-    counts on small benchmarks are far too low for the chi-square approximation.
+    Exact rather than chi-square because discordant counts on small benchmarks are far too low
+    for the approximation.
     """
-    n = b + c
-    if n == 0:
+    if b + c == 0:
         return 1.0
-    tail = sum(comb(n, i) for i in range(min(b, c) + 1))
-    return min(1.0, 2 * tail / 2**n)
+    from scipy.stats import binomtest
+
+    return float(binomtest(b, b + c, 0.5).pvalue)
 
 
 @dataclass(frozen=True)

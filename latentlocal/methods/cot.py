@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -187,3 +187,65 @@ def run_self_consistency(
         finish_reason="cancelled" if cancelled else "done",
         extra={"samples": n, "answers": answers, "prompt_tokens": len(toks)},
     )
+
+
+# ---------------------------------------------------------------------------------------------
+# registry entries
+# ---------------------------------------------------------------------------------------------
+
+
+def _cot_from_args(args) -> Callable:
+    from latentlocal.methods.registry import check_positive, opt
+
+    samples = opt(args, "samples", 1)
+    if samples > 1:
+        return _sc_from_args(args)
+    max_tokens = opt(args, "max_tokens", 512)
+    check_positive("max_tokens", max_tokens)
+    sampling = SamplingConfig(
+        temperature=opt(args, "temperature", 0.0),
+        top_k=opt(args, "top_k", 40),
+        top_p=opt(args, "top_p", 0.95),
+        min_p=opt(args, "min_p", 0.05),
+    )
+    cfg = CotConfig(max_tokens=max_tokens, sampling=sampling, seed=opt(args, "seed", 0))
+    return lambda engine, q, cancel=None: run_cot(engine, q, cfg, cancel)
+
+
+def _sc_from_args(args) -> Callable:
+    from latentlocal.methods.registry import check_positive, opt
+
+    max_tokens = opt(args, "max_tokens", 512)
+    check_positive("max_tokens", max_tokens)
+    samples = opt(args, "samples", 5)
+    check_positive("samples", samples)
+    sampling = SamplingConfig(
+        temperature=opt(args, "temperature", 0.8),
+        top_k=opt(args, "top_k", 40),
+        top_p=opt(args, "top_p", 0.95),
+        min_p=opt(args, "min_p", 0.05),
+    )
+    cfg = SelfConsistencyConfig(samples=samples, max_tokens=max_tokens, sampling=sampling,
+                                seed=opt(args, "seed", 0))
+    return lambda engine, q, cancel=None: run_self_consistency(engine, q, cfg, cancel)
+
+
+def _add_cot_flags(g) -> None:
+    g.add_argument("--samples", type=int, default=None,
+                   help="self-consistency chains (default 5; with --method cot, N > 1 switches to it)")
+
+
+def _registry_entries() -> list:
+    from latentlocal.methods.registry import MethodSpec
+
+    return [
+        MethodSpec("cot", "chain of thought, greedy unless --temperature > 0", _cot_from_args, _add_cot_flags),
+        MethodSpec("sc", "self-consistency: sampled chains in parallel, majority vote", _sc_from_args,
+                   aliases=("self-consistency",)),
+    ]
+
+
+def __getattr__(name: str):  # METHODS is built lazily: registry imports this module
+    if name == "METHODS":
+        return _registry_entries()
+    raise AttributeError(name)

@@ -1,13 +1,18 @@
 """Method names, their command-line flags, and runners built from parsed options.
 
 The CLI, the benchmark and the TUI all build methods here, so a flag means the same everywhere.
+Each method module lists ``METHODS: list[MethodSpec]``; a spec's ``add_flags`` adds that method's
+own flags only. The flags every method shares are defined here with ``None`` defaults so each
+method applies its own default.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import threading
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 from latentlocal.errors import LatentLocalError
@@ -15,69 +20,76 @@ from latentlocal.events import Event
 
 Runner = Callable[[Any, str, "threading.Event | None"], Iterator[Event]]
 
-ALIASES = {"sc": "self-consistency", "self-consistency": "self-consistency", "cot": "cot"}
-METHODS = ("cot", "self-consistency")
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    name: str
+    description: str
+    from_args: Callable[[Any], Runner]
+    add_flags: Callable[[Any], None] | None = None
+    aliases: tuple[str, ...] = ()
+
+
+# modules holding methods, in the order the help text and the TUI list them
+_MODULES = (
+    "latentlocal.methods.cot",
+)
+
+
+def specs() -> list[MethodSpec]:
+    return [spec for m in _MODULES for spec in importlib.import_module(m).METHODS]
+
+
+def method_names() -> list[str]:
+    return [s.name for s in specs()]
+
+
+def _by_name() -> dict[str, MethodSpec]:
+    return {alias: s for s in specs() for alias in (s.name, *s.aliases)}
 
 
 def canonical(name: str) -> str:
+    table = _by_name()
     key = name.strip().lower()
-    if key not in ALIASES:
-        raise LatentLocalError(f"unknown method {name!r}; choose from {', '.join(sorted(set(ALIASES)))}")
-    return ALIASES[key]
+    if key not in table:
+        raise LatentLocalError(f"unknown method {name!r}; choose from {', '.join(sorted(table))}")
+    return table[key].name
 
 
-def add_method_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--method", default="cot", help=f"one of: {', '.join(sorted(set(ALIASES)))} (default cot)")
+def add_method_flags(p: argparse.ArgumentParser, with_method: bool = True) -> None:
+    names = ", ".join(sorted(_by_name()))
+    if with_method:
+        p.add_argument("--method", default="cot", help=f"one of: {names} (default cot)")
     g = p.add_argument_group("decoding (all methods)")
-    g.add_argument("--max-tokens", type=int, default=512, help="new tokens per answer (default 512)")
+    g.add_argument("--max-tokens", type=int, default=None, help="new tokens per answer (default 512)")
     g.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     g.add_argument("--temperature", type=float, default=None,
-                   help="sampling temperature (cot: 0 = greedy, the default; sc: 0.8)")
+                   help="temperature (cot: 0 = greedy, the default; sc 0.8; soft-thinking 0.6)")
     g.add_argument("--top-k", type=int, default=None, help="top-k filter (0 = off)")
     g.add_argument("--top-p", type=float, default=None, help="top-p filter (1 = off)")
     g.add_argument("--min-p", type=float, default=None, help="min-p filter relative to the top token (0 = off)")
-    g.add_argument("--samples", type=int, default=None,
-                   help="cot: N > 1 runs self-consistency with N sampled chains; sc: default 5")
+    for spec in specs():
+        if spec.add_flags is not None:
+            spec.add_flags(p.add_argument_group(f"{spec.name} options"))
 
 
-def _opt(args: Any, name: str, default: Any) -> Any:
+def opt(args: Any, name: str, default: Any) -> Any:
+    """``args.name`` unless unset (None or absent), else the method's own default."""
     v = getattr(args, name, None)
     return default if v is None else v
 
 
-def _check_positive(name: str, value: float) -> None:
+def check_positive(name: str, value: float) -> None:
     if value <= 0:
         raise LatentLocalError(f"--{name.replace('_', '-')} must be positive, not {value}")
 
 
+def check_range(name: str, value: float, lo: float, hi: float) -> None:
+    if not lo <= value <= hi:
+        raise LatentLocalError(f"--{name.replace('_', '-')} must lie in [{lo}, {hi}], not {value}")
+
+
 def make_runner(method: str, args: Any) -> Runner:
     """A runner ``(engine, question, cancel) -> events`` for ``method`` with options from ``args``."""
-    from latentlocal.methods import cot
-    from latentlocal.sampling import SamplingConfig
-
-    name = canonical(method)
-    max_tokens = _opt(args, "max_tokens", 512)
-    _check_positive("max_tokens", max_tokens)
-    seed = _opt(args, "seed", 0)
-    samples = _opt(args, "samples", None)
-    if name == "cot" and samples is not None and samples > 1:
-        name = "self-consistency"
-    if name == "cot":
-        sampling = SamplingConfig(
-            temperature=_opt(args, "temperature", 0.0),
-            top_k=_opt(args, "top_k", 40),
-            top_p=_opt(args, "top_p", 0.95),
-            min_p=_opt(args, "min_p", 0.05),
-        )
-        cfg = cot.CotConfig(max_tokens=max_tokens, sampling=sampling, seed=seed)
-        return lambda engine, q, cancel=None: cot.run_cot(engine, q, cfg, cancel)
-    sampling = SamplingConfig(
-        temperature=_opt(args, "temperature", 0.8),
-        top_k=_opt(args, "top_k", 40),
-        top_p=_opt(args, "top_p", 0.95),
-        min_p=_opt(args, "min_p", 0.05),
-    )
-    n = samples if samples is not None else 5
-    _check_positive("samples", n)
-    sc_cfg = cot.SelfConsistencyConfig(samples=n, max_tokens=max_tokens, sampling=sampling, seed=seed)
-    return lambda engine, q, cancel=None: cot.run_self_consistency(engine, q, sc_cfg, cancel)
+    return _by_name()[canonical(method)].from_args(args)

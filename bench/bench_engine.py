@@ -1,0 +1,177 @@
+"""Engine benchmarks: ratios measured side by side in one run (issue: foundation).
+
+    python bench/bench_engine.py [--model PATH] [--threads 2] [--tokens 64] [--reps 3]
+
+Prints, each as a ratio of two timings taken interleaved in this run:
+  1. engine greedy decoding vs llama_cpp.Llama greedy generation (tokens/s; goal >= 1.0)
+  2. one-step embedding-row decode vs one-step token decode (steps/s; goal >= 0.95)
+  3. 5 sequences decoded together over one shared prompt vs the same 5 one after another (goal >= 2x)
+  4. memory of the embedding-row source vs a full dequantized float32 matrix
+  5. cost of one control-vector change (the scheduler re-reserve), in milliseconds
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import numpy as np
+
+from latentlocal.engine import Engine
+from latentlocal.methods.cot import prompt_tokens
+from latentlocal.models import resolve_model
+
+QUESTION = "A baker makes 24 muffins and sells 3 boxes of 6. How many muffins are left?"
+
+
+def best_of(fn, reps: int) -> float:
+    """Median seconds of ``reps`` calls (median: the 2-core machine is noisy)."""
+    times = []
+    for _ in range(reps):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def engine_greedy(engine: Engine, toks: list[int], n: int) -> list[int]:
+    engine.clear()
+    engine.decode_tokens(toks)
+    out = []
+    for _ in range(n):
+        t = int(np.argmax(engine.logits(-1)))
+        out.append(t)
+        engine.decode_tokens([t])
+    return out
+
+
+def llama_greedy(llm, toks: list[int], n: int) -> list[int]:
+    out = []
+    for t in llm.generate(toks, temp=0.0, reset=True):
+        out.append(t)
+        if len(out) == n:
+            break
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--model", default=None)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--tokens", type=int, default=64)
+    ap.add_argument("--reps", type=int, default=3)
+    args = ap.parse_args()
+    path = resolve_model(args.model)
+    engine = Engine.load(path, n_ctx=2048, n_seq_max=8, n_threads=args.threads)
+    toks = prompt_tokens(engine, QUESTION, None)
+    n = args.tokens
+    print(f"model {engine.model.name} ({engine.model.arch}, {engine.n_layer} blocks, n_embd {engine.n_embd}), "
+          f"{args.threads} threads, prompt {len(toks)} tokens, {n} new tokens, median of {args.reps}")
+
+    # 1. engine vs llama_cpp.Llama greedy
+    from llama_cpp import Llama
+
+    llm = Llama(str(path), n_ctx=2048, n_threads=args.threads, n_threads_batch=args.threads, verbose=False)
+    assert engine_greedy(engine, toks, 16) == llama_greedy(llm, toks, 16), "greedy tokens differ"
+    t_ours, t_theirs = [], []
+    for _ in range(args.reps):
+        t_ours.append(best_of(lambda: engine_greedy(engine, toks, n), 1))
+        t_theirs.append(best_of(lambda: llama_greedy(llm, toks, n), 1))
+    ours, theirs = statistics.median(t_ours), statistics.median(t_theirs)
+    print(f"1. greedy: engine {n / ours:.1f} tok/s vs llama_cpp.Llama {n / theirs:.1f} tok/s "
+          f"-> ratio {theirs / ours:.2f} (goal >= 1.0)")
+    llm.close()
+
+    # 2. one embedding-row step vs one token step
+    table = engine.model.embeddings
+    steps = 48
+    ids = [int(i) for i in np.random.default_rng(0).integers(100, 10000, steps)]
+    rows = table.rows(ids)
+
+    def token_steps() -> None:
+        engine.clear()
+        engine.decode_tokens(toks)
+        for t in ids:
+            engine.decode_tokens([t])
+
+    def row_steps() -> None:
+        engine.clear()
+        engine.decode_tokens(toks)
+        for r in rows:
+            engine.decode_embeddings(r)
+
+    tt, tr = [], []
+    for _ in range(args.reps):
+        tt.append(best_of(token_steps, 1))
+        tr.append(best_of(row_steps, 1))
+    tok_s, row_s = statistics.median(tt), statistics.median(tr)
+    print(f"2. one-step decode: embedding rows {steps / row_s:.1f} steps/s vs tokens {steps / tok_s:.1f} "
+          f"steps/s -> ratio {tok_s / row_s:.2f} (goal >= 0.95)")
+
+    # 3. 5 sequences together vs one after another
+    k = 5
+    first = [int(i) for i in np.random.default_rng(1).integers(100, 10000, k)]
+
+    def together() -> None:
+        engine.clear()
+        engine.decode_tokens(toks, seq=0)
+        for s in range(1, k):
+            engine.seq_copy(0, s)
+        nxt = first
+        for _ in range(n):
+            engine.decode_step(list(range(k)), tokens=nxt)
+            nxt = [int(np.argmax(engine.logits(i))) for i in range(k)]
+
+    def sequential() -> None:
+        for s in range(k):
+            engine.clear()
+            engine.decode_tokens(toks)
+            t = first[s]
+            for _ in range(n):
+                engine.decode_tokens([t])
+                t = int(np.argmax(engine.logits(-1)))
+
+    tb, ts = [], []
+    for _ in range(args.reps):
+        tb.append(best_of(together, 1))
+        ts.append(best_of(sequential, 1))
+    b, s_ = statistics.median(tb), statistics.median(ts)
+    print(f"3. {k} sequences x {n} tokens: together {b:.2f}s vs one after another {s_:.2f}s "
+          f"-> speed-up {s_ / b:.2f}x (goal >= 2.0x)")
+
+    # 4. memory
+    full = table.n_vocab * table.n_embd * 4
+    print(f"4. embedding rows: quantized source {table.source_bytes / 2**20:.1f} MiB (memory-mapped) + "
+          f"cache {table.cached_bytes / 2**20:.2f} MiB vs full float32 matrix {full / 2**20:.1f} MiB "
+          f"-> {full / (table.source_bytes + table.cached_bytes):.1f}x smaller")
+
+    # 5. control-vector change cost
+    v = {engine.n_layer // 2: np.zeros(engine.n_embd, dtype=np.float32)}
+    m = 24
+
+    def plain() -> None:
+        engine.clear()
+        engine.decode_tokens(toks)
+        for t in ids[:m]:
+            engine.decode_tokens([t])
+
+    def toggled() -> None:
+        engine.clear()
+        engine.decode_tokens(toks)
+        for i, t in enumerate(ids[:m]):
+            engine.set_control_vector(v if i % 2 == 0 else None)
+            engine.decode_tokens([t])
+        engine.set_control_vector(None)
+
+    tp, tg = [], []
+    for _ in range(args.reps):
+        tp.append(best_of(plain, 1))
+        tg.append(best_of(toggled, 1))
+    p, g = statistics.median(tp), statistics.median(tg)
+    print(f"5. control-vector change: {(g - p) / m * 1000:.2f} ms per change "
+          f"(decode step {p / m * 1000:.2f} ms without changes)")
+
+
+if __name__ == "__main__":
+    main()

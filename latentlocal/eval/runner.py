@@ -1,0 +1,191 @@
+"""``latentlocal bench``: every method on a dataset, one model load, resumable, then a report.
+
+Methods are given as ``NAME[:key=value;key=value]``, so variants of one method can sit side by
+side (``sc:temperature=0.4``, ``soft-thinking:noise=gumbel``); the full spec is the method's
+label in ``results.jsonl`` and in the report.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import shlex
+import sys
+import threading
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, TextIO
+
+from latentlocal.errors import LatentLocalError
+from latentlocal.eval.answers import is_correct
+from latentlocal.eval.datasets import Problem, load_problems
+from latentlocal.eval.report import RESULTS_NAME, append_result, done_keys, read_results, write_report
+from latentlocal.events import Summary
+
+# Summary extras worth keeping per problem (scalars only: results.jsonl stays one short line each)
+_KEEP_TYPES = (int, float, str, bool, type(None))
+
+
+def parse_method_spec(spec: str, base: argparse.Namespace) -> tuple[str, str, argparse.Namespace]:
+    """``name:key=value;...`` -> (label, canonical name, a copy of ``base`` with the overrides)."""
+    from latentlocal.methods.registry import canonical
+
+    label = spec.strip()
+    name, _, rest = label.partition(":")
+    method = canonical(name)
+    args = copy.copy(base)
+    for item in filter(None, (x.strip() for x in rest.split(";"))):
+        key, eq, raw = item.partition("=")
+        if not eq:
+            raise LatentLocalError(f"method option {item!r} in {spec!r} needs the form key=value")
+        attr = key.strip().replace("-", "_")
+        if not hasattr(base, attr):
+            raise LatentLocalError(f"unknown option {key!r} in {spec!r}; use the long flag name, e.g. temperature")
+        setattr(args, attr, _parse_value(raw.strip()))
+    return label, method, args
+
+
+def _parse_value(raw: str) -> Any:
+    low = raw.lower()
+    if low in ("true", "false"):
+        return low == "true"
+    for kind in (int, float):
+        try:
+            return kind(raw)
+        except ValueError:
+            pass
+    return raw
+
+
+class ProgressBar:
+    """A one-line progress bar with ETA on stderr (plain text: the library never imports rich)."""
+
+    def __init__(self, total: int, stream: TextIO = sys.stderr) -> None:
+        self.total = max(total, 1)
+        self.stream = stream
+        self.t0 = time.perf_counter()
+        self.done = 0
+
+    def update(self, done: int, label: str) -> None:
+        self.done = done
+        elapsed = time.perf_counter() - self.t0
+        rate = done / elapsed if elapsed > 0 and done else 0.0
+        eta = (self.total - done) / rate if rate > 0 else float("nan")
+        width = 24
+        fill = int(width * done / self.total)
+        eta_s = f"{eta / 60:.1f} min" if eta == eta else "?"
+        self.stream.write(f"\r[{'#' * fill}{'.' * (width - fill)}] {done}/{self.total} ETA {eta_s}  {label[:40]:<40}")
+        self.stream.flush()
+
+    def close(self) -> None:
+        self.stream.write("\n")
+        self.stream.flush()
+
+
+def record_for(label: str, problem: Problem, summary: Summary, wall_s: float) -> dict[str, Any]:
+    rec: dict[str, Any] = {
+        "method": label,
+        "id": problem.id,
+        "prediction": summary.answer,
+        "gold": problem.gold,
+        "correct": is_correct(summary.answer, problem.gold),
+        "generated_tokens": summary.generated_tokens,
+        "wall_s": round(wall_s, 4),
+        "finish_reason": summary.finish_reason,
+    }
+    for key, val in summary.extra.items():
+        if isinstance(val, _KEEP_TYPES) and key not in rec:
+            rec[key] = val
+    return rec
+
+
+def run_bench(
+    engine: Any,
+    problems: Sequence[Problem],
+    methods: Sequence[tuple[str, Callable]],
+    out_dir: Path,
+    cancel: threading.Event | None = None,
+    progress: ProgressBar | None = None,
+) -> Path:
+    """Run every (label, runner) on every problem not yet in ``out_dir/results.jsonl``."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    results = out_dir / RESULTS_NAME
+    done = done_keys(results)
+    todo = [(label, runner, p) for label, runner in methods for p in problems if (label, p.id) not in done]
+    finished = len(methods) * len(problems) - len(todo)
+    if progress is not None:
+        progress.total = max(len(methods) * len(problems), 1)
+        progress.update(finished, "resuming" if finished else "")
+    for label, runner, problem in todo:
+        if cancel is not None and cancel.is_set():
+            break
+        t0 = time.perf_counter()
+        summary = None
+        for ev in runner(engine, problem.question, cancel):
+            if isinstance(ev, Summary):
+                summary = ev
+        if summary is None or summary.finish_reason == "cancelled":
+            break  # an unfinished problem is not a result
+        append_result(results, record_for(label, problem, summary, time.perf_counter() - t0))
+        finished += 1
+        if progress is not None:
+            progress.update(finished, f"{label} {problem.id}")
+    return results
+
+
+def add_bench_parser(sub: Any, add_model_args: Callable, add_method_args: Callable) -> None:
+    p = sub.add_parser("bench", help="compare methods on a dataset (resumable) and write a report")
+    p.add_argument("--methods", default="cot",
+                   help="comma-separated NAME[:key=value;...], e.g. cot,sc,sc:temperature=0.4 (default cot)")
+    p.add_argument("--data", help="JSONL file with question and answer fields (GSM8K format works)")
+    p.add_argument("--limit", type=int, default=None, help="problems to use")
+    p.add_argument("--offset", type=int, default=0, help="skip this many problems first")
+    p.add_argument("--shuffle-seed", type=int, default=None, help="shuffle the problems with this seed first")
+    p.add_argument("--question-field", default="question")
+    p.add_argument("--answer-field", default="answer")
+    p.add_argument("--id-field", default="id")
+    p.add_argument("--out", required=True, help="output folder: results.jsonl, report.md, report.png")
+    p.add_argument("--report-only", action="store_true", help="rebuild the report from --out, no model")
+    p.add_argument("--title", default=None)
+    add_model_args(p)
+    add_method_args(p, with_method=False)
+    p.set_defaults(handler=cmd_bench)
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    out = Path(args.out)
+    title = args.title or (f"{Path(args.data).name} offset {args.offset} limit {args.limit}" if args.data else "")
+    command = "latentlocal " + shlex.join(getattr(args, "argv", sys.argv[1:]))
+    if args.report_only:
+        results = read_results(out / RESULTS_NAME)
+        md, png = write_report(out, results, title=title, command=command)
+        print(f"report: {md}  plot: {png}")
+        return 0
+    if not args.data:
+        raise LatentLocalError("bench needs --data FILE (a JSONL of questions and answers)")
+    problems = load_problems(args.data, args.question_field, args.answer_field, args.id_field,
+                             limit=args.limit, offset=args.offset, shuffle_seed=args.shuffle_seed)
+    from latentlocal.methods.registry import make_runner
+
+    specs = [s for s in args.methods.split(",") if s.strip()]
+    methods = []
+    for spec in specs:
+        label, name, margs = parse_method_spec(spec, args)
+        methods.append((label, make_runner(name, margs)))  # validates options before the model loads
+    if len({m[0] for m in methods}) != len(methods):
+        raise LatentLocalError("the same method spec is listed twice in --methods")
+    from latentlocal.cli import open_engine
+
+    engine = open_engine(args)
+    bar = ProgressBar(len(problems) * len(methods))
+    try:
+        results_path = run_bench(engine, problems, methods, out, progress=bar)
+    finally:
+        bar.close()
+    results = read_results(results_path)
+    dataset = f"{args.data} (offset {args.offset}, limit {args.limit}, shuffle {args.shuffle_seed})"
+    md, png = write_report(out, results, title=title, command=command, dataset=dataset)
+    print(md.read_text())
+    print(f"report: {md}  plot: {png}")
+    return 0

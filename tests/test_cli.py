@@ -1,0 +1,55 @@
+"""The command line: JSON events, bad input as one clear line, the library/UI boundary."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from latentlocal.cli import main
+
+
+def test_run_json_ends_with_a_summary(capsys):
+    assert main(["run", "What is 2 + 3?", "--max-tokens", "24", "--json", "--threads", "2", "--n-ctx", "512"]) == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    summary = lines[-1]
+    assert summary["type"] == "summary"
+    assert {"answer", "generated_tokens", "elapsed_s"} <= summary.keys()
+    tokens = [e for e in lines if e["type"] == "token"]
+    assert summary["generated_tokens"] == len(tokens) > 0
+    assert summary["text"] == "".join(t["text"] for t in tokens)
+
+
+def test_bad_input_is_one_clear_line(tmp_path, capsys):
+    assert main(["run", "hi", "--model", str(tmp_path / "missing.gguf")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: model file not found") and "\n" not in err
+    junk = tmp_path / "junk.gguf"
+    junk.write_text("hello")
+    assert main(["run", "hi", "--model", str(junk)]) == 2
+    assert "not a GGUF file" in capsys.readouterr().err
+    assert main(["run", "hi", "--method", "telepathy"]) == 2
+    assert "unknown method" in capsys.readouterr().err
+    assert main(["run", "hi", "--max-tokens", "0"]) == 2
+    assert "--max-tokens must be positive" in capsys.readouterr().err
+
+
+def test_models_lists_the_bundled_model(capsys, monkeypatch, tmp_path):
+    monkeypatch.setenv("LATENTLOCAL_MODELS", str(tmp_path))
+    (tmp_path / "broken.gguf").write_bytes(b"GGUF\x03\x00")
+    assert main(["models", "--json"]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    bundled = [r for r in rows if r["bundled"]]
+    assert bundled and bundled[0]["arch"] == "llama" and bundled[0]["n_layer"] == 30 and bundled[0]["n_embd"] == 576
+    broken = [r for r in rows if r["path"].endswith("broken.gguf")]
+    assert broken and "error" in broken[0]
+
+
+def test_library_never_imports_the_ui():
+    code = (
+        "import sys, latentlocal, latentlocal.engine, latentlocal.cli, latentlocal.eval.runner, "
+        "latentlocal.methods.registry as r; r.specs(); "
+        "bad = [m for m in sys.modules if m.split('.')[0] in ('textual', 'rich')]; "
+        "assert not bad, bad"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)

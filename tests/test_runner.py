@@ -1,0 +1,121 @@
+"""The benchmark runner: method specs, resume after interruption, the CLI end to end."""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import threading
+
+import pytest
+
+from latentlocal.errors import LatentLocalError
+from latentlocal.eval import runner as runner_mod
+from latentlocal.eval.datasets import Problem
+from latentlocal.eval.report import read_results, write_report
+from latentlocal.events import Summary, Token
+
+PROBLEMS = [Problem(id=f"p{i}", question=f"What is {i} + {i}?", gold=str(2 * i)) for i in range(6)]
+
+
+def fake_method(bias: int):
+    """A deterministic stand-in for a method: right on even ids, wrong otherwise (plus bias)."""
+
+    def run(engine, question, cancel=None):
+        n = int(question.split()[2])
+        yield Token(text="x", token_id=1)
+        answer = str(2 * n if (n + bias) % 2 == 0 else 2 * n + 1)
+        yield Summary("fake", answer, f"Final answer: {answer}", 10 + n, 1.0, "eos", {"extra_field": n})
+
+    return run
+
+
+@pytest.fixture
+def fixed_clock(monkeypatch):
+    """Every problem takes exactly 0.5 s, so reports of two runs can be compared byte for byte."""
+    ticks = itertools.count()
+    monkeypatch.setattr(runner_mod.time, "perf_counter", lambda: next(ticks) * 0.25)
+
+
+def test_resume_after_interruption_gives_the_same_report(tmp_path, fixed_clock):
+    methods = [("cot", fake_method(0)), ("other", fake_method(1))]
+    whole = tmp_path / "whole"
+    runner_mod.run_bench(None, PROBLEMS, methods, whole)
+
+    part = tmp_path / "part"
+    cancel = threading.Event()
+    calls = {"n": 0}
+
+    def interrupting(engine, question, c=None):
+        calls["n"] += 1
+        if calls["n"] == 4:
+            cancel.set()  # the user pressed Ctrl+C during the 4th problem
+        yield from fake_method(0)(engine, question, c)
+
+    runner_mod.run_bench(None, PROBLEMS, [("cot", interrupting), methods[1]], part, cancel=cancel)
+    partial = read_results(part / "results.jsonl")
+    assert 0 < len(partial) < len(PROBLEMS) * 2
+    # a kill in the middle of a write leaves half a line behind
+    with open(part / "results.jsonl", "a") as f:
+        f.write('{"method": "cot", "id": "p5", "predic')
+    runner_mod.run_bench(None, PROBLEMS, methods, part)
+
+    a = read_results(whole / "results.jsonl")
+    b = read_results(part / "results.jsonl")
+    assert sorted(json.dumps(r, sort_keys=True) for r in a) == sorted(json.dumps(r, sort_keys=True) for r in b)
+    md_a, _ = write_report(whole, a, title="t", command="c")
+    md_b, _ = write_report(part, b, title="t", command="c")
+    assert md_a.read_text() == md_b.read_text()
+
+
+def test_finished_problems_are_not_run_again(tmp_path, fixed_clock):
+    seen = []
+
+    def counting(engine, question, cancel=None):
+        seen.append(question)
+        yield from fake_method(0)(engine, question, cancel)
+
+    runner_mod.run_bench(None, PROBLEMS[:3], [("cot", counting)], tmp_path)
+    runner_mod.run_bench(None, PROBLEMS[:5], [("cot", counting)], tmp_path)
+    assert len(seen) == 5
+    rows = read_results(tmp_path / "results.jsonl")
+    assert [r["id"] for r in rows] == ["p0", "p1", "p2", "p3", "p4"]
+    assert rows[1]["correct"] is False and rows[2]["correct"] is True
+    assert rows[3]["extra_field"] == 3
+
+
+def test_method_specs_parse_overrides():
+    base = argparse.Namespace(temperature=None, samples=None, max_tokens=None)
+    label, name, args = runner_mod.parse_method_spec("sc:temperature=0.4;samples=3", base)
+    assert (label, name, args.temperature, args.samples) == ("sc:temperature=0.4;samples=3", "sc", 0.4, 3)
+    assert base.temperature is None
+    with pytest.raises(LatentLocalError, match="unknown option"):
+        runner_mod.parse_method_spec("sc:colour=red", base)
+    with pytest.raises(LatentLocalError, match="unknown method"):
+        runner_mod.parse_method_spec("magic", base)
+    with pytest.raises(LatentLocalError, match="key=value"):
+        runner_mod.parse_method_spec("sc:temperature", base)
+
+
+def test_bench_cli_on_the_bundled_model(tmp_path, capsys):
+    from latentlocal.cli import main
+
+    data = tmp_path / "data.jsonl"
+    data.write_text("\n".join(json.dumps({"question": f"What is {i} plus {i}?", "answer": f"#### {2 * i}"})
+                              for i in range(1, 4)) + "\n")
+    out = tmp_path / "out"
+    argv = ["bench", "--methods", "cot", "--data", str(data), "--limit", "2", "--out", str(out),
+            "--max-tokens", "24", "--threads", "2", "--n-ctx", "1024"]
+    assert main(argv) == 0
+    rows = read_results(out / "results.jsonl")
+    assert [r["id"] for r in rows] == ["data:0", "data:1"]
+    assert all(r["generated_tokens"] > 0 for r in rows)
+    md = (out / "report.md").read_text()
+    assert "| cot | 2 |" in md and "latentlocal bench --methods cot" in md
+    assert (out / "report.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # the report rebuilds from the results file without a model
+    (out / "report.md").unlink()
+    assert main(["bench", "--out", str(out), "--report-only"]) == 0
+    assert "| cot | 2 |" in (out / "report.md").read_text()
+    assert main(["bench", "--out", str(out), "--methods", "cot"]) == 2
+    assert "needs --data" in capsys.readouterr().err
