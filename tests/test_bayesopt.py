@@ -108,13 +108,16 @@ def paired_regrets(problem: str, seeds: range, budget: int, q: int, n_initial: i
 
 
 # budget, q, n_initial per problem: small enough for a 2-core CI, large enough that a
-# working BO separates from random search on every seed we have tried.
+# working BO separates from random search (it won 19-20 of 20 held-out seeds, 10..29, on
+# each problem). Checked to fail when broken: EI maximised with the sign flipped, or for a
+# minimisation convention, fails all three; a fixed, unfitted kernel with length-scale
+# 0.01, 0.05, 0.3 or 3.0 (unit cube) fails at least one.
 BENCH = {
     "branin": (20, 2, 6),
     "hartmann6": (36, 4, 10),
     "embedded50": (40, 5, 10),
 }
-N_SEEDS = 10
+N_SEEDS = 12
 
 
 @pytest.mark.parametrize("problem", list(BENCH))
@@ -126,13 +129,14 @@ def test_bo_beats_random_search(problem: str) -> None:
     p_wil = wilcoxon(rs - bo, alternative="greater").pvalue
     msg = (
         f"{problem}: BO wins {wins}/{N_SEEDS}, sign p={p_sign:.3g}, wilcoxon p={p_wil:.3g}, "
-        f"median regret BO {np.median(bo):.4g} vs random {np.median(rs):.4g}"
+        f"median regret BO {np.median(bo):.4g} vs random {np.median(rs):.4g}, "
+        f"mean {bo.mean():.4g} vs {rs.mean():.4g}"
     )
     print(msg)
     # A BO that ignores its model is a random search and wins about half the time; one with
-    # the EI sign flipped loses. Both fail this.
-    assert wins >= 9, msg
-    assert p_sign < 0.02 and p_wil < 0.01, msg
+    # the EI sign flipped loses. Both fail this (10/12 is one-sided sign-test p = 0.019).
+    assert wins >= 10, msg
+    assert p_sign < 0.05 and p_wil < 0.01, msg
     # Not merely better: a working optimiser closes most of random search's gap.
     assert np.median(bo) < 0.25 * np.median(rs), msg
 
@@ -251,12 +255,16 @@ def test_gp_posterior_gradient_is_correct() -> None:
     rng = np.random.default_rng(6)
     X = rng.random((15, 4))
     gp = GaussianProcess(np.array([[0.0, 1.0]] * 4)).fit(X, np.cos(3 * X).sum(1))
-    u = rng.random(4)
-    _, _, dmean, dstd = gp._predict_unit_grad(u)
-    fd_m = approx_fprime(u, lambda v: gp._predict_unit(v[None])[0][0], 1e-7)
-    fd_s = approx_fprime(u, lambda v: math.sqrt(gp._predict_unit(v[None])[1][0]), 1e-7)
-    np.testing.assert_allclose(dmean, fd_m, rtol=1e-4, atol=1e-5)
-    np.testing.assert_allclose(dstd, fd_s, rtol=1e-4, atol=1e-5)
+    U = rng.random((3, 4))
+    mean, std, dmean, dstd = gp._predict_unit_grad(U)
+    m_ref, v_ref = gp._predict_unit(U)
+    np.testing.assert_allclose(mean, m_ref, rtol=1e-10)
+    np.testing.assert_allclose(std, np.sqrt(v_ref), rtol=1e-8)
+    for j, u in enumerate(U):
+        fd_m = approx_fprime(u, lambda v: gp._predict_unit(v[None])[0][0], 1e-7)
+        fd_s = approx_fprime(u, lambda v: math.sqrt(gp._predict_unit(v[None])[1][0]), 1e-7)
+        np.testing.assert_allclose(dmean[j], fd_m, rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(dstd[j], fd_s, rtol=1e-4, atol=1e-5)
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
@@ -275,6 +283,23 @@ def test_gp_recovers_known_lengthscales(seed: int) -> None:
     shared = GaussianProcess(np.array([[0.0, 1.0], [0.0, 1.0]]), ard=False).fit(X, y)
     assert shared.lengthscales.shape == (2,) and shared.lengthscales[0] == shared.lengthscales[1]
     assert 0.5 * true[0] < shared.lengthscales[0] < 2 * true[1]
+
+
+def test_gp_lengthscale_prior() -> None:
+    # With 6 points in 6-d, MLE happily pushes length-scales to the box bounds; the weak
+    # "auto" prior keeps them finite and near sqrt(d)/2. The prior term's gradient is exact.
+    rng = np.random.default_rng(8)
+    X = rng.random((6, 6))
+    y = np.sin(5 * X[:, 0]) + X[:, 3]
+    gp = GaussianProcess(np.array([[0.0, 1.0]] * 6), lengthscale_prior="auto").fit(X, y)
+    log_ls = np.log(gp.unit_lengthscales)
+    lo, hi = np.log(gp.lengthscale_bounds)
+    assert np.all(log_ls > lo + 0.5) and np.all(log_ls < hi - 0.5), gp.unit_lengthscales
+    theta = gp._theta + rng.normal(0, 0.3, gp._theta.size)
+    fd = approx_fprime(theta, lambda t: gp._objective(t)[0], 1e-6)
+    np.testing.assert_allclose(gp._objective(theta)[1], fd, rtol=1e-4, atol=1e-4)
+    with pytest.raises(LatentLocalError):
+        GaussianProcess(lengthscale_prior="bogus")
 
 
 def test_gp_constant_targets() -> None:
@@ -348,9 +373,26 @@ def test_ask_tell_best_and_predictions() -> None:
     np.testing.assert_allclose(prop.mean, mean)
     np.testing.assert_allclose(prop.std, std)
     assert np.all(std > 0) and np.all(np.isfinite(prop.log_ei))
+    # The first model point saw no fantasies, so its log-EI is the plain one in original units.
+    best_y = max(neg_branin(x) for x in X0)
+    assert prop.log_ei[0] == pytest.approx(float(log_expected_improvement(mean[0], std[0], best_y)), abs=1e-6)
     opt.tell(X1[0], neg_branin(X1[0]))  # a single point, flat
     x, y = opt.best
     assert y == max(opt.y) and np.array_equal(x, opt.X[int(np.argmax(opt.y))])
+
+
+def test_blas_threads_restored() -> None:
+    # ask()/fit() pin OpenBLAS to one thread while they run and must put it back after.
+    from latentlocal import bayesopt
+
+    X = np.random.default_rng(9).random((10, 2))
+    GaussianProcess().fit(X, X[:, 0])
+    handles = bayesopt._single_thread_blas._handles or []
+    before = [getter() for getter, _ in handles]
+    with bayesopt._single_thread_blas:
+        assert all(getter() == 1 for getter, _ in handles)
+    GaussianProcess().fit(X, X[:, 1])
+    assert [getter() for getter, _ in handles] == before
 
 
 def test_minimize_wrapper() -> None:
