@@ -7,11 +7,8 @@ loop.
 
 from __future__ import annotations
 
-import ctypes
 import functools
 import math
-import os
-import threading
 import warnings
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence, TypeVar
@@ -22,6 +19,7 @@ from scipy.optimize import minimize as _sp_minimize
 from scipy.special import erfcx, log_ndtr, ndtr
 from scipy.stats import qmc
 
+from latentlocal.blas import single_thread_blas
 from latentlocal.errors import LatentLocalError
 
 __all__ = [
@@ -47,93 +45,16 @@ _Z_SERIES = -200.0
 _JITTERS = (0.0, 1e-10, 1e-9, 1e-8, 1e-7, 1e-6, 1e-5, 1e-4)
 
 
-# --------------------------------------------------------------------------------------------
-# BLAS threads
-# --------------------------------------------------------------------------------------------
-
-# (get, set) symbol pairs of the OpenBLAS builds that NumPy/SciPy wheels ship.
-_OPENBLAS_SYMBOLS = (
-    ("scipy_openblas_get_num_threads64_", "scipy_openblas_set_num_threads64_"),
-    ("scipy_openblas_get_num_threads", "scipy_openblas_set_num_threads"),
-    ("openblas_get_num_threads64_", "openblas_set_num_threads64_"),
-    ("openblas_get_num_threads", "openblas_set_num_threads"),
-)
-
-
-class _SingleThreadBlas:
-    """Context manager pinning every loaded OpenBLAS to one thread, then restoring it.
-
-    Our matrices are at most a few hundred wide, yet L-BFGS-B's inner BLAS calls wake
-    OpenBLAS worker threads on every iteration; on a busy 2-core machine that made a GP fit
-    ~10x slower (measured: 360 ms vs 30 ms at n=25). This is what threadpoolctl does, kept
-    dependency-free; anywhere it cannot find OpenBLAS it silently does nothing.
-    """
-
-    def __init__(self) -> None:
-        self._lock = threading.RLock()
-        self._depth = 0
-        self._saved: list[tuple[Callable[[int], object], int]] = []
-        self._handles: list[tuple[Callable[[], int], Callable[[int], object]]] | None = None
-
-    def _find(self) -> list[tuple[Callable[[], int], Callable[[int], object]]]:
-        found: list[tuple[Callable[[], int], Callable[[int], object]]] = []
-        try:
-            with open("/proc/self/maps", encoding="utf-8", errors="replace") as fh:
-                paths = {ln.split()[-1] for ln in fh if "openblas" in ln.lower() and "/" in ln}
-            mode = getattr(os, "RTLD_NOLOAD", 0) | getattr(os, "RTLD_LOCAL", 0)
-            for path in sorted(paths):
-                try:
-                    lib = ctypes.CDLL(path, mode=mode)
-                except OSError:
-                    continue
-                for get_name, set_name in _OPENBLAS_SYMBOLS:
-                    if hasattr(lib, get_name) and hasattr(lib, set_name):
-                        getter, setter = getattr(lib, get_name), getattr(lib, set_name)
-                        getter.restype = ctypes.c_int
-                        setter.argtypes = [ctypes.c_int]
-                        found.append((getter, setter))
-                        break
-        except (OSError, ValueError, AttributeError):
-            # Best effort only: without the handles we just run with the default threads.
-            pass
-        return found
-
-    def __enter__(self) -> None:
-        # The lock guards only the counter, so concurrent callers overlap; the last one out
-        # restores the thread counts.
-        with self._lock:
-            if self._depth == 0:
-                if self._handles is None:
-                    self._handles = self._find()
-                self._saved = []
-                for getter, setter in self._handles:
-                    n = int(getter())
-                    if n > 1:
-                        setter(1)
-                        self._saved.append((setter, n))
-            self._depth += 1
-
-    def __exit__(self, *exc: object) -> None:
-        with self._lock:
-            self._depth -= 1
-            if self._depth == 0:
-                for setter, n in self._saved:
-                    setter(n)
-                self._saved = []
-
-
 def _blas_single(fn: _F) -> _F:
-    """Decorator form of :class:`_SingleThreadBlas` for the optimiser's entry points."""
+    """Run the optimiser's entry points with OpenBLAS on one thread (see ``latentlocal.blas``)."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        with _single_thread_blas:
+        with single_thread_blas:
             return fn(*args, **kwargs)
 
     return wrapper  # type: ignore[return-value]
 
-
-_single_thread_blas = _SingleThreadBlas()
 
 
 # --------------------------------------------------------------------------------------------

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from latentlocal.blas import single_thread_blas
 from latentlocal.errors import LatentLocalError
 
 try:
@@ -394,6 +395,9 @@ class Engine:
         self._cvec: tuple[int, int, int] | None = None  # (id(buffer), il_start, il_end) now set
         self._cvec_buf: np.ndarray | None = None
         self.cvec_changes = 0
+        # OpenBLAS threads spinning after numpy calls steal the cores from ggml (latentlocal.blas)
+        single_thread_blas.__enter__()
+        self._blas_pinned = True
 
     @classmethod
     def load(
@@ -674,6 +678,9 @@ class Engine:
                 self._emb.free()
             C.llama_free(self._ctx)
             self._ctx = None
+        if getattr(self, "_blas_pinned", False):
+            self._blas_pinned = False
+            single_thread_blas.__exit__()
 
     def __enter__(self) -> Engine:
         return self

@@ -383,13 +383,13 @@ def test_ask_tell_best_and_predictions() -> None:
 
 def test_blas_threads_restored() -> None:
     # ask()/fit() pin OpenBLAS to one thread while they run and must put it back after.
-    from latentlocal import bayesopt
+    from latentlocal.blas import single_thread_blas
 
     X = np.random.default_rng(9).random((10, 2))
     GaussianProcess().fit(X, X[:, 0])
-    handles = bayesopt._single_thread_blas._handles or []
+    handles = single_thread_blas.handles
     before = [getter() for getter, _ in handles]
-    with bayesopt._single_thread_blas:
+    with single_thread_blas:
         assert all(getter() == 1 for getter, _ in handles)
     GaussianProcess().fit(X, X[:, 1])
     assert [getter() for getter, _ in handles] == before

@@ -199,3 +199,17 @@ def test_n_gpu_layers_without_gpu_warns_and_runs(smol_path):
     e.decode_tokens([1, 2, 3])
     assert e.logits(-1).shape == (e.n_vocab,)
     e.close()
+
+
+def test_engine_keeps_openblas_on_one_thread(smol_model):
+    # spinning OpenBLAS workers after numpy calls would steal the cores from ggml between decodes
+    from latentlocal.blas import single_thread_blas
+
+    handles = single_thread_blas.handles
+    assert handles, "numpy's OpenBLAS should be found on Linux"
+    before = [getter() for getter, _ in handles]
+    with Engine(smol_model, n_ctx=256, n_seq_max=1) as eng:
+        assert all(getter() == 1 for getter, _ in handles)
+        np.dot(np.ones(64), np.ones(64))
+        assert eng.n_ctx >= 256
+    assert [getter() for getter, _ in handles] == before

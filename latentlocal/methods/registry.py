@@ -34,6 +34,7 @@ class MethodSpec:
 # modules holding methods, in the order the help text and the TUI list them
 _MODULES = (
     "latentlocal.methods.cot",
+    "latentlocal.methods.soft_thinking",
 )
 
 

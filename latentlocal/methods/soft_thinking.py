@@ -1,0 +1,559 @@
+"""Soft Thinking: reason with concept tokens (probability-weighted embedding mixtures), then answer.
+
+Each thinking step turns the logits into p = softmax(logits / T) over the whole vocabulary, takes
+its entropy H (nats, the Cold Stop signal), filters top-k -> top-p -> min-p (relative to the
+largest p), keeps the ``max_topk`` largest, renormalises, and feeds sum_i w_i * E[id_i] as the
+next input embedding (``EmbeddingTable.mix``, which carries the model's input scale). The visible
+trace is the top-1 chain: every step yields a ``Token`` whose text and id are the concept's top-1
+(in Mixture-of-Inputs mode, the sampled token).
+
+Thinking runs from the first generated position until one of:
+
+* ``marker``: the top-1 is the model's native ``</think>`` token (that token is then fed as a
+  discrete token, as the paper does), or, for models without one (the bundled SmolLM2), the
+  top-1 chain has spelled the prompt's answer marker "Final answer:" across however many tokens
+  (``MarkerWatch``). The concepts that spelled the marker were fed as soft mixtures; the answer
+  continues right after the marker text.
+* ``cold_stop``: entropy stayed below ``cold_stop_entropy`` for ``cold_stop_patience``
+  consecutive steps (the step that completes the run is fed, then the end is forced).
+* ``budget``: ``think_budget`` thinking steps were taken.
+* ``eos``: **an end-of-generation token is the top-1 while thinking. It is not fed; it is treated
+  as the end of thinking: the end-of-thinking marker is inserted discretely and the answer phase
+  runs, so an answer is still produced** (the Summary records ``end_reason="eos"`` and the answer
+  phase's own ``finish_reason``).
+
+Forcing the end (cold_stop, budget, eos) inserts, as discrete tokens, the native ``</think>``
+token, or the marker text ("\\n\\nFinal answer:"). The answer is then decoded with discrete tokens
+(greedy by default, ``answer_temperature`` > 0 samples) and stops like cot: at the completed
+answer line, an end-of-generation token, or ``max_tokens`` generated positions in all (thinking
+steps + answer tokens; a forced marker is always inserted whole).
+
+``Summary.text`` is the top-1 chain of the thinking followed by the discrete answer text, so
+``extract_answer`` reads "Final answer: N" from it whichever way thinking ended.
+
+Options (all off by default):
+
+* ``noise="gumbel"``: Gumbel-softmax on the kept weights, w' = softmax((log w + g) / tau),
+  g ~ Gumbel(0, 1), tau = ``gumbel_tau`` (0.5).
+* ``noise="dirichlet"``: w' ~ Dirichlet(alpha * w) with alpha = ``dirichlet_alpha`` (1.0): the
+  form of the follow-up study (Wu et al. 2025, "LLMs are single-threaded reasoners"), whose mean
+  is w and whose spread shrinks as alpha grows (Var w'_i = w_i (1 - w_i) / (alpha + 1)); alpha is
+  the total concentration, so alpha -> infinity recovers plain soft thinking.
+* ``mix="moi"``: Mixture of Inputs. Candidates are the filter chain kept to ``moi_top_k`` (20);
+  a token s is sampled from them; the input is H_n * sum_i post_i e_i + (1 - H_n) * e_s with
+  post = (w + beta * onehot(s)) / (1 + beta), beta = ``moi_beta`` (1) and H_n = H_c / ln 20
+  clipped to [0, 1], where H_c is the entropy of the renormalised candidate distribution (as in
+  the MoI reference code; the event entropy and Cold Stop still use the full-vocabulary H).
+* ``think_budget``: end thinking after that many steps, like Cold Stop (reason ``budget``).
+
+All randomness comes from ``numpy.random.default_rng(seed)``.
+
+Performance: a concept with a single candidate (w = [1], common at T 0.6 with top-p 0.95) is
+E[t] exactly, so it is fed as token t (``onehot_tokens``; the token path is the faster one in
+llama.cpp, and the embedding-parity tests show both inputs give the same logits). One
+full-vocabulary pass finds the tokens within 30 (temperature-scaled) nats of the
+best; exp, entropy and top-k run on those only. Tokens further down have p < e^-30 * p_max: they
+cannot enter the top-k (the fast path is taken only when at least top_k tokens lie inside), they
+cancel out of the renormalised weights, and they move H by less than V * 31 * e^-30 (~1e-7 nats for
+a 49k vocabulary): below float32 resolution.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from latentlocal.engine import Engine, TextStream
+from latentlocal.errors import LatentLocalError
+from latentlocal.eval.answers import extract_answer
+from latentlocal.events import ColdStop, Event, PhaseChange, Summary, Token
+from latentlocal.markers import AnswerLineWatch, MarkerWatch
+from latentlocal.models import ANSWER_MARKER, COT_SYSTEM, ReasoningFormat, build_prompt, reasoning_format
+from latentlocal.sampling import SamplingConfig, entropy, filter_chain, sample_token, softmax
+
+NOISES = ("none", "gumbel", "dirichlet")
+MIXES = ("concept", "moi")
+
+# Tokens more than this many temperature-scaled nats below the best are left out of exp/entropy.
+_CUT_NATS = 30.0
+
+
+@dataclass(frozen=True)
+class SoftThinkingConfig:
+    """Defaults are the paper's (QwQ-32B): T 0.6, top-p 0.95, top-k 30, min-p 0.001, max_topk 10."""
+
+    max_tokens: int = 512
+    temperature: float = 0.6
+    top_k: int = 30
+    top_p: float = 0.95
+    min_p: float = 0.001
+    max_topk: int = 10
+    cold_stop_entropy: float = 0.01   # nats; 0 switches Cold Stop off
+    cold_stop_patience: int = 256     # consecutive steps; 0 switches Cold Stop off
+    noise: str = "none"               # none | gumbel | dirichlet
+    gumbel_tau: float = 0.5
+    dirichlet_alpha: float = 1.0
+    mix: str = "concept"              # concept | moi
+    moi_beta: float = 1.0
+    moi_top_k: int = 20
+    think_budget: int = 0             # thinking steps; 0 = no budget
+    answer_temperature: float = 0.0   # 0 = greedy answer
+    seed: int | None = None
+    stop_after_answer: bool = True
+    system: str | None = COT_SYSTEM
+    answer_marker: str = ANSWER_MARKER
+    top_events: int = 5               # candidates shown per Token event
+    onehot_tokens: bool = True        # feed a one-candidate concept as its token id (same input)
+
+    def __post_init__(self) -> None:
+        def bad(flag: str, value: object, why: str) -> LatentLocalError:
+            return LatentLocalError(f"--{flag} {why}, not {value}")
+
+        if self.max_tokens <= 0:
+            raise bad("max-tokens", self.max_tokens, "must be positive")
+        if not self.temperature > 0:
+            raise bad("temperature", self.temperature,
+                      "must be positive for soft thinking (the concept weights are softmax(logits / T))")
+        if self.top_k < 0:
+            raise bad("top-k", self.top_k, "must be 0 (off) or positive")
+        if not 0.0 < self.top_p <= 1.0:
+            raise bad("top-p", self.top_p, "must lie in (0, 1]")
+        if not 0.0 <= self.min_p < 1.0:
+            raise bad("min-p", self.min_p, "must lie in [0, 1)")
+        if self.max_topk < 1:
+            raise bad("max-topk", self.max_topk, "must be at least 1")
+        if self.cold_stop_entropy < 0:
+            raise bad("cold-stop-entropy", self.cold_stop_entropy, "must be >= 0 (0 = off)")
+        if self.cold_stop_patience < 0:
+            raise bad("cold-stop-patience", self.cold_stop_patience, "must be >= 0 (0 = off)")
+        if self.noise not in NOISES:
+            raise bad("noise", self.noise, f"must be one of {', '.join(NOISES)}")
+        if not self.gumbel_tau > 0:
+            raise bad("gumbel-tau", self.gumbel_tau, "must be positive")
+        if not self.dirichlet_alpha > 0:
+            raise bad("dirichlet-alpha", self.dirichlet_alpha, "must be positive")
+        if self.mix not in MIXES:
+            raise bad("mix", self.mix, f"must be one of {', '.join(MIXES)}")
+        if self.mix == "moi" and self.noise != "none":
+            raise LatentLocalError(
+                f"--noise {self.noise} and --mix moi do not combine: Mixture of Inputs samples its own "
+                "token; pick one"
+            )
+        if self.moi_beta < 0:
+            raise bad("moi-beta", self.moi_beta, "must be >= 0")
+        if self.moi_top_k < 2:
+            raise bad("moi-top-k", self.moi_top_k, "must be at least 2")
+        if self.think_budget < 0:
+            raise bad("think-budget", self.think_budget, "must be >= 0 (0 = no budget)")
+        if self.answer_temperature < 0:
+            raise bad("answer-temperature", self.answer_temperature, "must be >= 0 (0 = greedy)")
+
+    @property
+    def answer_sampling(self) -> SamplingConfig:
+        """Discrete answer decoding: greedy unless ``answer_temperature`` > 0 (then the thinking
+        top-k / top-p, min-p off, like the paper's after-thinking settings)."""
+        return SamplingConfig(temperature=self.answer_temperature, top_k=self.top_k, top_p=self.top_p)
+
+
+# ---------------------------------------------------------------------------------------------
+# the concept: filter chain + entropy
+# ---------------------------------------------------------------------------------------------
+
+
+class ConceptFilter:
+    """Logits -> (token ids, renormalised weights, full-vocabulary entropy in nats).
+
+    Same result as ``filter_chain(softmax(logits / T), top_k, top_p, min_p, max_keep)`` and
+    ``entropy(softmax(logits / T))``, with the full-vocabulary work cut to one comparison pass
+    (see the module docstring). Ids come sorted by descending weight.
+    """
+
+    def __init__(self, temperature: float, top_k: int, top_p: float, min_p: float, max_keep: int) -> None:
+        self.temperature = float(temperature)
+        self.top_k = int(top_k)
+        self.top_p = float(top_p)
+        self.min_p = float(min_p)
+        self.max_keep = int(max_keep)
+        self._cut = _CUT_NATS * self.temperature  # in raw logit units
+        self.fast_steps = 0
+        self.full_steps = 0
+
+    def full(self, logits: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
+        """The plain reference path (used when the fast path cannot guarantee the top-k)."""
+        p = softmax(logits, self.temperature)
+        ids, w = filter_chain(p, self.top_k, self.top_p, self.min_p, self.max_keep)
+        self.full_steps += 1
+        return ids, w, entropy(p)
+
+    def __call__(self, logits: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
+        lg = np.asarray(logits)
+        k = self.top_k
+        if not 0 < k < lg.shape[0]:
+            return self.full(lg)
+        m = lg.max()
+        idx = np.flatnonzero(lg >= m - self._cut)
+        n = idx.size
+        if n < k:
+            return self.full(lg)
+        z = (lg[idx].astype(np.float64) - float(m)) / self.temperature
+        e = np.exp(z)
+        s = float(e.sum())
+        h = max(0.0, math.log(s) - float(np.dot(e, z)) / s)
+        sel = np.argpartition(-z, k - 1)[:k] if n > k else np.arange(n)
+        local, w = filter_chain(e[sel] / s, 0, self.top_p, self.min_p, self.max_keep)
+        self.fast_steps += 1
+        return idx[sel[local]], w, h
+
+
+# ---------------------------------------------------------------------------------------------
+# noise and Mixture of Inputs
+# ---------------------------------------------------------------------------------------------
+
+
+def _sorted(ids: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    order = np.argsort(-w, kind="stable")
+    return ids[order], w[order]
+
+
+def gumbel_weights(w: np.ndarray, tau: float, rng: np.random.Generator) -> np.ndarray:
+    """Gumbel-softmax on kept weights: softmax((log w + g) / tau), g ~ Gumbel(0, 1)."""
+    z = (np.log(w) + rng.gumbel(size=w.shape[0])) / tau
+    z -= z.max()
+    e = np.exp(z)
+    return e / e.sum()
+
+
+def dirichlet_weights(w: np.ndarray, alpha: float, rng: np.random.Generator) -> np.ndarray:
+    """w' ~ Dirichlet(alpha * w): mean w, total concentration alpha."""
+    if w.shape[0] == 1:
+        return w.copy()
+    out = rng.dirichlet(alpha * w)
+    if not np.all(np.isfinite(out)) or out.sum() <= 0:  # every gamma draw underflowed
+        return w.copy()
+    return out / out.sum()
+
+
+def moi_weights(
+    w: np.ndarray, beta: float, top_k: int, rng: np.random.Generator
+) -> tuple[np.ndarray, int]:
+    """Mixture of Inputs over candidates with weights ``w``: (input weights, sampled index).
+
+    weights = H_n * (w + beta * onehot) / (1 + beta) + (1 - H_n) * onehot, where H_n is the
+    candidates' entropy over ln(top_k), clipped to [0, 1].
+    """
+    c = np.cumsum(w)
+    j = min(int(np.searchsorted(c, rng.random() * c[-1], side="right")), w.shape[0] - 1)
+    h_n = min(1.0, max(0.0, entropy(w) / math.log(top_k)))
+    out = w * (h_n / (1.0 + beta))
+    out[j] += h_n * beta / (1.0 + beta) + (1.0 - h_n)
+    return out, j
+
+
+# ---------------------------------------------------------------------------------------------
+# end-of-thinking rules
+# ---------------------------------------------------------------------------------------------
+
+
+class ColdStopCounter:
+    """Counts consecutive steps with entropy below ``threshold``; fires at ``patience``.
+
+    A step at or above the threshold resets the count. ``threshold`` or ``patience`` 0 = off.
+    """
+
+    def __init__(self, threshold: float, patience: int) -> None:
+        self.threshold = float(threshold)
+        self.patience = int(patience)
+        self.count = 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.threshold > 0 and self.patience > 0
+
+    def push(self, h: float) -> bool:
+        """Record one step's entropy; True when this step completes ``patience`` low steps."""
+        if not self.enabled:
+            return False
+        self.count = self.count + 1 if h < self.threshold else 0
+        return self.count >= self.patience
+
+
+def thinking_end(token: int, fmt: ReasoningFormat, is_eog: Callable[[int], bool]) -> str | None:
+    """Whether the top-1 ``token`` ends thinking by itself: "marker" for the native end-of-thinking
+    token, "eos" for an end-of-generation token, else None (the text marker is watched apart)."""
+    if fmt.think_end_token is not None and token == fmt.think_end_token:
+        return "marker"
+    if is_eog(token):
+        return "eos"
+    return None
+
+
+def forced_end_tokens(model, fmt: ReasoningFormat, text: str) -> list[int]:
+    """Discrete tokens that force the end of thinking: ``</think>``, or "\\n\\nFinal answer:"."""
+    if fmt.think_end_token is not None:
+        return [fmt.think_end_token]
+    if not text or text.endswith("\n\n"):
+        sep = ""
+    elif text.endswith("\n"):
+        sep = "\n"
+    else:
+        sep = "\n\n"
+    return model.tokenize(sep + fmt.answer_marker, add_special=False, parse_special=False)
+
+
+# ---------------------------------------------------------------------------------------------
+# the method
+# ---------------------------------------------------------------------------------------------
+
+
+def _fast_greedy(logits: np.ndarray) -> tuple[int, float]:
+    """Argmax and its probability at T = 1 (tokens 30+ nats down ignored: < 1e-8 relative)."""
+    lg = np.asarray(logits)
+    tok = int(lg.argmax())
+    m = float(lg[tok])
+    near = lg[lg >= m - _CUT_NATS].astype(np.float64)
+    return tok, float(1.0 / np.exp(near - m).sum())
+
+
+def run_soft_thinking(
+    engine: Engine,
+    question: str,
+    cfg: SoftThinkingConfig = SoftThinkingConfig(),
+    cancel: threading.Event | None = None,
+    prompt: Sequence[int] | None = None,
+    fmt: ReasoningFormat | None = None,
+) -> Iterator[Event]:
+    """Soft thinking then a discrete answer, streamed step by step (see the module docstring).
+
+    ``fmt`` overrides where thinking ends (default: ``reasoning_format(engine.model)``).
+    """
+    t0 = time.perf_counter()
+    model = engine.model
+    fmt = fmt or reasoning_format(model)
+    rng = np.random.default_rng(engine.seed if cfg.seed is None else cfg.seed)
+    toks = list(prompt) if prompt is not None else model.tokenize(build_prompt(model, question, cfg.system))
+    table = model.embeddings  # created once per model (reads the GGUF's tensor index)
+    moi = cfg.mix == "moi"
+    concept = ConceptFilter(cfg.temperature, cfg.top_k, cfg.top_p, cfg.min_p,
+                            cfg.moi_top_k if moi else cfg.max_topk)
+    cold = ColdStopCounter(cfg.cold_stop_entropy, cfg.cold_stop_patience)
+    marker = cfg.answer_marker if cfg.stop_after_answer else None
+    text_fmt = fmt.think_end_token is None
+    think_watch = MarkerWatch(fmt.answer_marker) if text_fmt else None
+    # With a text marker the answer line follows the thinking text; a native </think> model
+    # starts watching for the answer line after </think>.
+    answer_watch = AnswerLineWatch(marker) if (marker and text_fmt) else None
+    top_n = cfg.top_events
+    n_top = max(1, top_n)
+
+    engine.clear()
+    engine.decode_tokens(toks)
+    out = TextStream(model)
+    parts: list[str] = []
+    think_steps = 0
+    answer_steps = 0
+    end_reason: str | None = None
+    finish: str | None = None
+    cold_fired = False
+    first_step_s: float | None = None
+
+    # ---- thinking ----------------------------------------------------------------------------
+    while True:
+        if cancel is not None and cancel.is_set():
+            finish = "cancelled"
+            break
+        ids, w, h = concept(engine.logits(-1))
+        if moi:
+            w, j = moi_weights(w, cfg.moi_beta, cfg.moi_top_k, rng)
+            trace = int(ids[j])
+            ids, w = _sorted(ids, w)
+        else:
+            if cfg.noise == "gumbel" and w.shape[0] > 1:
+                ids, w = _sorted(ids, gumbel_weights(w, cfg.gumbel_tau, rng))
+            elif cfg.noise == "dirichlet" and w.shape[0] > 1:
+                ids, w = _sorted(ids, dirichlet_weights(w, cfg.dirichlet_alpha, rng))
+            trace = int(ids[0])
+        think_steps += 1
+        reason = thinking_end(trace, fmt, model.is_eog)
+        piece = "" if reason == "eos" else out.push(trace)
+        parts.append(piece)
+        k = min(n_top, ids.shape[0])
+        top = tuple((model.token_text(int(ids[i])), float(w[i])) for i in range(k)) if top_n > 0 else ()
+        wt = float(w[0]) if not moi else float(w[int(np.flatnonzero(ids == trace)[0])])
+        yield Token(text=piece, token_id=trace, phase="think",
+                    mode="discrete" if reason == "marker" else "soft",
+                    entropy=h, prob=wt, top=top)
+        if first_step_s is None:
+            first_step_s = time.perf_counter() - t0
+        if reason == "eos":
+            pass  # not fed: the end of thinking is forced below
+        elif reason == "marker":
+            engine.decode_tokens([trace])  # the native end-of-thinking token, discretely
+        else:
+            if cfg.onehot_tokens and ids.shape[0] == 1:
+                engine.decode_tokens([trace])  # w = [1]: the concept is E[trace], the token itself
+            else:
+                engine.decode_embeddings(table.mix(ids, w))
+            if think_watch is not None:
+                if answer_watch is not None:
+                    answer_watch.push(piece)
+                if think_watch.push(piece):
+                    reason = "marker"
+            if reason is None:
+                if cold.push(h):
+                    reason = "cold_stop"
+                    cold_fired = True
+                    yield ColdStop(step=think_steps, threshold=cold.threshold, patience=cold.patience)
+                elif cfg.think_budget and think_steps >= cfg.think_budget:
+                    reason = "budget"
+        if reason is not None:
+            end_reason = reason
+            break
+        if think_steps >= cfg.max_tokens:
+            finish = "length"
+            break
+
+    # ---- answer ------------------------------------------------------------------------------
+    if end_reason is not None:
+        yield PhaseChange(phase="answer", reason=end_reason)
+        if marker and answer_watch is None:
+            answer_watch = AnswerLineWatch(marker)
+        if end_reason in ("cold_stop", "budget", "eos"):
+            forced = forced_end_tokens(model, fmt, "".join(parts))
+            engine.decode_tokens(forced)
+            for tok in forced:
+                piece = out.push(tok)
+                parts.append(piece)
+                answer_steps += 1
+                if answer_watch is not None:
+                    answer_watch.push(piece)
+                yield Token(text=piece, token_id=tok, phase="answer", mode="discrete")
+        sampling = cfg.answer_sampling
+        if answer_watch is not None and answer_watch.push(""):
+            finish = "answer"  # the marker's own token already completed the answer line
+        while finish is None:
+            if think_steps + answer_steps >= cfg.max_tokens:
+                finish = "length"
+                break
+            if cancel is not None and cancel.is_set():
+                finish = "cancelled"
+                break
+            lg = engine.logits(-1)
+            tok, prob = _fast_greedy(lg) if sampling.greedy else sample_token(lg, sampling, rng)
+            answer_steps += 1
+            if model.is_eog(tok):
+                finish = "eos"
+                yield Token(text="", token_id=tok, phase="answer", mode="discrete", prob=prob)
+                break
+            piece = out.push(tok)
+            parts.append(piece)
+            yield Token(text=piece, token_id=tok, phase="answer", mode="discrete", prob=prob)
+            if answer_watch is not None and answer_watch.push(piece):
+                finish = "answer"
+            elif think_steps + answer_steps >= cfg.max_tokens:
+                finish = "length"
+            else:
+                engine.decode_tokens([tok])
+
+    tail = out.flush()
+    if tail:
+        parts.append(tail)
+    text = "".join(parts)
+    yield Summary(
+        method="soft-thinking",
+        answer=extract_answer(text),
+        text=text,
+        generated_tokens=think_steps + answer_steps,
+        elapsed_s=time.perf_counter() - t0,
+        finish_reason=finish or "length",
+        extra={
+            "thinking_tokens": think_steps,
+            "answer_tokens": answer_steps,
+            "cold_stop": cold_fired,
+            "end_reason": end_reason,
+            "time_to_first_step_s": first_step_s,
+            "prompt_tokens": len(toks),
+            "mix": cfg.mix,
+            "noise": cfg.noise,
+        },
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# registry entries
+# ---------------------------------------------------------------------------------------------
+
+
+def config_from_args(args) -> SoftThinkingConfig:
+    """A validated config from parsed CLI options (shared flags fall back to the paper's values)."""
+    from latentlocal.methods.registry import opt
+
+    budget = opt(args, "think_budget", 0)
+    return SoftThinkingConfig(
+        max_tokens=opt(args, "max_tokens", 512),
+        temperature=opt(args, "temperature", 0.6),
+        top_k=opt(args, "top_k", 30),
+        top_p=opt(args, "top_p", 0.95),
+        min_p=opt(args, "min_p", 0.001),
+        max_topk=opt(args, "max_topk", 10),
+        cold_stop_entropy=opt(args, "cold_stop_entropy", 0.01),
+        cold_stop_patience=opt(args, "cold_stop_patience", 256),
+        noise=opt(args, "noise", "none"),
+        gumbel_tau=opt(args, "gumbel_tau", 0.5),
+        dirichlet_alpha=opt(args, "dirichlet_alpha", 1.0),
+        mix=opt(args, "mix", "concept"),
+        moi_beta=opt(args, "moi_beta", 1.0),
+        think_budget=budget,
+        answer_temperature=opt(args, "answer_temperature", 0.0),
+        seed=opt(args, "seed", 0),
+    )
+
+
+def _from_args(args) -> Callable:
+    cfg = config_from_args(args)
+    return lambda engine, q, cancel=None: run_soft_thinking(engine, q, cfg, cancel)
+
+
+def _add_flags(g) -> None:
+    g.add_argument("--max-topk", type=int, default=None,
+                   help="tokens mixed into each concept (default 10)")
+    g.add_argument("--cold-stop-entropy", type=float, default=None,
+                   help="Cold Stop entropy threshold in nats (default 0.01; 0 = off)")
+    g.add_argument("--cold-stop-patience", type=int, default=None,
+                   help="consecutive low-entropy steps before Cold Stop (default 256; 0 = off)")
+    g.add_argument("--noise", choices=NOISES, default=None,
+                   help="randomness on the concept weights (default none)")
+    g.add_argument("--gumbel-tau", type=float, default=None, help="Gumbel-softmax temperature (default 0.5)")
+    g.add_argument("--dirichlet-alpha", type=float, default=None,
+                   help="Dirichlet concentration: w' ~ Dir(alpha * w) (default 1.0; larger = less noise)")
+    g.add_argument("--mix", choices=MIXES, default=None,
+                   help="concept (soft thinking) or moi (Mixture of Inputs) (default concept)")
+    g.add_argument("--moi-beta", type=float, default=None, help="Mixture of Inputs beta (default 1.0)")
+    g.add_argument("--think-budget", type=int, default=None,
+                   help="end thinking after this many steps (default 0 = no budget)")
+    g.add_argument("--answer-temperature", type=float, default=None,
+                   help="temperature of the discrete answer (default 0 = greedy)")
+
+
+def _registry_entries() -> list:
+    from latentlocal.methods.registry import MethodSpec
+
+    return [
+        MethodSpec(
+            "soft-thinking",
+            "Soft Thinking: concept tokens (embedding mixtures) while thinking, Cold Stop, discrete answer",
+            _from_args,
+            _add_flags,
+            aliases=("st",),
+        ),
+    ]
+
+
+def __getattr__(name: str):  # METHODS is built lazily: registry imports this module
+    if name == "METHODS":
+        return _registry_entries()
+    raise AttributeError(name)
