@@ -50,6 +50,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("tui", help="start the terminal UI (also the default with no command)")
 
+    from latentlocal.seal_cli import add_seal_parser
+
+    add_seal_parser(sub, _add_model_args)
+
     from latentlocal.eval.runner import add_bench_parser
 
     add_bench_parser(sub, _add_model_args, _add_method_args)

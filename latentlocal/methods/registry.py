@@ -35,6 +35,7 @@ class MethodSpec:
 _MODULES = (
     "latentlocal.methods.cot",
     "latentlocal.methods.soft_thinking",
+    "latentlocal.methods.seal",
 )
 
 
