@@ -36,6 +36,7 @@ _MODULES = (
     "latentlocal.methods.cot",
     "latentlocal.methods.soft_thinking",
     "latentlocal.methods.seal",
+    "latentlocal.methods.soft_reasoning",
 )
 
 

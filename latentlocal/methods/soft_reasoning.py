@@ -1,0 +1,396 @@
+"""Soft Reasoning: Bayesian-optimised embeddings at the first generated position.
+
+After the prompt, one extra position takes an input embedding ``x`` instead of a token; the rest
+is decoded greedily. Candidates ``x`` are searched with the GP / log-EI optimiser in
+``latentlocal.bayesopt``, ``k`` per round, decoded together as parallel sequences over one shared
+prompt KV. Reward = verifier agreement (the same model judges the round's answers) + coherence
+(mean probability of the candidate's generated tokens). The final answer is a majority vote over
+every candidate and verifier answer, ties to the highest reward.
+
+Search spaces (``x`` always starts from the greedy first token's embedding ``e_z``, so ``u = 0``
+reproduces greedy chain of thought, which is candidate 0 of round 0):
+
+- ``subspace`` (default): ``x = e_z + u A`` with ``u`` in ``[-1, 1]^d`` and a fixed random Gaussian
+  ``A`` (d x n_embd) per question, scaled so a typical ``u`` moves ``x`` by ``sigma * |e_z|``.
+  The optimiser searches ``u``.
+- ``around-token``: the paper's ``x = e_z + sigma * rms(e_z) * eps`` with full-width Gaussian
+  ``eps``. There is no low-dimensional variable for a GP to model, so candidates are drawn at
+  random each round: this is what the paper's public code effectively did, kept as a baseline.
+
+Reuse: a candidate whose first ``reuse_prefix`` generated tokens equal an earlier candidate's is
+stopped there and takes that candidate's answer and text (greedy decoding from nearly the same
+state); ``reuse_prefix=0`` decodes every candidate to the end.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import numpy as np
+
+from latentlocal.bayesopt import BayesOpt
+from latentlocal.engine import ChatMessage, Engine, TextStream
+from latentlocal.errors import LatentLocalError
+from latentlocal.eval.answers import extract_answer, majority_vote, normalize_number
+from latentlocal.events import CandidateResult, Event, Round, SequenceDone, Summary, Token
+from latentlocal.markers import AnswerLineWatch
+from latentlocal.models import ANSWER_MARKER, COT_SYSTEM, build_prompt
+from latentlocal.sampling import softmax
+
+VERIFIER_SYSTEM = "You check solutions to math problems carefully and decide which final answer is right."
+
+
+@dataclass(frozen=True)
+class SoftReasoningConfig:
+    candidates: int = 5
+    rounds: int = 5
+    space: str = "subspace"  # or "around-token"
+    dim: int = 50
+    sigma: float = 0.5
+    verifier_weight: float = 1.0
+    coherence_weight: float = 1.0
+    max_tokens: int = 300
+    verifier_max_tokens: int = 160
+    min_improvement: float = 0.01
+    reuse_prefix: int = 24
+    seed: int = 0
+    system: str | None = COT_SYSTEM
+
+
+@dataclass
+class _Cand:
+    index: int
+    u: np.ndarray | None
+    x: np.ndarray
+    tokens: list[int]
+    probs: list[float]
+    text: str = ""
+    finish: str = ""
+    reused_from: int | None = None
+
+    @property
+    def coherence(self) -> float:
+        return float(np.mean(self.probs)) if self.probs else 0.0
+
+
+def _check(cfg: SoftReasoningConfig, engine: Engine) -> None:
+    if cfg.space not in ("subspace", "around-token"):
+        raise LatentLocalError(f"--space must be subspace or around-token, not {cfg.space!r}")
+    if cfg.candidates < 1 or cfg.rounds < 1 or cfg.dim < 1 or cfg.max_tokens < 1:
+        raise LatentLocalError("--candidates, --rounds, --dim and --max-tokens must be at least 1")
+    if cfg.sigma <= 0:
+        raise LatentLocalError(f"--sigma must be positive, not {cfg.sigma}")
+    if cfg.candidates + 2 > engine.n_seq_max:
+        raise LatentLocalError(
+            f"{cfg.candidates} candidates need {cfg.candidates + 2} parallel sequences, this engine "
+            f"holds {engine.n_seq_max}; pass fewer --candidates or a larger --parallel"
+        )
+
+
+class _Space:
+    """Maps search points to first-position embeddings."""
+
+    def __init__(self, cfg: SoftReasoningConfig, e_z: np.ndarray, rng: np.random.Generator) -> None:
+        self.cfg = cfg
+        self.e_z = e_z
+        rms = float(np.sqrt(np.mean(e_z.astype(np.float64) ** 2)))
+        self.rms = rms
+        n_embd = e_z.shape[0]
+        if cfg.space == "subspace":
+            # Var(u_i) = 1/3 for u uniform in [-1, 1]: scale A so |u A| ~ sigma * |e_z|.
+            self.A = rng.normal(0.0, np.sqrt(3.0 / cfg.dim) * cfg.sigma * rms, size=(cfg.dim, n_embd))
+            self.bounds = np.array([[-1.0, 1.0]] * cfg.dim)
+        self._rng = rng
+        self.n_embd = n_embd
+
+    def embed(self, u: np.ndarray) -> np.ndarray:
+        return (self.e_z + u @ self.A).astype(np.float32)
+
+    def random_around(self, n: int) -> np.ndarray:
+        eps = self._rng.normal(size=(n, self.n_embd))
+        return (self.e_z + self.cfg.sigma * self.rms * eps).astype(np.float32)
+
+
+def _decode_candidates(
+    engine: Engine,
+    cands: list[_Cand],
+    prompt_len: int,
+    cfg: SoftReasoningConfig,
+    earlier: list[_Cand],
+    cancel: threading.Event | None,
+) -> Iterator[Event]:
+    """Decode all ``cands`` together: seq 0 holds the prompt, candidate i runs on seq i + 1."""
+    model = engine.model
+    seqs = [i + 1 for i in range(len(cands))]
+    for s in seqs:
+        engine.seq_copy(0, s)
+    engine.decode_step(seqs, rows=np.stack([c.x for c in cands]))
+    streams = {s: TextStream(model) for s in seqs}
+    watches = {s: AnswerLineWatch(ANSWER_MARKER) for s in seqs}
+    by_prefix = {tuple(c.tokens[: cfg.reuse_prefix]): c for c in earlier if len(c.tokens) >= cfg.reuse_prefix}
+    row = {s: i for i, s in enumerate(seqs)}
+    active = list(seqs)
+    while active:
+        if cancel is not None and cancel.is_set():
+            for s in active:
+                cands[s - 1].finish = "cancelled"
+            break
+        feed: list[int] = []
+        toks: list[int] = []
+        for s in active:
+            c = cands[s - 1]
+            logits = engine.logits(row[s])
+            tok = int(np.argmax(logits))
+            p = softmax(logits)
+            c.tokens.append(tok)
+            c.probs.append(float(p[tok]))
+            if model.is_eog(tok):
+                c.finish = "eos"
+            else:
+                piece = streams[s].push(tok)
+                c.text += piece
+                yield Token(text=piece, token_id=tok, seq=s, prob=float(p[tok]))
+                if watches[s].push(piece):
+                    c.finish = "answer"
+                elif len(c.tokens) >= cfg.max_tokens:
+                    c.finish = "length"
+                elif cfg.reuse_prefix and len(c.tokens) == cfg.reuse_prefix:
+                    twin = by_prefix.get(tuple(c.tokens))
+                    if twin is not None:
+                        c.reused_from = twin.index
+                        c.finish = "reused"
+            if c.finish:
+                yield SequenceDone(s, c.text, extract_answer(c.text), len(c.tokens), c.finish)
+            else:
+                feed.append(s)
+                toks.append(tok)
+        active = feed
+        if active:
+            engine.decode_step(active, tokens=toks)
+            row = {s: i for i, s in enumerate(active)}
+    for s in seqs:
+        engine.seq_remove(s)
+
+
+def _verify(
+    engine: Engine, question: str, cands: list[_Cand], cfg: SoftReasoningConfig, seq: int
+) -> tuple[str | None, str, int]:
+    """The same model, greedily, judges the round's answers: (its answer, its text, tokens)."""
+    parts = []
+    for i, c in enumerate(cands, 1):
+        tail = c.text.strip()[-400:]
+        parts.append(f"Solution {i}:\n{tail}")
+    user = (
+        f"Problem: {question.strip()}\n\nProposed solutions:\n\n" + "\n\n".join(parts)
+        + f"\n\nWhich final answer is correct? Check briefly, then write one last line of the form "
+        f"'{ANSWER_MARKER} <number>'."
+    )
+    model = engine.model
+    text = model.apply_chat([ChatMessage("system", VERIFIER_SYSTEM), ChatMessage("user", user)])
+    toks = model.tokenize(text)
+    if len(toks) + cfg.verifier_max_tokens > engine.n_ctx - engine.pos(0) - 8:
+        toks = toks[-(engine.n_ctx // 2):]  # keep the question's end and the instruction
+    engine.seq_remove(seq)
+    engine.decode_tokens(toks, seq=seq)
+    out = TextStream(model)
+    watch = AnswerLineWatch(ANSWER_MARKER)
+    said, n = "", 0
+    while n < cfg.verifier_max_tokens:
+        tok = int(np.argmax(engine.logits(-1)))
+        n += 1
+        if model.is_eog(tok):
+            break
+        piece = out.push(tok)
+        said += piece
+        if watch.push(piece):
+            break
+        engine.decode_tokens([tok], seq=seq)
+    engine.seq_remove(seq)
+    return extract_answer(said), said, n
+
+
+def _same(a: str | None, b: str | None) -> bool:
+    return a is not None and b is not None and normalize_number(a) == normalize_number(b)
+
+
+def final_vote(
+    answers: list[str | None], rewards: list[float], verifier_answers: list[str | None]
+) -> tuple[str | None, int | None]:
+    """Majority over candidate and verifier answers; ties go to the answer with the highest
+    candidate reward. Returns the answer and the best-rewarded candidate that gave it."""
+    if not answers:
+        return None, None
+    best_of: dict[str | None, float] = {}
+    for a, r in zip(answers, rewards):
+        key = normalize_number(a) if a is not None else None
+        best_of[key] = max(best_of.get(key, -np.inf), r)
+    # a verifier answer scores what the best candidate with that answer scored (0 if none did)
+    v_scores = [best_of.get(normalize_number(a) if a is not None else None, 0.0) for a in verifier_answers]
+    final = majority_vote(list(answers) + list(verifier_answers), list(rewards) + v_scores)
+    ranked = sorted(range(len(rewards)), key=lambda i: -rewards[i])
+    pick = next((i for i in ranked if _same(answers[i], final)), ranked[0])
+    return final, pick
+
+
+def run_soft_reasoning(
+    engine: Engine,
+    question: str,
+    cfg: SoftReasoningConfig = SoftReasoningConfig(),
+    cancel: threading.Event | None = None,
+) -> Iterator[Event]:
+    _check(cfg, engine)
+    t0 = time.perf_counter()
+    rng = np.random.default_rng(cfg.seed)
+    model = engine.model
+    prompt = model.tokenize(build_prompt(model, question, cfg.system))
+    engine.clear()
+    engine.decode_tokens(prompt, seq=0)
+    z = int(np.argmax(engine.logits(-1)))
+    e_z = model.embeddings.row(z)
+    space = _Space(cfg, e_z, rng)
+    opt = BayesOpt(space.bounds, seed=int(rng.integers(2**31)), n_initial=cfg.candidates) \
+        if cfg.space == "subspace" else None
+    verifier_seq = cfg.candidates + 1
+    first_text = model.token_text(z)  # the free position stands in for this token
+    all_cands: list[_Cand] = []
+    rewards: list[float] = []
+    verifier_answers: list[str | None] = []
+    generated = 0
+    best = -np.inf
+    stop_reason = "max_rounds"
+    rounds_run = 0
+    for r in range(cfg.rounds):
+        if cancel is not None and cancel.is_set():
+            stop_reason = "cancelled"
+            break
+        mean = std = None
+        if opt is not None:
+            U = opt.ask(cfg.candidates)
+            if r == 0:
+                U[0] = 0.0  # greedy chain of thought is always candidate 0
+            prop = opt.last_proposal
+            if prop is not None and prop.from_model:
+                mean, std = prop.mean, prop.std
+            xs = [space.embed(u) for u in U]
+        else:
+            U = [None] * cfg.candidates
+            xs = list(space.random_around(cfg.candidates))
+            if r == 0:
+                xs[0] = e_z.astype(np.float32)
+        base = len(all_cands)
+        cands = [_Cand(base + i, U[i], xs[i], [], []) for i in range(cfg.candidates)]
+        yield from _decode_candidates(engine, cands, len(prompt), cfg, all_cands, cancel)
+        for c in cands:
+            if c.reused_from is not None:
+                twin = all_cands[c.reused_from]
+                c.text, c.probs = twin.text, twin.probs
+            else:
+                c.text = first_text + c.text
+        generated += sum(len(c.tokens) for c in cands)
+        if any(c.finish == "cancelled" for c in cands):
+            stop_reason = "cancelled"
+            break
+        v_answer, _, v_tokens = _verify(engine, question, cands, cfg, verifier_seq)
+        generated += v_tokens
+        verifier_answers.append(v_answer)
+        results = []
+        round_rewards = []
+        for c in cands:
+            ans = extract_answer(c.text)
+            ver = 1.0 if _same(ans, v_answer) else 0.0
+            coh = c.coherence
+            reward = cfg.verifier_weight * ver + cfg.coherence_weight * coh
+            round_rewards.append(reward)
+            results.append(CandidateResult(c.index, ans, c.text, len(c.tokens), ver, coh, reward,
+                                           reused=c.reused_from is not None))
+        all_cands += cands
+        rewards += round_rewards
+        if opt is not None:
+            opt.tell(np.stack([c.u for c in cands]), np.array(round_rewards))
+        rounds_run = r + 1
+        new_best = max(best, max(round_rewards))
+        improvement = new_best - best
+        best = new_best
+        yield Round(
+            index=r,
+            candidates=tuple(results),
+            verifier_answer=v_answer,
+            best_reward=float(best),
+            predicted_mean=tuple(float(m) for m in mean) if mean is not None else (),
+            predicted_std=tuple(float(s) for s in std) if std is not None else (),
+        )
+        if r > 0 and improvement < cfg.min_improvement:
+            stop_reason = "converged"
+            break
+    answers = [extract_answer(c.text) for c in all_cands]
+    final, pick = final_vote(answers, rewards, verifier_answers)
+    best_text = all_cands[pick].text if pick is not None else ""
+    yield Summary(
+        method="soft-reasoning",
+        answer=final,
+        text=best_text,
+        generated_tokens=generated,
+        elapsed_s=time.perf_counter() - t0,
+        finish_reason=stop_reason,
+        extra={
+            "rounds": rounds_run,
+            "candidates_decoded": sum(1 for c in all_cands if c.reused_from is None),
+            "candidates_reused": sum(1 for c in all_cands if c.reused_from is not None),
+            "best_reward": float(best) if np.isfinite(best) else None,
+            "stop_reason": stop_reason,
+            "space": cfg.space,
+        },
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# registry entries
+# ---------------------------------------------------------------------------------------------
+
+
+def _from_args(args) -> Callable:
+    from latentlocal.methods.registry import check_positive, opt
+
+    cfg = SoftReasoningConfig(
+        candidates=opt(args, "candidates", 5),
+        rounds=opt(args, "rounds", 5),
+        space=opt(args, "space", "subspace"),
+        dim=opt(args, "dim", 50),
+        sigma=opt(args, "sigma", 0.5),
+        verifier_weight=opt(args, "verifier_weight", 1.0),
+        coherence_weight=opt(args, "coherence_weight", 1.0),
+        max_tokens=opt(args, "max_tokens", 300),
+        seed=opt(args, "seed", 0),
+    )
+    for name in ("candidates", "rounds", "dim", "sigma", "max_tokens"):
+        check_positive(name, getattr(cfg, name))
+    if cfg.space not in ("subspace", "around-token"):
+        raise LatentLocalError(f"--space must be subspace or around-token, not {cfg.space!r}")
+    return lambda engine, q, cancel=None: run_soft_reasoning(engine, q, cfg, cancel)
+
+
+def _add_flags(g) -> None:
+    g.add_argument("--candidates", type=int, default=None, help="candidates per round (default 5)")
+    g.add_argument("--rounds", type=int, default=None, help="optimiser rounds at most (default 5)")
+    g.add_argument("--space", choices=("subspace", "around-token"), default=None,
+                   help="search space: subspace (GP over u, default) or around-token (paper, random)")
+    g.add_argument("--dim", type=int, default=None, help="subspace dimension d (default 50)")
+    g.add_argument("--sigma", type=float, default=None, help="perturbation size relative to |e_z| (default 0.5)")
+    g.add_argument("--verifier-weight", type=float, default=None, help="reward weight of verifier agreement (1)")
+    g.add_argument("--coherence-weight", type=float, default=None, help="reward weight of coherence (1)")
+
+
+def _registry_entries() -> list:
+    from latentlocal.methods.registry import MethodSpec
+
+    return [MethodSpec("soft-reasoning", "first-position embeddings searched by GP/EI, verifier + coherence",
+                       _from_args, _add_flags, aliases=("sr",))]
+
+
+def __getattr__(name: str):  # METHODS is built lazily: registry imports this module
+    if name == "METHODS":
+        return _registry_entries()
+    raise AttributeError(name)

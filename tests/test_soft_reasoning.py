@@ -1,0 +1,125 @@
+"""Soft Reasoning on real models: batched candidates, reuse, rounds, the vote."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from latentlocal.errors import LatentLocalError
+from latentlocal.events import Round, Summary, Token
+from latentlocal.methods import soft_reasoning as sr
+from latentlocal.methods.cot import CotConfig, prompt_tokens, run_cot
+
+Q = "Sara has 4 boxes with 6 pens each. How many pens does she have?"
+
+
+def _candidates(engine, n, sigma, seed=0, max_tokens=40):
+    cfg = sr.SoftReasoningConfig(candidates=n, max_tokens=max_tokens, reuse_prefix=0)
+    toks = prompt_tokens(engine, Q, cfg.system)
+    engine.clear()
+    engine.decode_tokens(toks, seq=0)
+    z = int(np.argmax(engine.logits(-1)))
+    e_z = engine.model.embeddings.row(z)
+    rng = np.random.default_rng(seed)
+    xs = [e_z + sigma * np.sqrt(np.mean(e_z**2)) * rng.normal(size=e_z.shape) for _ in range(n)]
+    xs[0] = e_z
+    return cfg, toks, [sr._Cand(i, None, x.astype(np.float32), [], []) for i, x in enumerate(xs)]
+
+
+def _decode(engine, cfg, toks, cands, earlier=()):
+    return [e for e in sr._decode_candidates(engine, cands, len(toks), cfg, list(earlier), None)]
+
+
+def test_candidates_decoded_together_match_one_by_one(smol):
+    cfg, toks, together = _candidates(smol, 4, sigma=1.0)
+    _decode(smol, cfg, toks, together)
+    assert len({tuple(c.tokens) for c in together}) > 1, "perturbations should change some chains"
+    for c in together:
+        alone = sr._Cand(0, None, c.x, [], [])
+        _decode(smol, cfg, toks, [alone])
+        assert alone.tokens == c.tokens
+        np.testing.assert_allclose(alone.probs, c.probs, atol=1e-5)
+
+
+def test_gemma_first_step_logits_match_batched(gemma):
+    """llama.cpp does not promise batch-invariant numerics: on Gemma 3 270M greedy chains may split
+    after a few tokens when batched, so here the first step's logits are compared to a tolerance."""
+    cfg, toks, cands = _candidates(gemma, 3, sigma=0.5)
+    seqs = [1, 2, 3]
+    for s in seqs:
+        gemma.seq_copy(0, s)
+    gemma.decode_step(seqs, rows=np.stack([c.x for c in cands]))
+    batched = np.array([gemma.logits(i) for i in range(3)])
+    for i, c in enumerate(cands):
+        gemma.seq_remove(seqs[i], len(toks))
+        gemma.decode_step([seqs[i]], rows=c.x[None, :])
+        one = np.array(gemma.logits(0))
+        scale = one.max() - one.min()
+        assert np.abs(one - batched[i]).max() <= 1e-2 * scale
+        assert one.argmax() == batched[i].argmax()
+
+
+def test_greedy_embedding_candidate_is_greedy_cot(smol):
+    cfg, toks, cands = _candidates(smol, 1, sigma=0.0)
+    _decode(smol, cfg, toks, cands)
+    greedy = [e.token_id for e in run_cot(smol, Q, CotConfig(max_tokens=41)) if isinstance(e, Token)]
+    assert cands[0].tokens == greedy[1 : 1 + len(cands[0].tokens)]
+
+
+def test_a_twin_candidate_is_reused_not_decoded_again(smol):
+    cfg, toks, first = _candidates(smol, 1, sigma=0.0, max_tokens=60)
+    _decode(smol, cfg, toks, first)
+    cfg2 = sr.SoftReasoningConfig(candidates=1, max_tokens=60, reuse_prefix=8)
+    twin = sr._Cand(1, None, first[0].x.copy(), [], [])
+    _decode(smol, cfg2, toks, [twin], earlier=first)
+    assert twin.reused_from == 0 and len(twin.tokens) == 8 and twin.finish == "reused"
+
+
+def test_rounds_events_and_summary(smol):
+    cfg = sr.SoftReasoningConfig(candidates=3, rounds=3, dim=8, max_tokens=40, verifier_max_tokens=40,
+                                 min_improvement=-1.0)  # never converge: run every round
+    events = list(sr.run_soft_reasoning(smol, Q, cfg))
+    rounds = [e for e in events if isinstance(e, Round)]
+    summary = events[-1]
+    assert isinstance(summary, Summary) and summary.extra["rounds"] == len(rounds) == 3
+    assert summary.finish_reason == "max_rounds"
+    assert [len(r.candidates) for r in rounds] == [3, 3, 3]
+    assert rounds[0].predicted_mean == ()  # the first round is the initial design
+    assert len(rounds[1].predicted_mean) == 3 and all(s >= 0 for s in rounds[1].predicted_std)
+    best = [r.best_reward for r in rounds]
+    assert best == sorted(best)
+    for r in rounds:
+        for c in r.candidates:
+            assert c.reward == pytest.approx(c.verifier + c.coherence)
+            assert 0.0 < c.coherence <= 1.0
+            assert c.verifier == (1.0 if c.answer is not None and sr._same(c.answer, r.verifier_answer) else 0.0)
+    assert summary.extra["candidates_decoded"] + summary.extra["candidates_reused"] == 9
+    again = list(sr.run_soft_reasoning(smol, Q, cfg))
+    assert again[-1].answer == summary.answer and again[-1].text == summary.text
+
+
+def test_stops_when_the_best_reward_stalls(smol):
+    cfg = sr.SoftReasoningConfig(candidates=2, rounds=5, dim=4, max_tokens=24, verifier_max_tokens=24,
+                                 min_improvement=10.0)
+    summary = list(sr.run_soft_reasoning(smol, Q, cfg))[-1]
+    assert summary.finish_reason == "converged" and summary.extra["rounds"] == 2
+
+
+def test_final_vote():
+    # majority across candidates and verifiers, with "16" and "16.0" one answer
+    assert sr.final_vote(["16", "16.0", "12"], [0.1, 0.2, 0.9], [])[0] in ("16", "16.0")
+    # verifier answers vote too: 2 against 2, and the tie goes to the higher reward
+    assert sr.final_vote(["16", "16.0", "12"], [0.1, 0.2, 0.9], ["12"])[0] == "12"
+    final, pick = sr.final_vote(["16", "16.0", "12"], [0.1, 0.2, 0.9], ["12", "12"])
+    assert final == "12" and pick == 2
+    # a tie goes to the answer with the highest reward
+    final, pick = sr.final_vote(["3", "5"], [0.4, 0.7], [])
+    assert final == "5" and pick == 1
+    assert sr.final_vote([], [], ["3"]) == (None, None)
+
+
+def test_bad_options(smol):
+    with pytest.raises(LatentLocalError, match="parallel sequences"):
+        list(sr.run_soft_reasoning(smol, Q, sr.SoftReasoningConfig(candidates=7)))
+    with pytest.raises(LatentLocalError, match="space"):
+        list(sr.run_soft_reasoning(smol, Q, sr.SoftReasoningConfig(space="elsewhere")))
