@@ -1,0 +1,392 @@
+"""The terminal UI, driven with Textual's Pilot on the bundled SmolLM2-135M.
+
+Every test runs the app against a config folder in tmp_path (HOME and XDG_* point there), with one
+CPU thread and a small context so the file stays well under two minutes on a busy 2-core machine.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from latentlocal import controlvector as cvio
+from latentlocal import events as ev
+from latentlocal.errors import LatentLocalError
+from latentlocal.methods import registry
+
+textual = pytest.importorskip("textual")
+
+from tui import config as cfgmod  # noqa: E402
+from tui import forms  # noqa: E402
+from tui.app import LatentLocalApp  # noqa: E402
+from tui.jobs import pump  # noqa: E402
+
+SIZE = (120, 40)
+QUESTION = "What is 2 + 3?"
+# Settings that keep any method short; applied when the method has the field (so methods added
+# later run small too).
+SMALL = {"max_tokens": 8, "samples": 2, "rounds": 1, "max_rounds": 1, "k": 2, "candidates": 2,
+         "verify_tokens": 8, "dim": 8}
+
+
+@pytest.fixture
+def home(tmp_path, monkeypatch) -> Path:
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
+    monkeypatch.delenv("LATENTLOCAL_MODELS", raising=False)
+    monkeypatch.chdir(tmp_path)
+    cfg = cfgmod.Config()
+    cfg.model.threads = 1        # one thread is fastest when other processes share the cores
+    cfg.model.n_ctx = 1024
+    cfg.model.parallel = 8
+    cfg.run.prompt = QUESTION
+    cfgmod.save(cfg)
+    return tmp_path
+
+
+def seal_vector(path: Path, scale: float | None = 0.25) -> Path:
+    """A tiny valid SEAL vector for SmolLM2-135M (llama, n_embd 576, 30 blocks) at block 20."""
+    rng = np.random.default_rng(0)
+    cv = cvio.ControlVector("llama", {20: (rng.standard_normal(576) * 0.05).astype(np.float32)}, n_layer=30)
+    manifest = {"method": "seal", "layer": 20, "model": {"file": "SmolLM2-135M-Instruct.Q4_1.gguf"}}
+    if scale is not None:
+        manifest["recommended_scale"] = scale
+    cvio.save(cv, path, manifest)
+    return path
+
+
+@pytest.fixture(scope="module")
+def engine(smol_model):
+    """One context on the session's SmolLM2 for the app tests that do not test the picker."""
+    from latentlocal.engine import Engine
+
+    eng = Engine(smol_model, n_ctx=1024, n_seq_max=8, n_threads=1)
+    yield eng
+    eng.close()
+
+
+def run(coro_fn, engine=None, timeout: float = 90):
+    """Run one Pilot scenario ``coro_fn(app, pilot)``, optionally with a loaded engine."""
+    async def main():
+        app = LatentLocalApp(engine=engine)
+        async with app.run_test(size=SIZE) as pilot:
+            await asyncio.wait_for(coro_fn(app, pilot), timeout)
+            return app
+    return asyncio.run(main())
+
+
+async def wait_for(pilot, cond, timeout: float = 60, what: str = "condition") -> None:
+    t0 = time.monotonic()
+    while not cond():
+        if time.monotonic() - t0 > timeout:
+            raise AssertionError(f"timed out waiting for {what}")
+        await pilot.pause(0.05)
+
+
+async def load_bundled(app, pilot) -> None:
+    """Pick the bundled model in the Models tab (it is highlighted) and press Enter."""
+    table = app.query_one("#model-table")
+    await wait_for(pilot, lambda: table.row_count > 0, what="model list")
+    table.focus()
+    await pilot.press("enter")
+    await wait_for(pilot, lambda: app.engine is not None and app.job is None, what="model load")
+    await pilot.pause()
+
+
+async def run_and_wait(app, pilot, key: str = "ctrl+r", timeout: float = 60) -> None:
+    await pilot.press(key)
+    await wait_for(pilot, lambda: app.job is not None or app.query_one("#metrics").summary is not None,
+                   timeout=5, what="run start")
+    await wait_for(pilot, lambda: app.job is None, timeout=timeout, what="run end")
+    await pilot.pause()
+
+
+# ---------------------------------------------------------------------------------------------
+# pieces without the app
+# ---------------------------------------------------------------------------------------------
+
+
+def test_config_round_trip_and_atomic_save(home):
+    cfg = cfgmod.Config()
+    cfg.run.prompt = 'quote " backslash \\ newline\n tab\t unicode é \x01'
+    cfg.methods = {"soft-thinking": {"cold_stop_entropy": 0.5, "noise": "gumbel"}, "seal": {"always_on": True}}
+    cfg.compare.methods = ["cot", "seal"]
+    path = cfgmod.save(cfg)
+    back, problems = cfgmod.load(path)
+    assert problems == []
+    assert back == cfg
+    assert [p.name for p in path.parent.iterdir()] == ["config.toml"]  # no temp files left
+
+    path.write_text("[model\nbroken")
+    fresh, problems = cfgmod.load(path)
+    assert fresh == cfgmod.Config() and "not valid TOML" in problems[0]
+    path.write_text('[model]\nn_ctx = "big"\nnope = 1\n')
+    fresh, problems = cfgmod.load(path)
+    assert fresh.model.n_ctx == 4096 and len(problems) == 2
+
+
+def test_forms_follow_the_registry():
+    for spec in registry.specs():
+        fields = forms.fields_for(spec.name)
+        dests = [f.dest for f in fields]
+        assert dests[:2] == ["max_tokens", "seed"], spec.name  # the shared group comes first
+    st = {f.dest: f for f in forms.fields_for("soft-thinking")}
+    assert st["noise"].kind == "choice" and "gumbel" in st["noise"].choices
+    assert st["cold_stop_patience"].default_text == "256"
+    ns = forms.namespace("soft-thinking", {"max_tokens": 7, "noise": "gumbel", "temperature": None})
+    assert ns.max_tokens == 7 and ns.noise == "gumbel" and ns.temperature is None
+    assert "samples" in [f.dest for f in forms.fields_for("sc")]
+    with pytest.raises(LatentLocalError):
+        forms.namespace("cot", {"max_tokens": "many"})
+
+
+def test_pump_coalesces_tokens():
+    now = [0.0]
+
+    def clock():
+        return now[0]
+
+    def events():
+        for i in range(10):
+            now[0] += 0.01  # 10 ms per token
+            yield ev.Token(text=str(i), token_id=i)
+        yield ev.Summary("x", None, "", 10, 0.1, "length")
+
+    batches: list[list] = []
+    summary = pump(events(), batches.append, interval=0.05, clock=clock)
+    assert summary is not None and summary.finish_reason == "length"
+    assert sum(len(b) for b in batches) == 11
+    assert len(batches) <= 3 and isinstance(batches[-1][-1], ev.Summary)
+
+
+def test_library_does_not_import_the_ui():
+    import subprocess
+    import sys
+
+    code = ("import sys, latentlocal.cli, latentlocal.methods.registry as r; r.specs(); "
+            "assert not [m for m in sys.modules if m.split('.')[0] in ('textual', 'rich', 'tui')]")
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# the app
+# ---------------------------------------------------------------------------------------------
+
+
+def test_pick_bundled_model_and_run(home):
+    async def scenario(app, pilot):
+        await load_bundled(app, pilot)
+        table = app.query_one("#model-table")
+        await wait_for(pilot, lambda: table.get_cell_at((0, 2)) == "llama", what="model header")
+        row = [str(c) for c in table.get_row_at(0)]
+        assert row[0] == "★ bundled" and row[2:5] == ["llama", "30", "576"] and "MB" in row[5]
+        assert app.query_one("#tabs").active == "run"
+        assert "llama" in app.sub_title and "30 layers" in app.sub_title
+        form = app.query_one("#run-form")
+        await form.select_method("cot")
+        form.set_value("max_tokens", 6)
+        await run_and_wait(app, pilot)
+        assert app.query_one("#metrics").summary.generated_tokens > 0
+        saved = cfgmod.load()[0]
+        assert saved.model.path.endswith(".gguf") and saved.model.threads == 1
+        assert saved.methods["cot"] == {"max_tokens": 6}
+
+    run(scenario)
+
+
+@pytest.mark.parametrize("method", registry.method_names())
+def test_run_each_method(home, engine, method):
+    vector = seal_vector(home / "seal.gguf")
+
+    async def scenario(app, pilot):
+        await wait_for(pilot, lambda: app.query_one("#tabs").active == "run", what="run tab")
+        form = app.query_one("#run-form")
+        await form.select_method(method)
+        await pilot.pause()
+        present = {f.dest for f in form.fields}
+        for dest, value in SMALL.items():
+            if dest in present:
+                form.set_value(dest, value)
+        if method == "seal":
+            form.set_value("vector", str(vector))
+        if method == "soft-thinking":
+            # a threshold above any entropy makes Cold Stop fire after two steps
+            form.set_value("cold_stop_entropy", 50)
+            form.set_value("cold_stop_patience", 2)
+            form.set_value("max_tokens", 12)
+        await run_and_wait(app, pilot)
+        metrics = app.query_one("#metrics")
+        stream = app.query_one("#stream")
+        s = metrics.summary
+        assert s is not None, stream.plain
+        assert s.finish_reason != "cancelled" and s.generated_tokens > 0
+        assert metrics.tokens > 0 and stream.tokens_shown > 0
+        assert "tok/s" in metrics.stats_text() and "finish" in metrics.stats_text()
+        assert app.query_one("#m-spark").data, "the sparkline was fed"
+        assert "Answer:" in stream.plain
+        if method == "soft-thinking":
+            assert metrics.cold_stop is not None and "Cold Stop" in stream.plain
+            assert metrics.concept, "soft steps carry their top candidates"
+            await pilot.press("ctrl+t")
+            assert "⟨" in stream._text.plain  # candidates shown inline
+            await pilot.press("ctrl+t")
+            assert "⟨" not in stream._text.plain
+        if method == "seal":
+            assert s.method == "seal"
+        if method == "soft-reasoning":
+            assert metrics.rounds and app.query_one("#m-rounds").row_count == len(metrics.rounds[0].candidates)
+            assert app.query_one("#m-best").data and app.query_one("#m-rounds-box").display
+        if method == "sc":
+            assert len(metrics.samples) == 2
+        saved = cfgmod.load()[0]
+        assert saved.run.method == registry.canonical(method)
+        assert saved.methods[registry.canonical(method)]["max_tokens"] in (8, 12)
+
+    run(scenario, engine)
+
+
+def test_cancel_keeps_model_and_next_run_works(home, engine):
+    async def scenario(app, pilot):
+        form = app.query_one("#run-form")
+        await form.select_method("cot")
+        form.set_value("max_tokens", 400)
+        form.set_value("temperature", 1.0)  # sampled: no early answer line to stop on
+        engine = app.engine
+        metrics = app.query_one("#metrics")
+        await pilot.press("ctrl+r")
+        await wait_for(pilot, lambda: metrics.tokens >= 1, timeout=30, what="first tokens")
+        assert app.job is not None
+        await pilot.press("escape")
+        await wait_for(pilot, lambda: app.job is None, timeout=30, what="cancel")
+        await pilot.pause()
+        assert metrics.summary.finish_reason == "cancelled"
+        assert metrics.summary.generated_tokens < 400
+        assert "cancelled" in app.query_one("#stream").plain
+        assert app.engine is engine  # still loaded
+
+        form.set_value("max_tokens", 4)
+        form.set_value("temperature", "")
+        await run_and_wait(app, pilot)
+        assert metrics.summary.finish_reason != "cancelled"
+
+        # Ctrl+C: cancels while running (covered by escape above), quits when idle
+        quit_calls = []
+        app.exit = lambda *a, **k: quit_calls.append(a)  # type: ignore[method-assign]
+        await pilot.press("ctrl+c")
+        assert quit_calls, "ctrl+c quits when nothing runs"
+
+    run(scenario, engine)
+
+
+def test_compare_methods_side_by_side(home, engine):
+    async def scenario(app, pilot):
+        await pilot.press("f4")
+        assert app.query_one("#tabs").active == "compare"
+        sel = app.query_one("#cmp-methods")
+        sel.deselect_all()
+        sel.select("cot")
+        sel.select("soft-thinking")
+        app.query_one("#cmp-max").value = "6"
+        view = app.query_one("#compare-view")
+        await pilot.press("ctrl+r")
+        # with a warm engine both runs can end before the key press returns: wait on the outcome
+        await wait_for(pilot, lambda: app.job is None and len(view.results) == 2, timeout=60,
+                       what="comparison end")
+        await pilot.pause()
+        table = app.query_one("#cmp-table")
+        assert table.row_count == 2
+        for key in ("cot", "soft-thinking"):
+            finish = table.get_cell(key, "finish")
+            assert finish not in ("waiting", "running…", "cancelled"), finish
+            assert int(table.get_cell(key, "tokens")) > 0
+            assert float(table.get_cell(key, "time s")) > 0
+        assert set(app.query_one("#compare-view").results) == {"cot", "soft-thinking"}
+        assert cfgmod.load()[0].compare.methods == ["cot", "soft-thinking"]
+
+    run(scenario, engine)
+
+
+def test_vectors_inspect_export_and_command(home):
+    src = seal_vector(home / "made.gguf", scale=0.25)
+
+    async def scenario(app, pilot):
+        await pilot.press("f5")
+        view = app.query_one("#vectors-view")
+        app.query_one("#vi-path").value = str(src)
+        await pilot.click("#vi-open")
+        await pilot.pause()
+        info = str(app.query_one("#vi-info").render())
+        assert "direction.20" in info and "576" in info and "0.25" in info
+        out = home / "exported" / "steer.gguf"
+        app.query_one("#ve-path").value = str(out)
+        await pilot.click("#ve-go")
+        await pilot.pause()
+        assert out.exists() and cvio.manifest_path(out).exists()
+        back = cvio.import_gguf(out)
+        np.testing.assert_array_equal(back.directions[20], cvio.import_gguf(src).directions[20])
+        assert sorted(p.name for p in out.parent.iterdir()) == ["steer.gguf", "steer.json"]
+        assert json.loads(cvio.manifest_path(out).read_text())["recommended_scale"] == 0.25
+        cmd = view.command
+        assert cmd.startswith("llama-cli -m SmolLM2-135M-Instruct.Q4_1.gguf")
+        assert f"--control-vector-scaled {out} 0.25" in cmd
+        # the vector can be handed to SEAL on the Run tab
+        await pilot.click("#vi-use")
+        await pilot.pause()
+        form = app.query_one("#run-form")
+        assert app.query_one("#tabs").active == "run"
+        assert form.method == "seal" and form.values()["vector"] == str(src)
+
+    run(scenario)
+
+
+def test_extraction_progress_and_cancel(home, engine):
+    data = home / "q.jsonl"
+    data.write_text("\n".join(json.dumps({"question": f"What is {i} + {i}?", "answer": str(2 * i)})
+                              for i in range(1, 6)) + "\n")
+
+    async def scenario(app, pilot):
+        await pilot.press("f5")
+        view = app.query_one("#vectors-view")
+        app.query_one("#vx-data").value = str(data)
+        app.query_one("#vx-out").value = str(home / "v" / "x.gguf")
+        app.query_one("#vx-limit").value = "5"
+        app.query_one("#vx-max").value = "12"
+        await pilot.press("ctrl+r")
+        bar = app.query_one("#vx-progress")
+        await wait_for(pilot, lambda: (bar.progress or 0) >= 1, timeout=60, what="first problem")
+        assert bar.total == 5
+        await pilot.press("escape")
+        await wait_for(pilot, lambda: app.job is None, timeout=30, what="cancel")
+        await pilot.pause()
+        log = "\n".join(app.query_one("#vx-log").lines)
+        assert "cancelled" in log
+        assert not (home / "v" / "x.gguf").exists()  # no vector from a cancelled run
+        assert app.engine is not None
+        assert view.query_one("#vx-start").disabled is False
+
+    run(scenario, engine)
+
+
+def test_help_screen_and_keys(home):
+    async def scenario(app, pilot):
+        await pilot.press("f1")
+        assert type(app.screen).__name__ == "HelpScreen"
+        await pilot.press("escape")
+        assert type(app.screen).__name__ != "HelpScreen"
+        await pilot.press("f3")
+        prompt = app.query_one("#prompt")
+        prompt.focus()
+        await pilot.press("end", "question_mark")  # typing "?" in the prompt is text, not help
+        assert type(app.screen).__name__ != "HelpScreen" and prompt.text.endswith("??")
+        await pilot.press("ctrl+r")  # no model yet: a warning, nothing starts
+        assert app.job is None
+        await pilot.press("f2")
+        assert app.query_one("#tabs").active == "models"
+
+    run(scenario)

@@ -1,0 +1,1 @@
+"""The latentlocal terminal UI (Textual). Imports the library; the library never imports this."""

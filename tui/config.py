@@ -1,0 +1,234 @@
+"""The TUI's settings, kept in ``config_dir()/config.toml``.
+
+Read with ``tomllib`` (``tomli`` on Python 3.10); written by a small TOML writer here (strings,
+numbers, booleans, lists of strings, one level of sub-tables) to a temp file in the same folder
+and moved into place with ``os.replace``, so a crash never leaves a half-written file.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import secrets
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from latentlocal.models import config_dir
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # pragma: no cover - Python 3.10
+    import tomli as tomllib  # type: ignore[no-redef]
+
+FILE_NAME = "config.toml"
+
+
+def config_path() -> Path:
+    return config_dir() / FILE_NAME
+
+
+@dataclass
+class ModelSettings:
+    path: str = ""          # last loaded model ("" = none yet)
+    n_gpu_layers: int = 0
+    n_ctx: int = 4096
+    threads: int = 0        # 0 = automatic (all cores, at most 8)
+    parallel: int = 16      # sequences the context holds (self-consistency samples, search candidates)
+    autoload: bool = True   # load the last model at start-up
+
+
+@dataclass
+class RunSettings:
+    method: str = "cot"
+    prompt: str = "A farmer has 12 cows and buys 5 more, then sells 3. How many cows does he have?"
+
+
+@dataclass
+class UiSettings:
+    theme: str = "textual-dark"
+    inline_candidates: bool = False  # show each soft step's top candidates inside the trace
+    flush_ms: int = 50               # how often streamed tokens reach the screen
+
+
+@dataclass
+class CompareSettings:
+    methods: list[str] = field(default_factory=lambda: ["cot", "soft-thinking"])
+    max_tokens: int = 0              # 0 = each method's own setting
+
+
+@dataclass
+class VectorSettings:
+    data: str = ""
+    out: str = ""
+    limit: int = 20
+    layer: int = 0                   # 0 = the method's default layer
+    elicit: str = "cue"
+    max_tokens: int = 256
+    inspect: str = ""
+    export_to: str = ""
+
+
+@dataclass
+class Config:
+    model: ModelSettings = field(default_factory=ModelSettings)
+    run: RunSettings = field(default_factory=RunSettings)
+    ui: UiSettings = field(default_factory=UiSettings)
+    compare: CompareSettings = field(default_factory=CompareSettings)
+    vectors: VectorSettings = field(default_factory=VectorSettings)
+    # method name -> {option dest -> value}; only options the user set (unset = method default)
+    methods: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+_SECTIONS = {"model": ModelSettings, "run": RunSettings, "ui": UiSettings,
+             "compare": CompareSettings, "vectors": VectorSettings}
+
+
+def _coerce(value: Any, like: Any) -> Any:
+    """``value`` as the type of the default ``like``; ValueError when it cannot be."""
+    if isinstance(like, bool):
+        if isinstance(value, bool):
+            return value
+        raise ValueError(value)
+    if isinstance(like, int):
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise ValueError(value)
+    if isinstance(like, float):
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        raise ValueError(value)
+    if isinstance(like, str):
+        if isinstance(value, str):
+            return value
+        raise ValueError(value)
+    if isinstance(like, list):
+        if isinstance(value, list) and all(isinstance(v, str) for v in value):
+            return list(value)
+        raise ValueError(value)
+    raise ValueError(value)
+
+
+def from_dict(data: dict[str, Any]) -> tuple[Config, list[str]]:
+    """A Config from parsed TOML; unknown keys and wrongly typed values are skipped and named."""
+    cfg = Config()
+    problems: list[str] = []
+    for name, cls in _SECTIONS.items():
+        section = data.get(name, {})
+        if not isinstance(section, dict):
+            problems.append(f"[{name}] is not a table")
+            continue
+        target = getattr(cfg, name)
+        known = {f.name for f in fields(cls)}
+        for key, value in section.items():
+            if key not in known:
+                problems.append(f"unknown setting {name}.{key}")
+                continue
+            try:
+                setattr(target, key, _coerce(value, getattr(target, key)))
+            except ValueError:
+                problems.append(f"{name}.{key} = {value!r} has the wrong type")
+    methods = data.get("methods", {})
+    if isinstance(methods, dict):
+        for m, opts in methods.items():
+            if isinstance(opts, dict):
+                cfg.methods[m] = {k: v for k, v in opts.items()
+                                  if isinstance(v, (str, int, float, bool))}
+    return cfg, problems
+
+
+def load(path: Path | None = None) -> tuple[Config, list[str]]:
+    """The saved settings (defaults when there is no file) and any problems found reading them."""
+    path = path or config_path()
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        return Config(), []
+    except OSError as exc:
+        return Config(), [f"cannot read {path} ({exc.strerror}); using defaults"]
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        return Config(), [f"{path} is not valid TOML ({exc}); using defaults, it is rewritten on save"]
+    return from_dict(data)
+
+
+# ---------------------------------------------------------------------------------------------
+# writing
+# ---------------------------------------------------------------------------------------------
+
+_BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
+_ESCAPES = {'"': '\\"', "\\": "\\\\", "\n": "\\n", "\t": "\\t", "\r": "\\r", "\b": "\\b", "\f": "\\f"}
+
+
+def _string(s: str) -> str:
+    out = []
+    for ch in s:
+        if ch in _ESCAPES:
+            out.append(_ESCAPES[ch])
+        elif ord(ch) < 0x20 or ord(ch) == 0x7F:
+            out.append(f"\\u{ord(ch):04x}")
+        else:
+            out.append(ch)
+    return '"' + "".join(out) + '"'
+
+
+def _key(k: str) -> str:
+    return k if _BARE_KEY.fullmatch(k) else _string(k)
+
+
+def _value(v: Any) -> str | None:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, int):
+        return str(v)
+    if isinstance(v, float):
+        return repr(v) if math.isfinite(v) else None
+    if isinstance(v, str):
+        return _string(v)
+    if isinstance(v, (list, tuple)):
+        items = [_value(x) for x in v]
+        return "[" + ", ".join(i for i in items if i is not None) + "]"
+    return None
+
+
+def dumps(cfg: Config) -> str:
+    """The TOML text of ``cfg``."""
+    lines = ["# latentlocal terminal UI settings (written by the app; edits are kept)", ""]
+
+    def table(header: str, values: dict[str, Any]) -> None:
+        lines.append(f"[{header}]")
+        for k, v in values.items():
+            text = _value(v)
+            if text is not None:
+                lines.append(f"{_key(k)} = {text}")
+        lines.append("")
+
+    for name in _SECTIONS:
+        table(name, asdict(getattr(cfg, name)))
+    for method in sorted(cfg.methods):
+        if cfg.methods[method]:
+            table(f"methods.{_key(method)}", cfg.methods[method])
+    return "\n".join(lines)
+
+
+def save(cfg: Config, path: Path | None = None) -> Path:
+    """Write ``cfg`` atomically (temp file beside it, fsync, ``os.replace``)."""
+    path = path or config_path()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = dumps(cfg).encode("utf-8")
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            tmp.unlink()
+        except FileNotFoundError:
+            pass
+        raise
+    return path

@@ -1,0 +1,171 @@
+"""Live metrics of a run: speed, tokens, an entropy (or token probability) sparkline, thought
+counts per class, the last soft step's candidates, finished samples, and Soft Reasoning rounds."""
+
+from __future__ import annotations
+
+import math
+import time
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.containers import Vertical, VerticalScroll
+from textual.widgets import DataTable, Label, Sparkline, Static
+
+from latentlocal import events as ev
+from tui.widgets.stream import THOUGHT_STYLES
+
+SPARK_POINTS = 240
+
+
+class MetricsPanel(VerticalScroll):
+    """Fed with the same event batches as the stream; everything is recomputed per batch."""
+
+    def compose(self) -> ComposeResult:
+        yield Static("no run yet", id="m-stats")
+        yield Label("entropy, nats", id="m-spark-label", classes="m-title")
+        yield Sparkline([], id="m-spark")
+        yield Label("thoughts", classes="m-title")
+        yield Static(id="m-thoughts")
+        with Vertical(id="m-concept-box"):
+            yield Label("last soft step: top candidates", classes="m-title")
+            yield Static(id="m-concept")
+        with Vertical(id="m-samples-box"):
+            yield Label("sequences", classes="m-title")
+            yield Static(id="m-samples")
+        with Vertical(id="m-rounds-box"):
+            yield Label("Soft Reasoning: best reward so far", classes="m-title")
+            yield Sparkline([], id="m-best")
+            yield Static(id="m-best-text")
+            yield DataTable(id="m-rounds", zebra_stripes=True, cursor_type="row")
+
+    def on_mount(self) -> None:
+        table = self.query_one("#m-rounds", DataTable)
+        table.add_columns("round", "cand", "answer", "verifier", "coherence", "reward")
+        self.reset()
+
+    # -- state ---------------------------------------------------------------------------------
+    def reset(self, method: str = "") -> None:
+        self.method = method
+        self.started = time.monotonic()
+        self.tokens = 0
+        self.entropies: list[float] = []
+        self.probs: list[float] = []
+        self.thoughts = {"execution": 0, "reflection": 0, "transition": 0}
+        self.steered = 0
+        self.concept: tuple[tuple[str, float], ...] = ()
+        self.samples: list[ev.SequenceDone] = []
+        self.rounds: list[ev.Round] = []
+        self.best: list[float] = []
+        self.summary: ev.Summary | None = None
+        self.cold_stop: ev.ColdStop | None = None
+        self.phase_reason = ""
+        self.focus_seq: int | None = None
+        self.query_one("#m-rounds", DataTable).clear()
+        self._refresh_view()
+
+    def feed(self, events: list[ev.Event]) -> None:
+        table = self.query_one("#m-rounds", DataTable)
+        for e in events:
+            if isinstance(e, ev.Token):
+                self.tokens += 1
+                if self.focus_seq is None:
+                    self.focus_seq = e.seq
+                if e.seq == self.focus_seq:
+                    if e.entropy is not None and math.isfinite(e.entropy):
+                        self.entropies.append(e.entropy)
+                    elif e.prob is not None and math.isfinite(e.prob):
+                        self.probs.append(e.prob)
+                    if e.mode == "soft" and e.top:
+                        self.concept = e.top
+            elif isinstance(e, ev.Thought):
+                self.thoughts[e.label] = self.thoughts.get(e.label, 0) + 1
+                self.steered += int(e.steered)
+            elif isinstance(e, ev.SequenceDone):
+                self.samples.append(e)
+            elif isinstance(e, ev.ColdStop):
+                self.cold_stop = e
+            elif isinstance(e, ev.PhaseChange) and e.seq == (self.focus_seq or 0):
+                self.phase_reason = e.reason
+            elif isinstance(e, ev.Round):
+                self.rounds.append(e)
+                prev = self.best[-1] if self.best else -math.inf
+                self.best.append(max(prev, e.best_reward))
+                for c in e.candidates:
+                    table.add_row(str(e.index), str(c.index), str(c.answer), f"{c.verifier:.2f}",
+                                  f"{c.coherence:.3f}", f"{c.reward:.3f}")
+                table.move_cursor(row=table.row_count - 1)
+            elif isinstance(e, ev.Summary):
+                self.summary = e
+        self._refresh_view()
+
+    # -- rendering -----------------------------------------------------------------------------
+    @property
+    def tokens_per_s(self) -> float:
+        if self.summary is not None:
+            return self.summary.tokens_per_s
+        dt = time.monotonic() - self.started
+        return self.tokens / dt if dt > 0 else 0.0
+
+    def stats_text(self) -> str:
+        s = self.summary
+        elapsed = s.elapsed_s if s is not None else time.monotonic() - self.started
+        tokens = s.generated_tokens if s is not None else self.tokens
+        if not self.method:
+            return "no run yet"
+        state = f"finish: {s.finish_reason}" if s is not None else "running…"
+        lines = [f"[b]{self.method}[/b]  {state}",
+                 f"[b]{tokens}[/b] tokens  [b]{self.tokens_per_s:.1f}[/b] tok/s  {elapsed:.1f} s"]
+        if self.phase_reason:
+            lines.append(f"thinking ended: {self.phase_reason.replace('_', ' ')}")
+        if self.cold_stop is not None:
+            lines.append(f"[b #87d7ff]❄ Cold Stop[/] at step {self.cold_stop.step}")
+        return "\n".join(lines)
+
+    def _refresh_view(self) -> None:
+        self.query_one("#m-stats", Static).update(self.stats_text())
+        spark = self.query_one("#m-spark", Sparkline)
+        label = self.query_one("#m-spark-label", Label)
+        if self.entropies or not self.probs:
+            label.update(f"entropy, nats{self._last(self.entropies)}")
+            spark.data = list(self.entropies[-SPARK_POINTS:])
+        else:
+            label.update(f"p(token){self._last(self.probs)}")
+            spark.data = list(self.probs[-SPARK_POINTS:])
+
+        t = Text()
+        for name in ("execution", "reflection", "transition"):
+            t.append("  ", style=THOUGHT_STYLES[name])
+            t.append(f" {name:<11} {self.thoughts.get(name, 0):>4}\n")
+        if self.steered:
+            t.append(f"⚑ {self.steered} after a steered delimiter\n")
+        if not any(self.thoughts.values()):
+            t.append("(SEAL reports thought boundaries)", style="dim")
+        self.query_one("#m-thoughts", Static).update(t)
+
+        box = self.query_one("#m-concept-box")
+        box.display = bool(self.concept)
+        if self.concept:
+            lines = Text()
+            for tok, w in self.concept[:8]:
+                bar = "█" * max(1, round(w * 20))
+                lines.append(f"{tok!r:>14} ", style="bold")
+                lines.append(f"{bar} {w:.3f}\n", style="#5fafaf")
+            self.query_one("#m-concept", Static).update(lines)
+
+        box = self.query_one("#m-samples-box")
+        box.display = bool(self.samples)
+        if self.samples:
+            self.query_one("#m-samples", Static).update("\n".join(
+                f"seq {d.seq}: {d.answer if d.answer is not None else '—'}  "
+                f"({d.generated_tokens} tok, {d.finish_reason})" for d in self.samples[-12:]))
+
+        box = self.query_one("#m-rounds-box")
+        box.display = bool(self.rounds)
+        if self.rounds:
+            self.query_one("#m-best", Sparkline).data = list(self.best)
+            self.query_one("#m-best-text", Static).update(
+                " → ".join(f"{b:.3f}" for b in self.best[-8:]) + f"   ({len(self.rounds)} rounds)")
+
+    @staticmethod
+    def _last(values: list[float]) -> str:
+        return f"  last {values[-1]:.2f}  mean {sum(values) / len(values):.2f}" if values else ""
