@@ -23,15 +23,19 @@ class MarkerWatch:
 
 
 class AnswerLineWatch:
-    """Reports when the answer line after ``marker`` is complete (marker, content, newline).
+    """Reports when the answer line after ``marker`` is complete: the first line after the marker
+    that holds a digit has ended with a newline.
 
     Generation stops there: everything the grader reads has been written, and small models
-    otherwise ramble on until the token limit.
+    otherwise ramble on until the token limit. A marker line without a number ("4. **Final
+    answer:**") waits for the number on a later line; after ``give_up_lines`` complete lines
+    without any digit it fires anyway ("Final answer: see above").
     """
 
-    def __init__(self, marker: str) -> None:
+    def __init__(self, marker: str, give_up_lines: int = 3) -> None:
         self._marker = MarkerWatch(marker)
         self._after = ""
+        self._give_up = give_up_lines
 
     def push(self, text: str) -> bool:
         if not self._marker.found:
@@ -42,5 +46,8 @@ class AnswerLineWatch:
             idx = low.rfind(self._marker.marker[-1])
             text = text[idx + 1:] if idx >= 0 else ""
         self._after += text
-        rest = self._after.lstrip()
-        return "\n" in rest and bool(rest.split("\n", 1)[0].strip())
+        lines = self._after.split("\n")
+        complete = [ln for ln in lines[:-1] if ln.strip()]
+        if any(any(ch.isdigit() for ch in ln) for ln in complete):
+            return True
+        return len(complete) >= self._give_up

@@ -14,7 +14,7 @@ from latentlocal.errors import LatentLocalError
 
 def add_seal_parser(sub, add_model_args: Callable[[argparse.ArgumentParser], None]) -> None:
     seal = sub.add_parser("seal", help="SEAL steering vectors: extract one from traces, inspect one")
-    ssub = seal.add_subparsers(dest="seal_command", metavar="{extract,inspect}")
+    ssub = seal.add_subparsers(dest="seal_command", metavar="{extract,inspect,sweep}")
     seal.set_defaults(handler=lambda args: _usage(seal))
 
     ex = ssub.add_parser(
@@ -57,6 +57,21 @@ def add_seal_parser(sub, add_model_args: Callable[[argparse.ArgumentParser], Non
     ins.add_argument("path", help="a control-vector .gguf")
     ins.add_argument("--json", action="store_true", help="one JSON object")
     ins.set_defaults(handler=cmd_inspect)
+
+    sw = ssub.add_parser(
+        "sweep", help="measure always-on scales on a dataset slice and record the best in the manifest",
+        description="Run the vector always-on (as llama-cli --control-vector-scaled applies it) at each "
+        "scale and at 0, greedily; the recommended scale is the one with the fewest reasoning tokens "
+        "among those at least as accurate as unsteered. Results go to <vector>.sweep.jsonl as they "
+        "finish, so a rerun resumes. Use a slice you do not report on.")
+    sw.add_argument("vector", help="a SEAL vector .gguf with its manifest")
+    sw.add_argument("--data", required=True, help="JSONL with question and answer fields")
+    sw.add_argument("--scales", default="0.25,0.5,1", help="comma-separated scales (default 0.25,0.5,1)")
+    sw.add_argument("--limit", type=int, default=30, help="problems (default 30)")
+    sw.add_argument("--offset", type=int, default=0, help="skip this many problems first")
+    sw.add_argument("--max-tokens", type=int, default=320, help="new tokens per answer (default 320)")
+    add_model_args(sw)
+    sw.set_defaults(handler=cmd_sweep)
 
 
 def _usage(parser: argparse.ArgumentParser) -> int:
@@ -191,4 +206,25 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     by_layer = m.get("norm_by_layer") or {}
     if len(by_layer) > 1:
         print("  |S| by block: " + " ".join(f"{il}:{v:.2f}" for il, v in by_layer.items()))
+    return 0
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from latentlocal.cli import open_engine
+    from latentlocal.seal_sweep import parse_scales, sweep
+
+    scales = parse_scales(args.scales)
+    engine = open_engine(args)
+    bar = _Bar()
+    try:
+        res = sweep(engine, args.vector, args.data, scales, limit=args.limit, offset=args.offset,
+                    max_tokens=args.max_tokens, on_problem=lambda n, t: bar.update(n, t, "runs", new=True))
+    finally:
+        bar.close()
+    print(f"{res['model']}, {res['data']} [{res['offset']}:{res['offset'] + res['limit']}), "
+          f"always-on, max {res['max_tokens']} tokens")
+    print("scale  accuracy  reasoning tokens")
+    for r in res["rows"]:
+        print(f"{r['scale']:>5g}  {r['accuracy']:8.1%}  {r['mean_reasoning_tokens']:16.1f}")
+    print(f"recommended scale {res['recommended_scale']:g} written to the manifest")
     return 0

@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# The evaluation behind the README's results section. Every stage resumes where it stopped
+# (extraction keeps <vector>.work/, bench appends to results.jsonl), so rerunning is cheap.
+#   bench/eval_all.sh [stage ...]     stages: qwen-seal qwen smol-seal smol qwen-sr (default: all)
+# The evaluation model (Qwen2.5-Coder-0.5B-Instruct) comes from ../shared/tools/eval-models; it is
+# not a product dependency. Slices: SVAMP dev.jsonl first 100 for reports, GSM8K train first 40/60
+# for SEAL extraction only.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+LL=.venv/bin/latentlocal
+DATA=${LATENTLOCAL_DATA:-../shared/data}
+QWEN=${QWEN:-$HOME/.cache/latentlocal-eval-models/qwen2.5-coder-0.5b-instruct.gguf}
+SVAMP=$DATA/svamp/dev.jsonl
+GSM=$DATA/gsm8k/train.jsonl
+QVEC=vectors/qwen2.5-coder-0.5b-instruct.seal.gguf
+SVEC=vectors/smollm2-135m-instruct.seal.gguf
+stages=("$@"); [ ${#stages[@]} -eq 0 ] && stages=(qwen-seal qwen smol-seal smol qwen-sr)
+for s in "${stages[@]}"; do
+  echo "== $s $(date +%T)"
+  case $s in
+    qwen-seal) $LL seal extract --model "$QWEN" --data "$GSM" --limit 40 --max-tokens 320 \
+                 --elicit cue --out $QVEC --quiet ;;
+    qwen) $LL bench --model "$QWEN" --data "$SVAMP" --limit 100 --max-tokens 320 \
+            --methods "cot,soft-thinking,seal:vector=$QVEC" --out bench/results/svamp100-qwen0.5b \
+            --title "SVAMP dev [0:100), Qwen2.5-Coder-0.5B-Instruct Q4_K_M, max 320 tokens" ;;
+    smol-seal) $LL seal extract --data "$GSM" --limit 60 --max-tokens 320 --elicit cue \
+                 --out $SVEC --quiet ;;
+    smol) $LL bench --data "$SVAMP" --limit 100 --max-tokens 256 \
+            --methods "cot,soft-thinking,soft-thinking:noise=gumbel,soft-thinking:mix=moi,seal:vector=$SVEC" \
+            --out bench/results/svamp100-smollm2 \
+            --title "SVAMP dev [0:100), SmolLM2-135M-Instruct Q4_1 (bundled), max 256 tokens" ;;
+    qwen-sr) $LL bench --model "$QWEN" --data "$SVAMP" --limit 20 --max-tokens 320 \
+               --methods "cot,sc:temperature=0.4;samples=8,sc:temperature=0.8;samples=8,soft-reasoning:candidates=4;rounds=2" \
+               --out bench/results/svamp20-qwen0.5b-sr \
+               --title "SVAMP dev [0:20), Qwen2.5-Coder-0.5B-Instruct, 8 generations per question" ;;
+    *) echo "unknown stage $s" >&2; exit 2 ;;
+  esac
+done

@@ -1,0 +1,64 @@
+"""The always-on scale sweep: selection rule, manifest update, resume."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from latentlocal import controlvector as cvio
+from latentlocal import seal_sweep
+from latentlocal.errors import LatentLocalError
+
+
+def test_choose_scale_prefers_fewest_tokens_without_accuracy_loss():
+    rows = [
+        {"scale": 0.0, "accuracy": 0.5, "mean_reasoning_tokens": 100},
+        {"scale": 0.5, "accuracy": 0.5, "mean_reasoning_tokens": 80},
+        {"scale": 1.0, "accuracy": 0.4, "mean_reasoning_tokens": 50},  # shorter but loses answers
+        {"scale": 2.0, "accuracy": 0.6, "mean_reasoning_tokens": 90},
+    ]
+    assert seal_sweep.choose_scale(rows) == 0.5
+    worse = [rows[0], {"scale": 1.0, "accuracy": 0.1, "mean_reasoning_tokens": 10}]
+    assert seal_sweep.choose_scale(worse) == 0.0
+    with pytest.raises(ValueError):
+        seal_sweep.choose_scale(rows[1:])
+
+
+def _vector(path):
+    rng = np.random.default_rng(0)
+    cv = cvio.ControlVector("llama", {20: (rng.standard_normal(576) * 0.5).astype(np.float32)}, n_layer=30)
+    cvio.save(cv, path, {"method": "seal", "layer": 20, "recommended_scale": 0.01})
+    return path
+
+
+def test_sweep_writes_manifest_and_resumes(smol, tmp_path, monkeypatch):
+    vec = _vector(tmp_path / "v.gguf")
+    data = tmp_path / "d.jsonl"
+    data.write_text("\n".join(json.dumps({"question": f"What is {a} + 2?", "answer": f"#### {a + 2}"})
+                              for a in (1, 5)) + "\n")
+    res = seal_sweep.sweep(smol, vec, data, [0.5], limit=2, max_tokens=12)
+    assert [r["scale"] for r in res["rows"]] == [0.0, 0.5]
+    assert all(r["n"] == 2 for r in res["rows"])
+    manifest = cvio.read_manifest(vec)
+    assert manifest["recommended_scale"] == res["recommended_scale"] == seal_sweep.choose_scale(res["rows"])
+    assert manifest["scale_sweep"]["rows"] == res["rows"] and manifest["layer"] == 20
+    lines = seal_sweep.sweep_path(vec).read_text().splitlines()
+    assert len(lines) == 4
+    # a second run reuses every finished problem: decoding again would fail here
+    monkeypatch.setattr(seal_sweep, "run_seal", lambda *a, **k: (_ for _ in ()).throw(AssertionError("rerun")))
+    again = seal_sweep.sweep(smol, vec, data, [0.5], limit=2, max_tokens=12)
+    assert again["rows"] == res["rows"]
+    # a changed setting is a new key: those problems are decoded again
+    with pytest.raises(AssertionError, match="rerun"):
+        seal_sweep.sweep(smol, vec, data, [0.5], limit=2, max_tokens=13)
+
+
+def test_sweep_needs_a_manifest_and_sane_scales(smol, tmp_path):
+    bare = tmp_path / "bare.gguf"
+    cvio.export_gguf(cvio.ControlVector("llama", {20: np.ones(576, np.float32)}, n_layer=30), bare)
+    with pytest.raises(LatentLocalError, match="no manifest"):
+        seal_sweep.sweep(smol, bare, tmp_path / "x.jsonl", [0.5])
+    with pytest.raises(LatentLocalError, match="--scales"):
+        seal_sweep.parse_scales("0.5,big")
