@@ -71,10 +71,10 @@ def engine(smol_model):
     eng.close()
 
 
-def run(coro_fn, engine=None, timeout: float = 90):
+def run(coro_fn, engine=None, timeout: float = 90, autoload: bool = False):
     """Run one Pilot scenario ``coro_fn(app, pilot)``, optionally with a loaded engine."""
     async def main():
-        app = LatentLocalApp(engine=engine)
+        app = LatentLocalApp(engine=engine, autoload=autoload)
         async with app.run_test(size=SIZE) as pilot:
             await asyncio.wait_for(coro_fn(app, pilot), timeout)
             return app
@@ -198,6 +198,21 @@ def test_pick_bundled_model_and_run(home):
         assert saved.methods["cot"] == {"max_tokens": 6}
 
     run(scenario)
+
+
+def test_first_start_loads_the_bundled_model(home):
+    cfg = cfgmod.load()[0]
+    assert not cfg.model.path
+
+    async def scenario(app, pilot):
+        await wait_for(pilot, lambda: app.engine is not None and app.job is None, what="autoload")
+        await pilot.pause()
+        assert app.query_one("#tabs").active == "run"
+        from latentlocal.models import bundled_model_path
+
+        assert app.engine.model.path == bundled_model_path()
+
+    run(scenario, autoload=True)
 
 
 @pytest.mark.parametrize("method", registry.method_names())

@@ -28,6 +28,16 @@ from tui.widgets.stream import StreamView
 TABS = ("models", "run", "compare", "vectors", "settings")
 
 
+def _bundled() -> str | None:
+    from latentlocal.errors import LatentLocalError
+    from latentlocal.models import bundled_model_path
+
+    try:
+        return str(bundled_model_path())
+    except LatentLocalError:  # not installed: the Models tab explains how to add one
+        return None
+
+
 class LatentLocalApp(App):
     CSS_PATH = "app.tcss"
     TITLE = "latentlocal"
@@ -82,7 +92,8 @@ class LatentLocalApp(App):
         self.sub_title = "no model loaded: pick one and press Enter"
         for problem in self.config_problems:
             self.notify(problem, title="Settings", severity="warning", timeout=10)
-        last = self.config.model.path
+        # the first start (no model used yet) opens the bundled default, ready to run
+        last = self.config.model.path or _bundled()
         if self._given_engine is not None:
             self.attach_engine(self._given_engine, 0.0)
         elif self.autoload and last and Path(last).is_file():
