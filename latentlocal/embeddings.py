@@ -10,10 +10,15 @@ import math
 import os
 from collections import OrderedDict
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
+from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
 
 from latentlocal.errors import LatentLocalError
+
+if TYPE_CHECKING:
+    from latentlocal.engine import TensorLocation
 
 # Architectures whose graph multiplies by sqrt(n_embd) on the token path only (llama.cpp's
 # gemma3.cpp and friends: ``ggml_scale(inpL, ubatch.token ? sqrtf(n_embd) : 1.0f)``), so rows fed
@@ -35,7 +40,33 @@ class EmbeddingTable:
         arch: str | None = None,
         n_embd: int | None = None,
         cache_rows: int = 8192,
+        location: TensorLocation | None = None,
     ) -> None:
+        """``location`` (from ``engine.locate_tensor``, with ``arch`` and ``n_embd``) skips the gguf
+        package's full header parse, which takes seconds on large vocabularies."""
+        if location is not None and arch is not None and n_embd is not None:
+            self.qtype = GGMLQuantizationType(location.ggml_type)
+            block, type_size = GGML_QUANT_SIZES[self.qtype]
+            row_bytes = n_embd // block * type_size
+            if n_embd % block or location.nbytes % row_bytes:
+                raise LatentLocalError(
+                    f"token_embd.weight in {path} holds {location.nbytes} bytes, not whole rows of "
+                    f"width {n_embd}: the file is damaged"
+                )
+            self._data = np.memmap(path, dtype=np.uint8, mode="r", offset=location.offset,
+                                   shape=(location.nbytes // row_bytes, row_bytes))
+            self.n_vocab = self._data.shape[0]
+            self.n_embd = n_embd
+        else:
+            self._open_with_gguf(path, n_embd)
+            if arch is None:
+                arch = self._arch_from_file
+        self.arch = arch
+        self.scale = input_scale(arch, self.n_embd)
+        self._cache: OrderedDict[int, np.ndarray] = OrderedDict()
+        self._cache_rows = cache_rows
+
+    def _open_with_gguf(self, path: str | os.PathLike[str], n_embd: int | None) -> None:
         from gguf import GGUFReader
 
         try:
@@ -47,10 +78,8 @@ class EmbeddingTable:
             raise LatentLocalError(
                 f"{path} has no token_embd.weight tensor, so its input embeddings cannot be read"
             )
-        if arch is None:
-            field = reader.get_field("general.architecture")
-            arch = field.contents() if field is not None else "unknown"
-        self.arch = arch
+        field = reader.get_field("general.architecture")
+        self._arch_from_file = field.contents() if field is not None else "unknown"
         self.qtype = tensor.tensor_type
         self._data = tensor.data  # a memory map: (n_vocab, bytes_per_row) for quantized types
         self.n_vocab = int(tensor.shape[-1])
@@ -59,9 +88,6 @@ class EmbeddingTable:
             raise LatentLocalError(
                 f"token_embd.weight has width {self.n_embd}, the model reports n_embd {n_embd}"
             )
-        self.scale = input_scale(arch, self.n_embd)
-        self._cache: OrderedDict[int, np.ndarray] = OrderedDict()
-        self._cache_rows = cache_rows
 
     @property
     def source_bytes(self) -> int:

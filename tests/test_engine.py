@@ -213,3 +213,37 @@ def test_engine_keeps_openblas_on_one_thread(smol_model):
         np.dot(np.ones(64), np.ones(64))
         assert eng.n_ctx >= 256
     assert [getter() for getter, _ in handles] == before
+
+
+@pytest.mark.parametrize("which", ["smol_model", "gemma_model"])
+def test_embedding_table_from_ggml_header_matches_gguf_package(which, request, tmp_path):
+    from latentlocal.embeddings import EmbeddingTable
+    from latentlocal.engine import locate_tensor
+
+    model = request.getfixturevalue(which)
+    fast = model.embeddings  # located through ggml's header reader
+    slow = EmbeddingTable(model.path)  # the gguf package's full parse
+    assert (fast.n_vocab, fast.n_embd, fast.scale, int(fast.qtype)) == \
+        (slow.n_vocab, slow.n_embd, slow.scale, int(slow.qtype))
+    ids = np.array([0, 1, 17, fast.n_vocab // 2, fast.n_vocab - 1])
+    np.testing.assert_array_equal(fast.rows(ids), slow.rows(ids))
+    assert locate_tensor(model.path, "no.such.tensor") is None
+    cut = tmp_path / "cut.gguf"
+    cut.write_bytes(model.path.read_bytes()[:4096])
+    with pytest.raises(LatentLocalError, match="truncated or corrupt"):
+        locate_tensor(cut, "token_embd.weight")
+
+
+@pytest.mark.parametrize("which", ["smol_model", "gemma_model"])
+def test_read_info_agrees_with_the_loaded_model(which, request, tmp_path):
+    from latentlocal.gguf_info import read_info
+
+    model = request.getfixturevalue(which)
+    info = read_info(model.path)
+    assert (info["arch"], info["n_layer"], info["n_embd"], info["n_vocab"]) == \
+        (model.arch, model.n_layer, model.n_embd, model.n_vocab)
+    assert info["size_bytes"] == model.path.stat().st_size and isinstance(info["file_type"], int)
+    bad = tmp_path / "bad.gguf"
+    bad.write_bytes(b"GGUF" + b"\xff" * 60)
+    with pytest.raises(LatentLocalError, match="truncated or corrupt"):
+        read_info(bad)
