@@ -121,15 +121,19 @@ def _decode_candidates(
     cfg: SoftReasoningConfig,
     earlier: list[_Cand],
     cancel: threading.Event | None,
+    marker: str | None = ANSWER_MARKER,
 ) -> Iterator[Event]:
-    """Decode all ``cands`` together: seq 0 holds the prompt, candidate i runs on seq i + 1."""
+    """Decode all ``cands`` together: seq 0 holds the prompt, candidate i runs on seq i + 1.
+
+    A candidate stops at its completed answer line (``marker``; None: never), end of generation,
+    ``max_tokens``, or a reuse match."""
     model = engine.model
     seqs = [i + 1 for i in range(len(cands))]
     for s in seqs:
         engine.seq_copy(0, s)
     engine.decode_step(seqs, rows=np.stack([c.x for c in cands]))
     streams = {s: TextStream(model) for s in seqs}
-    watches = {s: AnswerLineWatch(ANSWER_MARKER) for s in seqs}
+    watches = {s: AnswerLineWatch(marker) for s in seqs} if marker else {}
     by_prefix = {tuple(c.tokens[: cfg.reuse_prefix]): c for c in earlier if len(c.tokens) >= cfg.reuse_prefix}
     row = {s: i for i, s in enumerate(seqs)}
     active = list(seqs)
@@ -153,7 +157,7 @@ def _decode_candidates(
                 piece = streams[s].push(tok)
                 c.text += piece
                 yield Token(text=piece, token_id=tok, seq=s, prob=float(p[tok]))
-                if watches[s].push(piece):
+                if s in watches and watches[s].push(piece):
                     c.finish = "answer"
                 elif len(c.tokens) >= cfg.max_tokens:
                     c.finish = "length"
