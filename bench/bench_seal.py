@@ -28,7 +28,7 @@ from latentlocal.methods.cot import CotConfig, prompt_tokens, run_cot
 from latentlocal.methods.seal import ExtractConfig, SealConfig, default_layer, extract_vector, run_seal
 from latentlocal.models import resolve_model
 
-GSM8K = "/work/shared/data/gsm8k/train.jsonl"
+GSM8K = str(Path(__file__).resolve().parents[1] / "tests" / "data" / "gsm8k_train_head.jsonl")
 
 
 def timed(fn) -> float:

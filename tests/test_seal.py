@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 import numpy as np
 import pytest
 
@@ -26,7 +27,8 @@ from latentlocal.methods.seal import (
 )
 from latentlocal.models import build_prompt
 
-GSM8K = "/work/shared/data/gsm8k/train.jsonl"
+# the first rows of GSM8K train (MIT, see data/GSM8K_LICENSE), so the tests need no outside data
+GSM8K = str(Path(__file__).parent / "data" / "gsm8k_train_head.jsonl")
 
 
 @pytest.fixture(scope="module")
