@@ -273,7 +273,7 @@ def test_vectors_for_another_model_are_refused(smol):
 
 def test_scripted_trace_gives_thoughts_phases_and_toggles(smol, monkeypatch):
     """A scripted generation (sampling replaced) exercises the online bookkeeping exactly."""
-    import latentlocal.methods.seal as seal
+    import latentlocal.methods.seal.steer as seal
 
     m = smol.model
     script = m.tokenize("Add: 3 + 5 = 8.\n\nWait, let me check: 8.\n\nFinal answer: 8\nmore", add_special=False)

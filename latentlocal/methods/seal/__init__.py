@@ -1,0 +1,132 @@
+"""SEAL: steer thought delimiters in latent space to cut reflection and transition thoughts.
+
+Three parts, each usable on its own:
+
+* **Thoughts.** The reasoning span (inside ``<think>...</think>`` for thinking models, the text
+  before the answer marker otherwise) is split at delimiter tokens and every thought is labelled
+  reflection / transition / execution with the paper's keyword rules (:func:`label_thought`).
+* **Extraction** (:func:`extract`). Traces are generated in the caller's (plain) context; each
+  finished trace is then re-decoded once, as one batched prefill, in a capture sibling that reads
+  the residual stream at the delimiter token preceding every thought. The vector is
+  ``S = mean(execution) - mean(reflection and transition pooled)``, unnormalised. Traces and
+  states are saved as they are produced, so an interrupted run resumes where it stopped.
+* **Steering** (:func:`run_seal`). ``alpha * S`` is added at the chosen block only while the token
+  being fed is a delimiter inside the reasoning span; or, ``always_on``, for every token, the way
+  ``llama-cli --control-vector`` applies an exported file.
+
+Delimiters. The paper's rule is "a token whose text contains ``\\n\\n``" (Qwen has ``\\n\\n`` and
+merged forms such as ``.\\n\\n`` as single tokens). Some vocabularies (SmolLM2's, for one) write a
+blank line as two ``\\n`` tokens, where that rule would find nothing; so a token also counts when it
+*completes* a blank line: it starts with ``\\n`` and the text before it ends with ``\\n``. On a
+vocabulary with merged tokens this reduces to the paper's rule.
+
+Layers. ``direction.N`` in a control-vector file is added to the output of block N (0-based),
+which is llama.cpp's ``l_out-N`` and Hugging Face's ``hidden_states[N + 1]``. The paper's "layer 20"
+on 28-block Qwen models is ``hidden_states[20]`` = block 19; other depths are mapped
+proportionally by :func:`default_layer`. ``tests/test_seal.py`` pins the mapping by capture.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+from latentlocal.errors import LatentLocalError
+from latentlocal.methods.seal.extract import ExtractConfig, extract, extract_vector, work_dir
+from latentlocal.methods.seal.steer import SealConfig, check_vector, default_layer, load_vector, run_seal
+from latentlocal.methods.seal.thoughts import (
+    CUES,
+    LABELS,
+    ThoughtSpan,
+    ThoughtSplitter,
+    count_labels,
+    is_delimiter,
+    label_thought,
+    reasoning_length,
+    segment_thoughts,
+)
+from latentlocal.sampling import SamplingConfig
+
+__all__ = [
+    "CUES",
+    "LABELS",
+    "ExtractConfig",
+    "SealConfig",
+    "ThoughtSpan",
+    "ThoughtSplitter",
+    "count_labels",
+    "default_layer",
+    "extract",
+    "extract_vector",
+    "is_delimiter",
+    "label_thought",
+    "load_vector",
+    "reasoning_length",
+    "run_seal",
+    "segment_thoughts",
+    "work_dir",
+]
+
+
+def _seal_from_args(args) -> Callable:
+    from latentlocal.methods.registry import check_positive, opt
+
+    path = getattr(args, "vector", None)
+    if not path:
+        raise LatentLocalError(
+            "--method seal needs --vector FILE: a control vector made with "
+            "`latentlocal seal extract --data FILE --out FILE`"
+        )
+    cv, manifest = load_vector(path)  # file problems surface before the model loads
+    max_tokens = opt(args, "max_tokens", 512)
+    check_positive("max_tokens", max_tokens)
+    always_on = bool(getattr(args, "always_on", False))
+    default_alpha = 1.0
+    if always_on and manifest and isinstance(manifest.get("recommended_scale"), (int, float)):
+        default_alpha = float(manifest["recommended_scale"])
+    alpha = float(opt(args, "alpha", default_alpha))
+    if not math.isfinite(alpha):
+        raise LatentLocalError(f"--alpha must be a finite number, not {alpha}")
+    sampling = SamplingConfig(
+        temperature=opt(args, "temperature", 0.0),
+        top_k=opt(args, "top_k", 40),
+        top_p=opt(args, "top_p", 0.95),
+        min_p=opt(args, "min_p", 0.05),
+    )
+    cfg = SealConfig(directions=cv.directions, alpha=alpha, always_on=always_on, max_tokens=max_tokens,
+                     sampling=sampling, seed=opt(args, "seed", 0), model_hint=cv.model_hint or None)
+
+    def runner(engine, q, cancel=None):
+        check_vector(engine, cv.directions, cfg.model_hint)
+        if cv.n_layer is not None and cv.n_layer != engine.n_layer:
+            raise LatentLocalError(
+                f"{path} was made for a {cv.n_layer}-block model but {engine.model.name} has "
+                f"{engine.n_layer}; extract a vector for this model"
+            )
+        return run_seal(engine, q, cfg, cancel)
+
+    return runner
+
+
+def _add_seal_flags(g) -> None:
+    g.add_argument("--vector", default=None, metavar="FILE",
+                   help="SEAL control vector (.gguf from `latentlocal seal extract`); required for seal")
+    g.add_argument("--alpha", type=float, default=None,
+                   help="steering strength (default 1; with --always-on the manifest's recommended scale)")
+    g.add_argument("--always-on", action="store_true",
+                   help="apply the vector to every token, as llama.cpp apps do with --control-vector")
+
+
+def _registry_entries() -> list:
+    from latentlocal.methods.registry import MethodSpec
+
+    return [
+        MethodSpec("seal", "SEAL: steer thought delimiters with a vector (--vector FILE)",
+                   _seal_from_args, _add_seal_flags),
+    ]
+
+
+def __getattr__(name: str):  # METHODS is built lazily: registry imports this module
+    if name == "METHODS":
+        return _registry_entries()
+    raise AttributeError(name)
