@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # The evaluation behind the README's results section. Every stage resumes where it stopped
 # (extraction keeps <vector>.work/, bench appends to results.jsonl), so rerunning is cheap.
-#   bench/eval_all.sh [stage ...]     stages: qwen-seal qwen smol-seal smol qwen-sr (default: all)
+#   bench/eval_all.sh [stage ...]     stages: qwen-seal qwen smol-seal smol-sweep smol qwen-sr (default: all)
 # The evaluation model (Qwen2.5-Coder-0.5B-Instruct) comes from ../shared/tools/eval-models; it is
 # not a product dependency. Slices: SVAMP dev.jsonl first 100 for reports, GSM8K train first 40/60
-# for SEAL extraction only.
+# for SEAL extraction only, SVAMP dev [400:430) for the always-on scale sweep only.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 LL=.venv/bin/latentlocal
@@ -14,7 +14,7 @@ SVAMP=$DATA/svamp/dev.jsonl
 GSM=$DATA/gsm8k/train.jsonl
 QVEC=vectors/qwen2.5-coder-0.5b-instruct.seal.gguf
 SVEC=vectors/smollm2-135m-instruct.seal.gguf
-stages=("$@"); [ ${#stages[@]} -eq 0 ] && stages=(qwen-seal qwen smol-seal smol qwen-sr)
+stages=("$@"); [ ${#stages[@]} -eq 0 ] && stages=(qwen-seal qwen smol-seal smol-sweep smol qwen-sr)
 for s in "${stages[@]}"; do
   echo "== $s $(date +%T)"
   case $s in
@@ -25,6 +25,8 @@ for s in "${stages[@]}"; do
             --title "SVAMP dev [0:100), Qwen2.5-Coder-0.5B-Instruct Q4_K_M, max 320 tokens" ;;
     smol-seal) $LL seal extract --data "$GSM" --limit 60 --max-tokens 320 --elicit cue \
                  --out $SVEC --quiet ;;
+    smol-sweep) $LL seal sweep $SVEC --data "$SVAMP" --offset 400 --limit 30 --scales 0.25,0.5,1 \
+                  --max-tokens 256 ;;
     smol) $LL bench --data "$SVAMP" --limit 100 --max-tokens 256 \
             --methods "cot,soft-thinking,soft-thinking:noise=gumbel,soft-thinking:mix=moi,seal:vector=$SVEC" \
             --out bench/results/svamp100-smollm2 \
