@@ -405,3 +405,17 @@ def test_help_screen_and_keys(home):
         assert app.query_one("#tabs").active == "models"
 
     run(scenario)
+
+
+def test_ctrl_o_opens_the_method_list_and_picks(home, engine):
+    async def scenario(app, pilot):
+        await pilot.press("f6")
+        await pilot.press("ctrl+o")
+        await pilot.pause()
+        select = app.query_one("#run-form #method")
+        assert app.query_one("#tabs").active == "run" and select.expanded and select.has_focus_within
+        await pilot.press("down", "enter")
+        await pilot.pause()
+        assert app.query_one("#run-form").method == registry.method_names()[1]
+
+    run(scenario, engine)

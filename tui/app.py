@@ -12,7 +12,7 @@ from pathlib import Path
 from textual.actions import SkipAction
 from textual.app import App, ComposeResult
 from textual.binding import Binding
-from textual.widgets import Footer, Header, TabbedContent, TabPane
+from textual.widgets import Footer, Header, Select, TabbedContent, TabPane
 
 from tui import config as cfgmod
 from tui.jobs import Job
@@ -55,6 +55,7 @@ class LatentLocalApp(App):
         Binding("f5", "tab('vectors')", "Vectors", priority=True),
         Binding("f6", "tab('settings')", "Settings", priority=True),
         Binding("ctrl+r", "start", "Start", priority=True),
+        Binding("ctrl+o", "pick_method", "Method", priority=True),
         Binding("ctrl+t", "toggle_candidates", "Candidates", priority=True),
         Binding("ctrl+l", "clear_output", "Clear", show=False, priority=True),
     ]
@@ -248,6 +249,18 @@ class LatentLocalApp(App):
             self.query_one(ModelsView).load_selected()
         else:
             self.notify("Ctrl+R starts a run on the Run, Compare and Vectors tabs.")
+
+    def action_pick_method(self) -> None:
+        """Open the Run tab's method list (reaching it with Tab takes many presses)."""
+        if isinstance(self.screen, HelpScreen):
+            return
+        self.query_one("#tabs", TabbedContent).active = "run"
+        self.call_after_refresh(self._open_method_list)
+
+    def _open_method_list(self) -> None:
+        select = self.query_one("#run-form #method", Select)
+        select.focus()
+        select.expanded = True
 
     def action_toggle_candidates(self) -> None:
         self.set_inline_candidates(not self.config.ui.inline_candidates)

@@ -20,6 +20,7 @@ chain-of-thought baselines.
 | --- | --- |
 | **F2 … F6** | tabs: Models, Run, Compare, Vectors, Settings |
 | **Ctrl+R** | start: run the prompt (Run), compare (Compare), extract (Vectors) |
+| **Ctrl+O** | pick the method (opens the Run tab's method list) |
 | **Esc** | cancel the running generation, comparison or extraction |
 | **Ctrl+C** | cancel while something runs; copy when text is selected; otherwise quit |
 | **Ctrl+Q** | quit (cancels a run first) |

@@ -152,7 +152,8 @@ class StreamView(VerticalScroll, can_focus=True):
             return
         votes = s.extra.get("answers")
         extra = f"  (vote over {', '.join(map(str, votes))})" if isinstance(votes, list) else ""
-        self._pieces.append(_Piece(f"✔ Answer: {s.answer if s.answer is not None else '—'}{extra}\n",
+        # an arrow, not a check mark: nothing here knows whether the answer is right
+        self._pieces.append(_Piece(f"→ Answer: {s.answer if s.answer is not None else '—'}{extra}\n",
                                    RESULT_STYLE))
 
     # -- rendering ---------------------------------------------------------------------------
