@@ -8,6 +8,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 LL=.venv/bin/latentlocal
+# LATENTLOCAL_THREADS=1 lets two stages run side by side on two cores without the thread pools
+# spinning against each other
+T=(${LATENTLOCAL_THREADS:+--threads $LATENTLOCAL_THREADS})
 DATA=${LATENTLOCAL_DATA:-../shared/data}
 QWEN=${QWEN:-$HOME/.cache/latentlocal-eval-models/qwen2.5-coder-0.5b-instruct.gguf}
 SVAMP=$DATA/svamp/dev.jsonl
@@ -18,20 +21,20 @@ stages=("$@"); [ ${#stages[@]} -eq 0 ] && stages=(qwen-seal qwen smol-seal smol-
 for s in "${stages[@]}"; do
   echo "== $s $(date +%T)"
   case $s in
-    qwen-seal) $LL seal extract --model "$QWEN" --data "$GSM" --limit 40 --max-tokens 320 \
+    qwen-seal) $LL seal extract "${T[@]}" --model "$QWEN" --data "$GSM" --limit 40 --max-tokens 320 \
                  --elicit cue --out $QVEC --quiet ;;
-    qwen) $LL bench --model "$QWEN" --data "$SVAMP" --limit 100 --max-tokens 320 \
+    qwen) $LL bench "${T[@]}" --model "$QWEN" --data "$SVAMP" --limit 100 --max-tokens 320 \
             --methods "cot,soft-thinking,seal:vector=$QVEC" --out bench/results/svamp100-qwen0.5b \
             --title "SVAMP dev [0:100), Qwen2.5-Coder-0.5B-Instruct Q4_K_M, max 320 tokens" ;;
-    smol-seal) $LL seal extract --data "$GSM" --limit 60 --max-tokens 320 --elicit cue \
+    smol-seal) $LL seal extract "${T[@]}" --data "$GSM" --limit 60 --max-tokens 320 --elicit cue \
                  --out $SVEC --quiet ;;
-    smol-sweep) $LL seal sweep $SVEC --data "$SVAMP" --offset 400 --limit 30 --scales 0.25,0.5,1 \
+    smol-sweep) $LL seal sweep "${T[@]}" $SVEC --data "$SVAMP" --offset 400 --limit 30 --scales 0.25,0.5,1 \
                   --max-tokens 256 ;;
-    smol) $LL bench --data "$SVAMP" --limit 100 --max-tokens 256 \
+    smol) $LL bench "${T[@]}" --data "$SVAMP" --limit 100 --max-tokens 256 \
             --methods "cot,soft-thinking,soft-thinking:noise=gumbel,soft-thinking:mix=moi,seal:vector=$SVEC" \
             --out bench/results/svamp100-smollm2 \
             --title "SVAMP dev [0:100), SmolLM2-135M-Instruct Q4_1 (bundled), max 256 tokens" ;;
-    qwen-sr) $LL bench --model "$QWEN" --data "$SVAMP" --limit 20 --max-tokens 320 \
+    qwen-sr) $LL bench "${T[@]}" --model "$QWEN" --data "$SVAMP" --limit 20 --max-tokens 320 \
                --methods "cot,sc:temperature=0.4;samples=8,sc:temperature=0.8;samples=8,soft-reasoning:candidates=4;rounds=2" \
                --out bench/results/svamp20-qwen0.5b-sr \
                --title "SVAMP dev [0:20), Qwen2.5-Coder-0.5B-Instruct, 8 generations per question" ;;
