@@ -55,6 +55,10 @@ def test_resume_after_interruption_gives_the_same_report(tmp_path, fixed_clock):
     runner_mod.run_bench(None, PROBLEMS, [("cot", interrupting), methods[1]], part, cancel=cancel)
     partial = read_results(part / "results.jsonl")
     assert 0 < len(partial) < len(PROBLEMS) * 2
+    # problem by problem: every problem before the stop has both methods (paired); the stop
+    # lands during the 4th problem's first method
+    ids = [r["id"] for r in partial]
+    assert ids[:6] == [p.id for p in PROBLEMS[:3] for _ in range(2)] and ids[6:] in ([], ["p3"])
     # a kill in the middle of a write leaves half a line behind
     with open(part / "results.jsonl", "a") as f:
         f.write('{"method": "cot", "id": "p5", "predic')

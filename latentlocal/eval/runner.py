@@ -112,7 +112,8 @@ def run_bench(
     out_dir.mkdir(parents=True, exist_ok=True)
     results = out_dir / RESULTS_NAME
     done = done_keys(results)
-    todo = [(label, runner, p) for label, runner in methods for p in problems if (label, p.id) not in done]
+    # problem by problem, every method on each: a run stopped at any point leaves paired results
+    todo = [(label, runner, p) for p in problems for label, runner in methods if (label, p.id) not in done]
     finished = len(methods) * len(problems) - len(todo)
     if progress is not None:
         progress.total = max(len(methods) * len(problems), 1)
