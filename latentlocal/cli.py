@@ -72,7 +72,7 @@ def open_engine(args: argparse.Namespace, **extra):
         n_ctx=args.n_ctx,
         n_threads=args.threads,
         n_seq_max=max(1, min(256, args.parallel)),
-        seed=args.seed,
+        seed=getattr(args, "seed", 0),
         **extra,
     )
 

@@ -62,3 +62,18 @@ def test_sweep_needs_a_manifest_and_sane_scales(smol, tmp_path):
         seal_sweep.sweep(smol, bare, tmp_path / "x.jsonl", [0.5])
     with pytest.raises(LatentLocalError, match="--scales"):
         seal_sweep.parse_scales("0.5,big")
+
+
+def test_sweep_command_end_to_end(tmp_path, capsys):
+    from latentlocal.cli import main
+
+    vec = _vector(tmp_path / "v.gguf")
+    data = tmp_path / "d.jsonl"
+    data.write_text(json.dumps({"question": "What is 1 + 2?", "answer": "#### 3"}) + "\n")
+    assert main(["seal", "sweep", str(vec), "--data", str(data), "--limit", "1", "--scales", "0.5",
+                 "--max-tokens", "8", "--threads", "1", "--n-ctx", "512"]) == 0
+    out = capsys.readouterr().out
+    assert "recommended scale" in out and "0.5" in out
+    assert cvio.read_manifest(vec)["scale_sweep"]["rows"][1]["scale"] == 0.5
+    assert main(["seal", "sweep", str(vec), "--data", str(data), "--scales", "x"]) == 2
+    assert "--scales" in capsys.readouterr().err
