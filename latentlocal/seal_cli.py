@@ -82,8 +82,9 @@ def _usage(parser: argparse.ArgumentParser) -> int:
 class _Bar:
     """A one-line progress bar on stderr (only when it is a terminal, else one line per problem)."""
 
-    def __init__(self, out=sys.stderr) -> None:
+    def __init__(self, out=sys.stderr, unit: str = "traces") -> None:
         self.out = out
+        self.unit = unit
         self.t0 = time.perf_counter()
         self.tty = hasattr(out, "isatty") and out.isatty()
         self.new = 0
@@ -96,7 +97,7 @@ class _Bar:
         width = 24
         fill = int(width * done / total) if total else width
         line = (f"[{'#' * fill}{'.' * (width - fill)}] {done}/{total} "
-                f"{rate:.1f} traces/min" + (f", ~{eta:.0f} min left" if rate and done < total else "")
+                f"{rate:.1f} {self.unit}/min" + (f", ~{eta:.0f} min left" if rate and done < total else "")
                 + f"  {what}")
         if self.tty:
             self.out.write("\r\x1b[2K" + line[:160])
@@ -215,10 +216,10 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
     scales = parse_scales(args.scales)
     engine = open_engine(args)
-    bar = _Bar()
+    bar = _Bar(unit="answers")
     try:
         res = sweep(engine, args.vector, args.data, scales, limit=args.limit, offset=args.offset,
-                    max_tokens=args.max_tokens, on_problem=lambda n, t: bar.update(n, t, "runs", new=True))
+                    max_tokens=args.max_tokens, on_problem=lambda n, t: bar.update(n, t, "", new=True))
     finally:
         bar.close()
     print(f"{res['model']}, {res['data']} [{res['offset']}:{res['offset'] + res['limit']}), "
