@@ -28,16 +28,16 @@ for s in "${stages[@]}"; do
             --title "SVAMP dev [0:100), Qwen2.5-Coder-0.5B-Instruct Q4_K_M, max 320 tokens" ;;
     smol-seal) $LL seal extract "${T[@]}" --data "$GSM" --limit 60 --max-tokens 320 --elicit cue \
                  --out $SVEC --quiet ;;
-    smol-sweep) $LL seal sweep "${T[@]}" $SVEC --data "$SVAMP" --offset 400 --limit 30 --scales 0.25,0.5,1 \
+    smol-sweep) $LL seal sweep "${T[@]}" $SVEC --data "$SVAMP" --offset 400 --limit 30 --scales 0.05,0.1,0.25,0.5,1 \
                   --max-tokens 256 ;;
     smol) $LL bench "${T[@]}" --data "$SVAMP" --limit 100 --max-tokens 256 \
             --methods "cot,soft-thinking,soft-thinking:noise=gumbel,soft-thinking:mix=moi,seal:vector=$SVEC" \
             --out bench/results/svamp100-smollm2 \
             --title "SVAMP dev [0:100), SmolLM2-135M-Instruct Q4_1 (bundled), max 256 tokens" ;;
-    qwen-sr) $LL bench "${T[@]}" --model "$QWEN" --data "$SVAMP" --limit 20 --max-tokens 320 \
+    qwen-sr) $LL bench "${T[@]}" --model "$QWEN" --data "$SVAMP" --limit 10 --max-tokens 320 \
                --methods "cot,sc:temperature=0.4;samples=8,sc:temperature=0.8;samples=8,soft-reasoning:candidates=4;rounds=2" \
-               --out bench/results/svamp20-qwen0.5b-sr \
-               --title "SVAMP dev [0:20), Qwen2.5-Coder-0.5B-Instruct, 8 generations per question" ;;
+               --out bench/results/svamp10-qwen0.5b-sr \
+               --title "SVAMP dev [0:10), Qwen2.5-Coder-0.5B-Instruct, 8 generations per question" ;;
     *) echo "unknown stage $s" >&2; exit 2 ;;
   esac
 done
