@@ -182,6 +182,7 @@ def locate_tensor(path: str | os.PathLike[str], name: str) -> TensorLocation | N
     with GGUFHeader(path) as h:
         return h.tensor(name)
 
+
 def _ggml_base() -> ctypes.CDLL:
     global _ggml
     if _ggml is None:

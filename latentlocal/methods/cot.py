@@ -18,7 +18,7 @@ from latentlocal.eval.answers import extract_answer, majority_vote
 from latentlocal.events import Event, SequenceDone, Summary, Token
 from latentlocal.markers import AnswerLineWatch
 from latentlocal.models import ANSWER_MARKER, COT_SYSTEM, build_prompt
-from latentlocal.sampling import SamplingConfig, sample_token, softmax
+from latentlocal.sampling import SamplingConfig, sample_token
 
 
 @dataclass(frozen=True)
