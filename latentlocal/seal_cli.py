@@ -7,7 +7,7 @@ import json
 import sys
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TextIO
 
 from latentlocal.errors import LatentLocalError
 
@@ -82,8 +82,9 @@ def _usage(parser: argparse.ArgumentParser) -> int:
 class _Bar:
     """A one-line progress bar on stderr (only when it is a terminal, else one line per problem)."""
 
-    def __init__(self, out=sys.stderr, unit: str = "traces") -> None:
-        self.out = out
+    def __init__(self, out: TextIO | None = None, unit: str = "traces") -> None:
+        # Resolved at call time: a default bound at import keeps a stream that may since be closed.
+        self.out = out = out if out is not None else sys.stderr
         self.unit = unit
         self.t0 = time.perf_counter()
         self.tty = hasattr(out, "isatty") and out.isatty()

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import pytest
 
+from textual.widgets import Markdown
+
 from tui import config as cfgmod
 from tui.app import LatentLocalApp
 
@@ -27,6 +29,34 @@ def home(tmp_path, monkeypatch):
     return tmp_path
 
 
+def _press_and_settle(keys: list[str]):
+    """Press the keys, turn cursor blinking off, and wait until every Markdown widget has mounted
+    its blocks (all in one batch).
+
+    Markdown parses in an executor thread, so on a loaded machine a picture taken right after the
+    key press can show an empty help screen. (run_before runs before snap_compare's own presses,
+    hence the keys are pressed here.)
+    """
+    async def run(pilot) -> None:
+        await pilot.pause()
+        await pilot.press(*keys)
+        await _settled(pilot)
+    return run
+
+
+async def _settled(pilot) -> None:
+    # A blinking cursor is on or off depending on when the picture is taken.
+    for widget in pilot.app.screen.query("Input, TextArea"):
+        widget.cursor_blink = False
+    for _ in range(400):
+        pending = [md for md in pilot.app.screen.query(Markdown) if not md.children]
+        if not pending:
+            break
+        await pilot.pause(0.025)
+    await pilot.pause()
+
+
 @pytest.mark.parametrize("keys", [["f1"], ["f3"], ["f6"]], ids=["help", "run-tab", "settings-tab"])
 def test_screens(snap_compare, home, keys):
-    assert snap_compare(LatentLocalApp(autoload=False), press=keys, terminal_size=SIZE)
+    assert snap_compare(LatentLocalApp(autoload=False), terminal_size=SIZE,
+                        run_before=_press_and_settle(keys))

@@ -61,9 +61,9 @@ def _parse_value(raw: str) -> Any:
 class ProgressBar:
     """A one-line progress bar with ETA on stderr (plain text: the library never imports rich)."""
 
-    def __init__(self, total: int, stream: TextIO = sys.stderr) -> None:
+    def __init__(self, total: int, stream: TextIO | None = None) -> None:
         self.total = max(total, 1)
-        self.stream = stream
+        self.stream = stream if stream is not None else sys.stderr
         self.t0 = time.perf_counter()
         self.done = 0
 
