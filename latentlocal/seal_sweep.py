@@ -2,8 +2,8 @@
 
 Each scale (0 = unsteered is always included) runs ``run_seal(always_on=True)`` greedily on a
 slice of a dataset. The recommended scale is the one with the fewest mean reasoning tokens among
-the scales whose accuracy is at least the unsteered accuracy (SEAL's aim: shorter reasoning
-without losing answers); 0 when no steered scale qualifies. Per-problem results are appended to
+the scales whose accuracy is at least the unsteered accuracy and whose reasoning is shorter
+(SEAL's aim: shorter reasoning without losing answers); 0 when no steered scale qualifies. Per-problem results are appended to
 ``<vector>.sweep.jsonl`` as they finish, keyed by the settings, so an interrupted sweep resumes.
 """
 
@@ -33,11 +33,13 @@ def sweep_path(vector: str | os.PathLike[str]) -> Path:
 
 
 def choose_scale(rows: Sequence[dict[str, Any]]) -> float:
-    """Fewest mean reasoning tokens among scales at least as accurate as scale 0."""
+    """Fewest mean reasoning tokens among scales at least as accurate as scale 0 and shorter than
+    it; 0 when steering buys no shortening."""
     base = next((r for r in rows if r["scale"] == 0.0), None)
     if base is None:
         raise ValueError("the sweep needs scale 0 (unsteered) as its baseline")
-    ok = [r for r in rows if r["scale"] != 0.0 and r["accuracy"] >= base["accuracy"]]
+    ok = [r for r in rows if r["scale"] != 0.0 and r["accuracy"] >= base["accuracy"]
+          and r["mean_reasoning_tokens"] < base["mean_reasoning_tokens"]]
     if not ok:
         return 0.0
     return float(min(ok, key=lambda r: (r["mean_reasoning_tokens"], r["scale"]))["scale"])
@@ -111,7 +113,7 @@ def sweep(
     manifest["recommended_scale"] = best
     manifest["recommended_scale_method"] = (
         "measured sweep: fewest mean reasoning tokens among always-on scales at least as accurate "
-        "as unsteered (0 = none qualified)")
+        "as unsteered and shorter than it (0 = none qualified)")
     manifest["scale_sweep"] = {"data": str(data), "offset": offset, "limit": limit,
                                "max_tokens": max_tokens, "model": engine.model.path.name, "rows": rows}
     write_manifest(vector, manifest)

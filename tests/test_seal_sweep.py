@@ -22,6 +22,8 @@ def test_choose_scale_prefers_fewest_tokens_without_accuracy_loss():
     assert seal_sweep.choose_scale(rows) == 0.5
     worse = [rows[0], {"scale": 1.0, "accuracy": 0.1, "mean_reasoning_tokens": 10}]
     assert seal_sweep.choose_scale(worse) == 0.0
+    longer = [rows[0], {"scale": 0.05, "accuracy": 0.5, "mean_reasoning_tokens": 120}]
+    assert seal_sweep.choose_scale(longer) == 0.0  # as accurate but longer: nothing gained
     with pytest.raises(ValueError):
         seal_sweep.choose_scale(rows[1:])
 
