@@ -18,6 +18,7 @@ from latentlocal.eval.report import (
     done_keys,
     main,
     mcnemar_exact_p,
+    method_means,
     read_results,
     summarize,
     wilson_interval,
@@ -132,6 +133,22 @@ def test_report_contains_hand_numbers(tmp_path: Path) -> None:
     assert "toy.jsonl offset 0 limit 9" in text
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]  # temp files replaced
+
+
+def test_method_means_by_hand(tmp_path: Path) -> None:
+    results = [
+        rec("seal", "p1", True, 30, 1.0, **{"thoughts.execution": 4, "cold_stop": True, "mode": "x"}),
+        rec("seal", "p2", False, 31, 1.0, **{"thoughts.execution": 1, "cold_stop": False, "mode": "x"}),
+        rec("seal", "p3", False, 31, 1.0, **{"thoughts.execution": 9, "cold_stop": False}),
+        rec("seal", "p3", False, 31, 1.0, **{"thoughts.execution": 1, "cold_stop": False}),  # supersedes
+        rec("cot", "p1", True, 10, 1.0),
+        rec("soft", "p1", True, 10, 1.0, steps=2),
+        rec("soft", "p2", True, 10, 1.0),  # lacks "steps": no mean over a partial field
+    ]
+    means = method_means(results)
+    assert means == {"seal": {"thoughts.execution": 2.0, "cold_stop": pytest.approx(1 / 3)}}
+    md, _ = write_report(tmp_path, results, title="t")
+    assert "- `seal`: thoughts.execution 2, cold_stop 0.333" in md.read_text()
 
 
 def test_report_with_no_results(tmp_path: Path) -> None:

@@ -25,7 +25,8 @@ def fake_method(bias: int):
         n = int(question.split()[2])
         yield Token(text="x", token_id=1)
         answer = str(2 * n if (n + bias) % 2 == 0 else 2 * n + 1)
-        yield Summary("fake", answer, f"Final answer: {answer}", 10 + n, 1.0, "eos", {"extra_field": n})
+        extra = {"extra_field": n, "thoughts": {"execution": n, "reflection": 1}, "layers": [n]}
+        yield Summary("fake", answer, f"Final answer: {answer}", 10 + n, 1.0, "eos", extra)
 
     return run
 
@@ -86,6 +87,9 @@ def test_finished_problems_are_not_run_again(tmp_path, fixed_clock):
     assert [r["id"] for r in rows] == ["p0", "p1", "p2", "p3", "p4"]
     assert rows[1]["correct"] is False and rows[2]["correct"] is True
     assert rows[3]["extra_field"] == 3
+    # named counts flatten one level; lists are dropped (results stay one short line each)
+    assert rows[3]["thoughts.execution"] == 3 and rows[3]["thoughts.reflection"] == 1
+    assert "layers" not in rows[3] and "thoughts" not in rows[3]
 
 
 def test_method_specs_parse_overrides():

@@ -285,6 +285,28 @@ def summarize(results: Sequence[dict[str, Any]]) -> list[MethodRow]:
     return rows
 
 
+def method_means(results: Sequence[dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """Per method, the mean of every numeric method-specific field all its records carry.
+
+    Booleans count as 0/1, so a flag such as ``cold_stop`` becomes the fraction of problems where
+    it fired; SEAL's ``thoughts.<class>`` become mean thoughts per problem.
+    """
+    by_method: dict[str, list[dict[str, Any]]] = {}
+    for rec in _dedupe(_check_record(r, f"result {i}") for i, r in enumerate(results)):
+        by_method.setdefault(str(rec["method"]), []).append(rec)
+    out: dict[str, dict[str, float]] = {}
+    for method, recs in by_method.items():
+        keys = [k for k in recs[0] if k not in REQUIRED_KEYS]
+        means: dict[str, float] = {}
+        for key in keys:
+            vals = [r.get(key) for r in recs]
+            if all(isinstance(v, (int, float)) and math.isfinite(v) for v in vals):
+                means[key] = sum(float(v) for v in vals) / len(vals)
+        if means:
+            out[method] = means
+    return out
+
+
 # ---------------------------------------------------------------------------------------------
 # report
 
@@ -363,6 +385,14 @@ def _render_markdown(
             "![accuracy vs generated tokens](report.png)",
             "",
         ]
+        means = method_means(results)
+        if means:
+            lines += ["## Method-specific means", "",
+                      "Per problem, over each method's results (true/false fields as the fraction true).", ""]
+            for method, vals in means.items():
+                cells = ", ".join(f"{k} {v:.3g}" for k, v in vals.items())
+                lines.append(f"- `{_md_cell(method)}`: {_md_cell(cells)}")
+            lines.append("")
     return "\n".join(lines)
 
 

@@ -23,7 +23,8 @@ from latentlocal.eval.datasets import Problem, load_problems
 from latentlocal.eval.report import RESULTS_NAME, append_result, done_keys, read_results, write_report
 from latentlocal.events import Summary
 
-# Summary extras worth keeping per problem (scalars only: results.jsonl stays one short line each)
+# Summary extras worth keeping per problem (scalars, and dicts of scalars flattened one level:
+# results.jsonl stays one short line each)
 _KEEP_TYPES = (int, float, str, bool, type(None))
 
 
@@ -97,6 +98,11 @@ def record_for(label: str, problem: Problem, summary: Summary, wall_s: float) ->
     for key, val in summary.extra.items():
         if isinstance(val, _KEEP_TYPES) and key not in rec:
             rec[key] = val
+        elif isinstance(val, dict):
+            # One level of named counts (SEAL's thoughts per class) flattens to "thoughts.execution"
+            for sub, v in val.items():
+                if isinstance(v, _KEEP_TYPES) and f"{key}.{sub}" not in rec:
+                    rec[f"{key}.{sub}"] = v
     return rec
 
 
