@@ -419,3 +419,17 @@ def test_ctrl_o_opens_the_method_list_and_picks(home, engine):
         assert app.query_one("#run-form").method == registry.method_names()[1]
 
     run(scenario, engine)
+
+
+def test_metric_lines_fit_the_panel():
+    """The metrics panel has 30 cells inside; longer lines were cut ("mean 1") or wrapped."""
+    from tui.widgets.metrics import BAR_CELLS, TOKEN_CELLS, MetricsPanel
+
+    title = MetricsPanel.spark_title("entropy", [0.5, 1.0937], " nats")
+    assert title == "entropy 1.09 nats, mean 0.80" and len(title) <= 30
+    assert MetricsPanel.spark_title("entropy", [], " nats") == "entropy, nats"
+    assert MetricsPanel.spark_title("p(token)", []) == "p(token)"
+    long = MetricsPanel.token_cell(" multiplication")
+    assert len(long) == TOKEN_CELLS and long.endswith("…") and long.startswith("' mult")
+    assert MetricsPanel.token_cell("7") == "'7'".rjust(TOKEN_CELLS)
+    assert TOKEN_CELLS + 1 + BAR_CELLS + 1 + len("0.123") <= 30

@@ -15,6 +15,10 @@ from latentlocal import events as ev
 from tui.widgets.stream import THOUGHT_STYLES
 
 SPARK_POINTS = 240
+# The panel is 36 cells wide, 30 inside border, padding and scrollbar: a candidate line is
+# token (10) + space + bar (12) + space + weight (5) so it never wraps.
+TOKEN_CELLS = 10
+BAR_CELLS = 12
 
 
 class MetricsPanel(VerticalScroll):
@@ -40,7 +44,8 @@ class MetricsPanel(VerticalScroll):
 
     def on_mount(self) -> None:
         table = self.query_one("#m-rounds", DataTable)
-        table.add_columns("round", "cand", "answer", "verifier", "coherence", "reward")
+        # Short headings: the panel is 30 cells wide
+        table.add_columns("r", "c", "answer", "ver", "coh", "reward")
         self.reset()
 
     # -- state ---------------------------------------------------------------------------------
@@ -91,8 +96,8 @@ class MetricsPanel(VerticalScroll):
                 prev = self.best[-1] if self.best else -math.inf
                 self.best.append(max(prev, e.best_reward))
                 for c in e.candidates:
-                    table.add_row(str(e.index), str(c.index), str(c.answer), f"{c.verifier:.2f}",
-                                  f"{c.coherence:.3f}", f"{c.reward:.3f}")
+                    table.add_row(str(e.index), str(c.index), str(c.answer), f"{c.verifier:.1f}",
+                                  f"{c.coherence:.2f}", f"{c.reward:.2f}")
                 table.move_cursor(row=table.row_count - 1)
             elif isinstance(e, ev.Summary):
                 self.summary = e
@@ -126,10 +131,10 @@ class MetricsPanel(VerticalScroll):
         spark = self.query_one("#m-spark", Sparkline)
         label = self.query_one("#m-spark-label", Label)
         if self.entropies or not self.probs:
-            label.update(f"entropy, nats{self._last(self.entropies)}")
+            label.update(self.spark_title("entropy", self.entropies, " nats"))
             spark.data = list(self.entropies[-SPARK_POINTS:])
         else:
-            label.update(f"p(token){self._last(self.probs)}")
+            label.update(self.spark_title("p(token)", self.probs))
             spark.data = list(self.probs[-SPARK_POINTS:])
 
         t = Text()
@@ -147,9 +152,8 @@ class MetricsPanel(VerticalScroll):
         if self.concept:
             lines = Text()
             for tok, w in self.concept[:8]:
-                bar = "█" * max(1, round(w * 20))
-                lines.append(f"{tok!r:>14} ", style="bold")
-                lines.append(f"{bar} {w:.3f}\n", style="#5fafaf")
+                lines.append(f"{self.token_cell(tok)} ", style="bold")
+                lines.append(f"{'█' * max(1, round(w * BAR_CELLS)):<{BAR_CELLS}} {w:.3f}\n", style="#5fafaf")
             self.query_one("#m-concept", Static).update(lines)
 
         box = self.query_one("#m-samples-box")
@@ -167,5 +171,16 @@ class MetricsPanel(VerticalScroll):
                 " → ".join(f"{b:.3f}" for b in self.best[-8:]) + f"   ({len(self.rounds)} rounds)")
 
     @staticmethod
-    def _last(values: list[float]) -> str:
-        return f"  last {values[-1]:.2f}  mean {sum(values) / len(values):.2f}" if values else ""
+    def spark_title(name: str, values: list[float], unit: str = "") -> str:
+        """e.g. "entropy 1.09 nats, mean 1.23": fits the panel's 30 cells (a longer title was cut)."""
+        if not values:
+            return f"{name}{',' if unit else ''}{unit}"
+        return f"{name} {values[-1]:.2f}{unit}, mean {sum(values) / len(values):.2f}"
+
+    @staticmethod
+    def token_cell(tok: str) -> str:
+        """A candidate token as a right-aligned repr of TOKEN_CELLS cells, cut with "…" if longer."""
+        text = repr(tok)
+        if len(text) > TOKEN_CELLS:
+            text = text[: TOKEN_CELLS - 1] + "…"
+        return f"{text:>{TOKEN_CELLS}}"
