@@ -220,7 +220,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     bar = _Bar(unit="answers")
     try:
         res = sweep(engine, args.vector, args.data, scales, limit=args.limit, offset=args.offset,
-                    max_tokens=args.max_tokens, on_problem=lambda n, t: bar.update(n, t, "", new=True))
+                    max_tokens=args.max_tokens, on_problem=lambda n, t, new: bar.update(n, t, "", new=new))
     finally:
         bar.close()
     print(f"{res['model']}, {res['data']} [{res['offset']}:{res['offset'] + res['limit']}), "

@@ -67,7 +67,7 @@ def sweep(
     limit: int = 30,
     offset: int = 0,
     max_tokens: int = 320,
-    on_problem: Callable[[int, int], None] | None = None,
+    on_problem: Callable[[int, int, bool], None] | None = None,
 ) -> dict[str, Any]:
     """Run the sweep, update the manifest's ``recommended_scale`` and ``scale_sweep``; return them."""
     cv, manifest = load_vector(vector, engine.model)
@@ -89,7 +89,8 @@ def sweep(
             cfg = SealConfig(directions=cv.directions, alpha=scale, always_on=True, max_tokens=max_tokens)
             for p in problems:
                 n += 1
-                if (scale, p.id) not in done:
+                new = (scale, p.id) not in done
+                if new:
                     t0 = time.perf_counter()
                     s = next(e for e in run_seal(engine, p.question, cfg) if isinstance(e, Summary))
                     rec = {"key": key, "scale": scale, "id": p.id, "pred": s.answer, "gold": p.gold,
@@ -100,7 +101,7 @@ def sweep(
                     out.flush()
                     done[(scale, p.id)] = rec
                 if on_problem is not None:
-                    on_problem(n, total)
+                    on_problem(n, total, new)
     rows = []
     for scale in scales:
         recs = [done[(scale, p.id)] for p in problems]

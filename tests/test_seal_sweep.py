@@ -40,7 +40,10 @@ def test_sweep_writes_manifest_and_resumes(smol, tmp_path, monkeypatch):
     data = tmp_path / "d.jsonl"
     data.write_text("\n".join(json.dumps({"question": f"What is {a} + 2?", "answer": f"#### {a + 2}"})
                               for a in (1, 5)) + "\n")
-    res = seal_sweep.sweep(smol, vec, data, [0.5], limit=2, max_tokens=12)
+    calls: list[tuple[int, int, bool]] = []
+    res = seal_sweep.sweep(smol, vec, data, [0.5], limit=2, max_tokens=12,
+                           on_problem=lambda *a: calls.append(a))
+    assert calls == [(1, 4, True), (2, 4, True), (3, 4, True), (4, 4, True)]
     assert [r["scale"] for r in res["rows"]] == [0.0, 0.5]
     assert all(r["n"] == 2 for r in res["rows"])
     manifest = cvio.read_manifest(vec)
@@ -50,8 +53,12 @@ def test_sweep_writes_manifest_and_resumes(smol, tmp_path, monkeypatch):
     assert len(lines) == 4
     # a second run reuses every finished problem: decoding again would fail here
     monkeypatch.setattr(seal_sweep, "run_seal", lambda *a, **k: (_ for _ in ()).throw(AssertionError("rerun")))
-    again = seal_sweep.sweep(smol, vec, data, [0.5], limit=2, max_tokens=12)
+    calls.clear()
+    again = seal_sweep.sweep(smol, vec, data, [0.5], limit=2, max_tokens=12,
+                             on_problem=lambda *a: calls.append(a))
     assert again["rows"] == res["rows"]
+    # resumed answers are reported as not new, so the progress rate counts only fresh work
+    assert calls == [(1, 4, False), (2, 4, False), (3, 4, False), (4, 4, False)]
     # a changed setting is a new key: those problems are decoded again
     with pytest.raises(AssertionError, match="rerun"):
         seal_sweep.sweep(smol, vec, data, [0.5], limit=2, max_tokens=13)
