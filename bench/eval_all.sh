@@ -2,11 +2,12 @@
 # The evaluation behind the README's results section. Every stage resumes where it stopped
 # (extraction keeps <vector>.work/, bench appends to results.jsonl), so rerunning is cheap.
 #   bench/eval_all.sh [stage ...]     stages: qwen-seal qwen smol-seal smol-sweep smol qwen-sr
-#                                     smol-gsm gemma qwen-gsm gemma-gsm (default: all)
+#                                     smol-gsm smol-gsm-st gemma qwen-gsm gemma-gsm (default: all)
 # The evaluation model (Qwen2.5-Coder-0.5B-Instruct) comes from ../shared/tools/eval-models; it is
 # not a product dependency. Slices: SVAMP dev.jsonl first 100 for reports, GSM8K train first 40/60
-# for SEAL extraction only, SVAMP dev [400:430) for the always-on scale sweep only, GSM8K train
-# [7000:7050) for reports (far from the extraction slice). The Gemma 3 270M GGUF is the base
+# for SEAL extraction only, SVAMP dev [400:430) for the always-on scale sweep only; for reports
+# GSM8K train [0:100) where no SEAL vector is involved and [7000:7100) (far from the extraction
+# slice) where one is. The Gemma 3 270M GGUF is the base
 # model (no chat template), so it sees the plain-text prompt layout.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -21,8 +22,8 @@ SVAMP=$DATA/svamp/dev.jsonl
 GSM=$DATA/gsm8k/train.jsonl
 QVEC=vectors/qwen2.5-coder-0.5b-instruct.seal.gguf
 SVEC=vectors/smollm2-135m-instruct.seal.gguf
-GSLICE=(--data "$GSM" --offset 7000 --limit 50)
-stages=("$@"); [ ${#stages[@]} -eq 0 ] && stages=(qwen-seal qwen smol-seal smol-sweep smol qwen-sr smol-gsm gemma qwen-gsm gemma-gsm)
+GSLICE=(--data "$GSM" --offset 7000)
+stages=("$@"); [ ${#stages[@]} -eq 0 ] && stages=(qwen-seal qwen smol-seal smol-sweep smol qwen-sr smol-gsm smol-gsm-st gemma qwen-gsm gemma-gsm)
 for s in "${stages[@]}"; do
   echo "== $s $(date +%T)"
   case $s in
@@ -43,18 +44,22 @@ for s in "${stages[@]}"; do
                --methods "cot,sc:temperature=0.4;samples=8,sc:temperature=0.8;samples=8,soft-reasoning:candidates=4;rounds=2" \
                --out bench/results/svamp10-qwen0.5b-sr \
                --title "SVAMP dev [0:10), Qwen2.5-Coder-0.5B-Instruct, 8 generations per question" ;;
-    smol-gsm) $LL bench "${T[@]}" "${GSLICE[@]}" --max-tokens 256 \
-                --methods "cot,soft-thinking,seal:vector=$SVEC" --out bench/results/gsm50-smollm2 \
-                --title "GSM8K train [7000:7050), SmolLM2-135M-Instruct Q4_1 (bundled), max 256 tokens" ;;
+    smol-gsm) $LL bench "${T[@]}" "${GSLICE[@]}" --limit 100 --max-tokens 256 \
+                --methods "cot,seal:vector=$SVEC,soft-thinking" --out bench/results/gsm100-seal-smollm2 \
+                --title "GSM8K train [7000:7100), SmolLM2-135M-Instruct Q4_1 (bundled), max 256 tokens" ;;
+    smol-gsm-st) $LL bench "${T[@]}" --data "$GSM" --limit 100 --max-tokens 256 \
+                   --methods "cot,soft-thinking,soft-thinking:noise=gumbel,soft-thinking:mix=moi" \
+                   --out bench/results/gsm100-smollm2 \
+                   --title "GSM8K train [0:100), SmolLM2-135M-Instruct Q4_1 (bundled), max 256 tokens" ;;
     gemma) $LL bench "${T[@]}" --model "$GEMMA" --data "$SVAMP" --limit 50 --max-tokens 256 \
              --methods "cot,soft-thinking" --out bench/results/svamp50-gemma270m \
              --title "SVAMP dev [0:50), Gemma 3 270M (base) Q4_K_M, max 256 tokens" ;;
-    qwen-gsm) $LL bench "${T[@]}" --model "$QWEN" "${GSLICE[@]}" --max-tokens 320 \
-                --methods "cot,soft-thinking,seal:vector=$QVEC" --out bench/results/gsm50-qwen0.5b \
+    qwen-gsm) $LL bench "${T[@]}" --model "$QWEN" "${GSLICE[@]}" --limit 50 --max-tokens 320 \
+                --methods "cot,soft-thinking,seal:vector=$QVEC" --out bench/results/gsm50-seal-qwen0.5b \
                 --title "GSM8K train [7000:7050), Qwen2.5-Coder-0.5B-Instruct Q4_K_M, max 320 tokens" ;;
-    gemma-gsm) $LL bench "${T[@]}" --model "$GEMMA" "${GSLICE[@]}" --max-tokens 256 \
+    gemma-gsm) $LL bench "${T[@]}" --model "$GEMMA" --data "$GSM" --limit 50 --max-tokens 256 \
                  --methods "cot,soft-thinking" --out bench/results/gsm50-gemma270m \
-                 --title "GSM8K train [7000:7050), Gemma 3 270M (base) Q4_K_M, max 256 tokens" ;;
+                 --title "GSM8K train [0:50), Gemma 3 270M (base) Q4_K_M, max 256 tokens" ;;
     *) echo "unknown stage $s" >&2; exit 2 ;;
   esac
 done
