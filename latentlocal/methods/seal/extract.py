@@ -6,8 +6,7 @@ import json
 import os
 import threading
 import time
-from bisect import bisect_left, bisect_right, insort
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -23,11 +22,10 @@ from latentlocal.markers import MarkerWatch
 from latentlocal.methods.cot import _Stream, prompt_tokens
 from latentlocal.models import ANSWER_MARKER, COT_SYSTEM, reasoning_format
 from latentlocal.sampling import SamplingConfig, sample_token
+from latentlocal.methods.seal.elicit import CuePicker
 from latentlocal.methods.seal.steer import default_layer
 from latentlocal.methods.seal.thoughts import CUES, count_labels, is_delimiter, reasoning_length, segment_thoughts
-
-
-WORK_VERSION = 1
+from latentlocal.methods.seal.workdir import WORK_VERSION, WorkFolder, work_dir
 
 
 @dataclass(frozen=True)
@@ -52,12 +50,6 @@ class ExtractConfig:
     answer_field: str = "answer"
     system: str | None = COT_SYSTEM
     answer_marker: str = ANSWER_MARKER
-
-
-def work_dir(out: str | os.PathLike[str]) -> Path:
-    """Where traces and captured states are kept: ``vectors/x.gguf`` -> ``vectors/x.work/``."""
-    p = Path(out)
-    return p.with_name(p.stem + ".work")
 
 
 @dataclass(frozen=True)
@@ -153,132 +145,6 @@ def _elicitation(cfg: ExtractConfig) -> dict[str, Any]:
     return e
 
 
-class _Work:
-    """The work folder: settings.json, traces.jsonl (one line per finished problem), states/."""
-
-    def __init__(self, root: Path, settings: dict[str, Any], layer: int) -> None:
-        self.root = root
-        self.states = root / "states"
-        self.traces_path = root / "traces.jsonl"
-        settings_path = root / "settings.json"
-        if settings_path.exists():
-            try:
-                old = json.loads(settings_path.read_text(encoding="utf-8"))
-            except (OSError, json.JSONDecodeError) as e:
-                raise LatentLocalError(f"{settings_path} is unreadable ({e}); delete {root} to start over") from e
-            old_layers = old.get("captured_layers", [])
-            want = {k: v for k, v in settings.items() if k != "captured_layers"}
-            have = {k: v for k, v in old.items() if k != "captured_layers"}
-            diff = sorted(k for k in set(want) | set(have) if want.get(k) != have.get(k))
-            if diff:
-                raise LatentLocalError(
-                    f"work folder {root} holds traces made with other settings ({', '.join(diff)}); "
-                    "rerun with the same settings to resume, or delete the folder / pick another --out"
-                )
-            if layer not in old_layers:
-                raise LatentLocalError(
-                    f"work folder {root} captured blocks {old_layers}, not {layer}; pick one of those "
-                    "with --layer, or delete the folder (extract with --all-layers to choose later)"
-                )
-            self.layers = list(old_layers)
-        else:
-            self.states.mkdir(parents=True, exist_ok=True)
-            tmp = settings_path.with_suffix(".tmp")
-            tmp.write_text(json.dumps(settings, indent=2) + "\n", encoding="utf-8")
-            os.replace(tmp, settings_path)
-            self.layers = list(settings["captured_layers"])
-        self.states.mkdir(parents=True, exist_ok=True)
-
-    def load(self) -> dict[str, dict[str, Any]]:
-        """Finished traces by problem id (a torn last line from a crash is ignored)."""
-        done: dict[str, dict[str, Any]] = {}
-        if not self.traces_path.exists():
-            return done
-        for line in self.traces_path.read_text(encoding="utf-8").splitlines():
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            if isinstance(rec, dict) and (self.root / rec.get("states", "")).is_file():
-                done[rec["id"]] = rec
-        return done
-
-    def add(self, rec: dict[str, Any], states: np.ndarray) -> None:
-        name = f"states/{rec['k']:06d}.npy"
-        target = self.root / name
-        tmp = target.with_name(target.name + ".tmp")
-        with open(tmp, "wb") as f:
-            np.save(f, states)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, target)
-        rec["states"] = name
-        line = json.dumps(rec, ensure_ascii=False) + "\n"
-        with open(self.traces_path, "ab+") as f:
-            f.seek(0, os.SEEK_END)
-            if f.tell():  # a line torn by a crash must not swallow this one
-                f.seek(-1, os.SEEK_END)
-                if f.read(1) != b"\n":
-                    line = "\n" + line
-            f.write(line.encode("utf-8"))
-            f.flush()
-            os.fsync(f.fileno())
-
-    def states_of(self, rec: dict[str, Any]) -> np.ndarray:
-        return np.load(self.root / rec["states"])
-
-
-class _CuePicker:
-    """Decides at which delimiters a cue is forced (``--elicit cue``).
-
-    ``random``: each cue with probability rate/2 at every delimiter. ``propensity`` (default):
-    where the model itself leans most towards the cue. The state at a delimiter is read before
-    the cue is seen, so cues forced at random delimiters would give two groups of states from the
-    same distribution and a vector of noise. Here each cue's log-probability as the next token
-    is ranked against the delimiters seen so far (r in [0, 1]) and the cue is forced with
-    probability rate * r, so on average ``rate`` of the delimiters get a cue, chosen where the
-    model's own reflection / transition propensity is highest.
-    """
-
-    def __init__(self, model: Model, rate: float, select: str) -> None:
-        if not 0.0 < rate <= 1.0:
-            raise LatentLocalError(f"--cue-rate must lie in (0, 1], not {rate}")
-        if select not in ("propensity", "random"):
-            raise LatentLocalError(f"--cue-select must be propensity or random, not {select!r}")
-        self.rate, self.select = rate, select
-        self.cues = {label: model.tokenize(text, add_special=False, parse_special=False)
-                     for label, text in CUES.items()}
-        self.history: dict[str, list[float]] = {label: [] for label in CUES}
-
-    def observe(self, logp: Sequence[float]) -> None:
-        for label, v in zip(CUES, logp):
-            insort(self.history[label], float(v))
-
-    def propensity(self, logits: np.ndarray) -> list[float]:
-        z = np.asarray(logits, dtype=np.float64)
-        lse = float(z.max() + np.log(np.exp(z - z.max()).sum()))
-        return [float(z[self.cues[label][0]] - lse) for label in CUES]
-
-    def pick(self, logp: Sequence[float], rng: np.random.Generator) -> str | None:
-        probs = []
-        for label, v in zip(CUES, logp):
-            if self.select == "random":
-                probs.append(self.rate / len(CUES))
-                continue
-            h = self.history[label]
-            below, upto = bisect_left(h, v), bisect_right(h, v)
-            r = (below + 0.5 * (upto - below) + 0.5) / (len(h) + 1)
-            probs.append(self.rate * r)
-        self.observe(logp)
-        u = rng.random()
-        acc = 0.0
-        for label, p in zip(CUES, probs):
-            acc += p
-            if u < acc:
-                return label
-        return None
-
-
 class _Seq:
     """Sequence 0 of an engine during extraction, keeping the prompt prefix every problem shares.
 
@@ -322,7 +188,7 @@ def _shared_prefix(engine: Engine, system: str | None) -> list[int]:
 
 def _generate_trace(
     seq: _Seq, toks: list[int], cfg: ExtractConfig, rng: np.random.Generator,
-    picker: _CuePicker | None, cancel: threading.Event | None,
+    picker: CuePicker | None, cancel: threading.Event | None,
 ) -> dict[str, Any]:
     """One trace in the plain context; cues forced at delimiters of the reasoning span."""
     engine = seq.engine
@@ -409,7 +275,7 @@ def _capture_rows(
     return out
 
 
-def _vector_from(work: _Work, recs: list[dict[str, Any]], layer: int) -> tuple[np.ndarray, dict[str, Any]]:
+def _vector_from(work: WorkFolder, recs: list[dict[str, Any]], layer: int) -> tuple[np.ndarray, dict[str, Any]]:
     """S at ``layer`` (float32), plus the norm of S at every captured block and the mean state norm."""
     j = work.layers.index(layer)
     ex_sum = other_sum = None
@@ -462,11 +328,11 @@ def extract(
         raise LatentLocalError(f"--out {out} should end in .gguf (its manifest goes beside it as .json)")
     layer, layers = _capture_layers(cfg, model.n_layer)
     questions = _load_questions(cfg)
-    work = _Work(work_dir(out), _work_settings(cfg, model, layers), layer)
+    work = WorkFolder(work_dir(out), _work_settings(cfg, model, layers), layer)
     done = work.load()
     # the cue ranks are built in problem order, from finished traces too, so a resumed run makes
     # the same traces as a straight one
-    picker = _CuePicker(model, cfg.cue_rate, cfg.cue_select) if cfg.elicit == "cue" else None
+    picker = CuePicker(model, cfg.cue_rate, cfg.cue_select) if cfg.elicit == "cue" else None
     total = len(questions)
     prefix = _shared_prefix(engine, cfg.system)
     main = _Seq(engine, prefix)

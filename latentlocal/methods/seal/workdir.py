@@ -1,0 +1,97 @@
+"""The extraction work folder: settings, finished traces and captured states, kept as they are
+produced so that an interrupted extraction resumes where it stopped."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from latentlocal.errors import LatentLocalError
+
+WORK_VERSION = 1
+
+
+def work_dir(out: str | os.PathLike[str]) -> Path:
+    """Where traces and captured states are kept: ``vectors/x.gguf`` -> ``vectors/x.work/``."""
+    p = Path(out)
+    return p.with_name(p.stem + ".work")
+
+
+
+class WorkFolder:
+    """The work folder: settings.json, traces.jsonl (one line per finished problem), states/."""
+
+    def __init__(self, root: Path, settings: dict[str, Any], layer: int) -> None:
+        self.root = root
+        self.states = root / "states"
+        self.traces_path = root / "traces.jsonl"
+        settings_path = root / "settings.json"
+        if settings_path.exists():
+            try:
+                old = json.loads(settings_path.read_text(encoding="utf-8"))
+            except (OSError, json.JSONDecodeError) as e:
+                raise LatentLocalError(f"{settings_path} is unreadable ({e}); delete {root} to start over") from e
+            old_layers = old.get("captured_layers", [])
+            want = {k: v for k, v in settings.items() if k != "captured_layers"}
+            have = {k: v for k, v in old.items() if k != "captured_layers"}
+            diff = sorted(k for k in set(want) | set(have) if want.get(k) != have.get(k))
+            if diff:
+                raise LatentLocalError(
+                    f"work folder {root} holds traces made with other settings ({', '.join(diff)}); "
+                    "rerun with the same settings to resume, or delete the folder / pick another --out"
+                )
+            if layer not in old_layers:
+                raise LatentLocalError(
+                    f"work folder {root} captured blocks {old_layers}, not {layer}; pick one of those "
+                    "with --layer, or delete the folder (extract with --all-layers to choose later)"
+                )
+            self.layers = list(old_layers)
+        else:
+            self.states.mkdir(parents=True, exist_ok=True)
+            tmp = settings_path.with_suffix(".tmp")
+            tmp.write_text(json.dumps(settings, indent=2) + "\n", encoding="utf-8")
+            os.replace(tmp, settings_path)
+            self.layers = list(settings["captured_layers"])
+        self.states.mkdir(parents=True, exist_ok=True)
+
+    def load(self) -> dict[str, dict[str, Any]]:
+        """Finished traces by problem id (a torn last line from a crash is ignored)."""
+        done: dict[str, dict[str, Any]] = {}
+        if not self.traces_path.exists():
+            return done
+        for line in self.traces_path.read_text(encoding="utf-8").splitlines():
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(rec, dict) and (self.root / rec.get("states", "")).is_file():
+                done[rec["id"]] = rec
+        return done
+
+    def add(self, rec: dict[str, Any], states: np.ndarray) -> None:
+        name = f"states/{rec['k']:06d}.npy"
+        target = self.root / name
+        tmp = target.with_name(target.name + ".tmp")
+        with open(tmp, "wb") as f:
+            np.save(f, states)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, target)
+        rec["states"] = name
+        line = json.dumps(rec, ensure_ascii=False) + "\n"
+        with open(self.traces_path, "ab+") as f:
+            f.seek(0, os.SEEK_END)
+            if f.tell():  # a line torn by a crash must not swallow this one
+                f.seek(-1, os.SEEK_END)
+                if f.read(1) != b"\n":
+                    line = "\n" + line
+            f.write(line.encode("utf-8"))
+            f.flush()
+            os.fsync(f.fileno())
+
+    def states_of(self, rec: dict[str, Any]) -> np.ndarray:
+        return np.load(self.root / rec["states"])
