@@ -67,11 +67,17 @@ class ProgressBar:
         self.stream = stream if stream is not None else sys.stderr
         self.t0 = time.perf_counter()
         self.done = 0
+        self.base: int | None = None
 
     def update(self, done: int, label: str) -> None:
+        # The rate counts only what this run finished: problems resumed from results.jsonl
+        # arrive all at once and would make the ETA absurdly short.
+        if self.base is None:
+            self.base, self.t0 = done, time.perf_counter()
         self.done = done
         elapsed = time.perf_counter() - self.t0
-        rate = done / elapsed if elapsed > 0 and done else 0.0
+        fresh = done - self.base
+        rate = fresh / elapsed if elapsed > 0 and fresh else 0.0
         eta = (self.total - done) / rate if rate > 0 else float("nan")
         width = 24
         fill = int(width * done / self.total)
