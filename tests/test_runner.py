@@ -92,6 +92,16 @@ def test_finished_problems_are_not_run_again(tmp_path, fixed_clock):
     assert "layers" not in rows[3] and "thoughts" not in rows[3]
 
 
+def test_records_count_thoughts_from_text_when_the_method_does_not():
+    p = PROBLEMS[1]
+    plain = Summary("cot", "2", "Add 1 and 1.\n\nWait, let me check.\n\nFinal answer: 2", 9, 1.0, "answer")
+    rec = runner_mod.record_for("cot", p, plain, 1.0)
+    assert (rec["thoughts.execution"], rec["thoughts.reflection"], rec["thoughts.transition"]) == (1, 1, 0)
+    own = Summary("seal", "2", "x\n\ny", 9, 1.0, "answer", {"thoughts": {"execution": 5, "reflection": 0}})
+    rec = runner_mod.record_for("seal", p, own, 1.0)
+    assert rec["thoughts.execution"] == 5 and "thoughts.transition" not in rec  # the method's own counts win
+
+
 def test_progress_eta_counts_only_this_runs_work(monkeypatch):
     import io
 

@@ -25,6 +25,7 @@ from latentlocal.methods.seal import (
     segment_thoughts,
     work_dir,
 )
+from latentlocal.methods.seal.thoughts import text_thoughts
 from latentlocal.models import build_prompt
 
 # the first rows of GSM8K train (MIT, see data/GSM8K_LICENSE), so the tests need no outside data
@@ -303,6 +304,23 @@ def test_scripted_trace_gives_thoughts_phases_and_toggles(smol, monkeypatch):
     assert summary.extra["thoughts"] == {"execution": 1, "reflection": 1, "transition": 0}
     assert summary.answer == "8" and summary.finish_reason == "answer"
     assert summary.extra["reasoning_tokens"] == n_think - 1  # the token completing the marker is not
+    assert text_thoughts(summary.text) == [t.text for t in thoughts]
+
+
+def test_text_thoughts_match_live_segmentation(smol):
+    """Unsteered methods get thought counts from their text; those must be SEAL's own thoughts."""
+    cfg = SealConfig(directions={5: np.zeros(smol.n_embd, np.float32)}, alpha=0.0, max_tokens=160)
+    events = list(run_seal(smol, "Tom has 3 boxes of 12 pens and gives away 7 pens. How many are left?", cfg))
+    live = [e.text for e in events if isinstance(e, Thought)]
+    assert len(live) >= 2  # a real multi-paragraph trace, not a trivial one
+    assert text_thoughts(events[-1].text) == live
+
+
+def test_text_thoughts_by_hand():
+    text = "Add 2 and 3.\n\n\nWait, check: 5.\nStill 5.\n\nAlternatively, count.\nFinal answer: 5\n\nextra"
+    assert text_thoughts(text) == ["Add 2 and 3.", "Wait, check: 5.\nStill 5.", "Alternatively, count."]
+    assert text_thoughts("Think.\n\nMore.</think>\n\nFinal answer: 1") == ["Think.", "More."]
+    assert text_thoughts("no marker at all") == ["no marker at all"]
 
 
 # ---------------------------------------------------------------------------------------------

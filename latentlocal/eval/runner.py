@@ -109,6 +109,13 @@ def record_for(label: str, problem: Problem, summary: Summary, wall_s: float) ->
             for sub, v in val.items():
                 if isinstance(v, _KEEP_TYPES) and f"{key}.{sub}" not in rec:
                     rec[f"{key}.{sub}"] = v
+    if "thoughts" not in summary.extra:
+        # Methods that do not segment while decoding get SEAL's counts from their text, so a
+        # report can put unsteered and steered thought counts side by side.
+        from latentlocal.methods.seal.thoughts import count_labels, label_thought, text_thoughts
+
+        for label, n in count_labels(label_thought(t) for t in text_thoughts(summary.text)).items():
+            rec[f"thoughts.{label}"] = n
     return rec
 
 
