@@ -56,7 +56,9 @@ async def _settled(pilot) -> None:
     await pilot.pause()
 
 
-@pytest.mark.parametrize("keys", [["f1"], ["f3"], ["f6"]], ids=["help", "run-tab", "settings-tab"])
+# Help opens over the Run tab: the Models tab behind it shows the bundled model's path, which
+# differs between checkouts (that picture failed on CI).
+@pytest.mark.parametrize("keys", [["f3", "f1"], ["f3"], ["f6"]], ids=["help", "run-tab", "settings-tab"])
 def test_screens(snap_compare, home, keys):
     assert snap_compare(LatentLocalApp(autoload=False), terminal_size=SIZE,
                         run_before=_press_and_settle(keys))
