@@ -163,16 +163,17 @@ def text_thoughts(text: str, marker: str = ANSWER_MARKER, think_end: str = "</th
     """The thoughts of a finished generation, from its text alone.
 
     The reasoning span is the text before ``think_end`` if present, else before the first
-    answer marker; it is split at blank lines, the text form of :func:`is_delimiter`. This is
-    how methods that do not segment while decoding (greedy CoT, Soft Thinking) get thought
-    counts comparable with SEAL's.
+    answer marker. It goes through :func:`segment_thoughts` with every newline as its own piece,
+    so a blank line is a delimiter by the same rule as during decoding. This is how methods that
+    do not segment while decoding (greedy CoT, Soft Thinking) get thought counts comparable with
+    SEAL's.
     """
     if think_end and think_end in text:
         reasoning = text.split(think_end, 1)[0]
     else:
         at = text.lower().find(marker.lower())
         reasoning = text if at < 0 else text[:at]
-    return [part.strip() for part in re.split(r"\n{2,}", reasoning) if part.strip()]
+    return [t.text for t in segment_thoughts(re.split(r"(\n)", reasoning))]
 
 
 def count_labels(thoughts: Iterable[ThoughtSpan | str]) -> dict[str, int]:
