@@ -3,8 +3,9 @@
 Each scale (0 = unsteered is always included) runs ``run_seal(always_on=True)`` greedily on a
 slice of a dataset. The recommended scale is the one with the fewest mean reasoning tokens among
 the scales whose accuracy is at least the unsteered accuracy and whose reasoning is shorter
-(SEAL's aim: shorter reasoning without losing answers); 0 when no steered scale qualifies. Per-problem results are appended to
-``<vector>.sweep.jsonl`` as they finish, keyed by the settings, so an interrupted sweep resumes.
+(SEAL's aim: shorter reasoning without losing answers); 0 when no steered scale qualifies.
+Per-problem results are appended to ``<vector>.sweep.jsonl`` as they finish, keyed by the
+settings, so an interrupted sweep resumes.
 """
 
 from __future__ import annotations

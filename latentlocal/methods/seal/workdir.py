@@ -21,7 +21,6 @@ def work_dir(out: str | os.PathLike[str]) -> Path:
     return p.with_name(p.stem + ".work")
 
 
-
 class WorkFolder:
     """The work folder: settings.json, traces.jsonl (one line per finished problem), states/."""
 
