@@ -51,17 +51,17 @@ for s in "${stages[@]}"; do
                    --methods "cot,soft-thinking,soft-thinking:noise=gumbel,soft-thinking:mix=moi" \
                    --out bench/results/gsm100-smollm2 \
                    --title "GSM8K train [0:100), SmolLM2-135M-Instruct Q4_1 (bundled), max 256 tokens" ;;
-    gemma) $LL bench "${T[@]}" --model "$GEMMA" --data "$SVAMP" --limit 50 --max-tokens 256 \
+    gemma) $LL bench "${T[@]}" --model "$GEMMA" --data "$SVAMP" --limit 100 --max-tokens 256 \
              --methods "cot,soft-thinking,soft-thinking:noise=gumbel,soft-thinking:mix=moi" \
-             --out bench/results/svamp50-gemma270m \
-             --title "SVAMP dev [0:50), Gemma 3 270M (base) Q4_K_M, max 256 tokens" ;;
+             --out bench/results/svamp100-gemma270m \
+             --title "SVAMP dev [0:100), Gemma 3 270M (base) Q4_K_M, max 256 tokens" ;;
     qwen-gsm) $LL bench "${T[@]}" --model "$QWEN" "${GSLICE[@]}" --limit 50 --max-tokens 320 \
                 --methods "cot,soft-thinking,seal:vector=$QVEC" --out bench/results/gsm50-seal-qwen0.5b \
                 --title "GSM8K train [7000:7050), Qwen2.5-Coder-0.5B-Instruct Q4_K_M, max 320 tokens" ;;
-    gemma-gsm) $LL bench "${T[@]}" --model "$GEMMA" --data "$GSM" --limit 50 --max-tokens 256 \
+    gemma-gsm) $LL bench "${T[@]}" --model "$GEMMA" --data "$GSM" --limit 100 --max-tokens 256 \
                  --methods "cot,soft-thinking,soft-thinking:noise=gumbel,soft-thinking:mix=moi" \
-                 --out bench/results/gsm50-gemma270m \
-                 --title "GSM8K train [0:50), Gemma 3 270M (base) Q4_K_M, max 256 tokens" ;;
+                 --out bench/results/gsm100-gemma270m \
+                 --title "GSM8K train [0:100), Gemma 3 270M (base) Q4_K_M, max 256 tokens" ;;
     *) echo "unknown stage $s" >&2; exit 2 ;;
   esac
 done

@@ -5,11 +5,11 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from collections.abc import Callable
-from typing import Any, TextIO
+from typing import Any
 
 from latentlocal.errors import LatentLocalError
+from latentlocal.progress import ProgressBar
 
 
 def add_seal_parser(sub, add_model_args: Callable[[argparse.ArgumentParser], None]) -> None:
@@ -79,39 +79,6 @@ def _usage(parser: argparse.ArgumentParser) -> int:
     return 2
 
 
-class _Bar:
-    """A one-line progress bar on stderr (only when it is a terminal, else one line per problem)."""
-
-    def __init__(self, out: TextIO | None = None, unit: str = "traces") -> None:
-        # Resolved at call time: a default bound at import keeps a stream that may since be closed.
-        self.out = out = out if out is not None else sys.stderr
-        self.unit = unit
-        self.t0 = time.perf_counter()
-        self.tty = hasattr(out, "isatty") and out.isatty()
-        self.new = 0
-
-    def update(self, done: int, total: int, what: str, new: bool) -> None:
-        self.new += int(new)
-        el = time.perf_counter() - self.t0
-        rate = self.new / el * 60 if el > 0 and self.new else 0.0
-        eta = (total - done) / rate if rate else 0.0
-        width = 24
-        fill = int(width * done / total) if total else width
-        line = (f"[{'#' * fill}{'.' * (width - fill)}] {done}/{total} "
-                f"{rate:.1f} {self.unit}/min" + (f", ~{eta:.0f} min left" if rate and done < total else "")
-                + f"  {what}")
-        if self.tty:
-            self.out.write("\r\x1b[2K" + line[:160])
-        else:
-            self.out.write(line + "\n")
-        self.out.flush()
-
-    def close(self) -> None:
-        if self.tty:
-            self.out.write("\n")
-            self.out.flush()
-
-
 def cmd_extract(args: argparse.Namespace) -> int:
     from latentlocal.cli import open_engine
     from latentlocal.events import Progress, Summary
@@ -127,12 +94,13 @@ def cmd_extract(args: argparse.Namespace) -> int:
         seed=args.seed, min_thoughts=args.min_thoughts, question_field=args.question_field,
     )
     engine = open_engine(args)
-    bar = None if args.quiet else _Bar()
+    bar = None if args.quiet else ProgressBar(unit="traces")
     summary = None
     try:
         for ev in extract(engine, cfg):
             if isinstance(ev, Progress) and bar is not None:
-                bar.update(ev.done, ev.total, ev.what, new="(done earlier)" not in ev.what)
+                bar.total = ev.total
+                bar.update(ev.done, ev.what, new="(done earlier)" not in ev.what)
             elif isinstance(ev, Summary):
                 summary = ev
     finally:
@@ -217,10 +185,15 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
     scales = parse_scales(args.scales)
     engine = open_engine(args)
-    bar = _Bar(unit="answers")
+    bar = ProgressBar(unit="answers")
+
+    def on_problem(done: int, total: int, new: bool) -> None:
+        bar.total = total
+        bar.update(done, new=new)
+
     try:
         res = sweep(engine, args.vector, args.data, scales, limit=args.limit, offset=args.offset,
-                    max_tokens=args.max_tokens, on_problem=lambda n, t, new: bar.update(n, t, "", new=new))
+                    max_tokens=args.max_tokens, on_problem=on_problem)
     finally:
         bar.close()
     print(f"{res['model']}, {res['data']} [{res['offset']}:{res['offset'] + res['limit']}), "

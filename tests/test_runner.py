@@ -102,19 +102,6 @@ def test_records_count_thoughts_from_text_when_the_method_does_not():
     assert rec["thoughts.execution"] == 5 and "thoughts.transition" not in rec  # the method's own counts win
 
 
-def test_progress_eta_counts_only_this_runs_work(monkeypatch):
-    import io
-
-    clock = iter([0.0, 0.0, 0.0, 60.0])  # init, start of this run, first update, second
-    monkeypatch.setattr(runner_mod.time, "perf_counter", lambda: next(clock))
-    out = io.StringIO()
-    bar = runner_mod.ProgressBar(100, out)
-    bar.update(50, "resuming")  # 50 finished in an earlier run
-    assert "ETA ?" in out.getvalue()
-    bar.update(60, "cot p60")  # 10 problems in 60 s: 40 left take 4 minutes
-    assert out.getvalue().rsplit("\r", 1)[-1].startswith("[##############..........] 60/100 ETA 4.0 min")
-
-
 def test_method_specs_parse_overrides():
     base = argparse.Namespace(temperature=None, samples=None, max_tokens=None)
     label, name, args = runner_mod.parse_method_spec("sc:temperature=0.4;samples=3", base)

@@ -15,13 +15,14 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
 from latentlocal.errors import LatentLocalError
 from latentlocal.eval.answers import is_correct
 from latentlocal.eval.datasets import Problem, load_problems
 from latentlocal.eval.report import RESULTS_NAME, append_result, done_keys, read_results, write_report
 from latentlocal.events import Summary
+from latentlocal.progress import ProgressBar
 
 # Summary extras worth keeping per problem (scalars, and dicts of scalars flattened one level:
 # results.jsonl stays one short line each)
@@ -57,37 +58,6 @@ def _parse_value(raw: str) -> Any:
         except ValueError:
             pass
     return raw
-
-
-class ProgressBar:
-    """A one-line progress bar with ETA on stderr (plain text: the library never imports rich)."""
-
-    def __init__(self, total: int, stream: TextIO | None = None) -> None:
-        self.total = max(total, 1)
-        self.stream = stream if stream is not None else sys.stderr
-        self.t0 = time.perf_counter()
-        self.done = 0
-        self.base: int | None = None
-
-    def update(self, done: int, label: str) -> None:
-        # The rate counts only what this run finished: problems resumed from results.jsonl
-        # arrive all at once and would make the ETA absurdly short.
-        if self.base is None:
-            self.base, self.t0 = done, time.perf_counter()
-        self.done = done
-        elapsed = time.perf_counter() - self.t0
-        fresh = done - self.base
-        rate = fresh / elapsed if elapsed > 0 and fresh else 0.0
-        eta = (self.total - done) / rate if rate > 0 else float("nan")
-        width = 24
-        fill = int(width * done / self.total)
-        eta_s = f"{eta / 60:.1f} min" if eta == eta else "?"
-        self.stream.write(f"\r[{'#' * fill}{'.' * (width - fill)}] {done}/{self.total} ETA {eta_s}  {label[:40]:<40}")
-        self.stream.flush()
-
-    def close(self) -> None:
-        self.stream.write("\n")
-        self.stream.flush()
 
 
 def record_for(label: str, problem: Problem, summary: Summary, wall_s: float) -> dict[str, Any]:
@@ -136,7 +106,7 @@ def run_bench(
     finished = len(methods) * len(problems) - len(todo)
     if progress is not None:
         progress.total = max(len(methods) * len(problems), 1)
-        progress.update(finished, "resuming" if finished else "")
+        progress.update(finished, "resuming" if finished else "", new=False)
     for label, runner, problem in todo:
         if cancel is not None and cancel.is_set():
             break
