@@ -2,7 +2,8 @@
 # The evaluation behind the README's results section. Every stage resumes where it stopped
 # (extraction keeps <vector>.work/, bench appends to results.jsonl), so rerunning is cheap.
 #   bench/eval_all.sh [stage ...]     stages: qwen-seal qwen smol-seal smol-sweep smol qwen-sr
-#                                     smol-gsm smol-gsm-st gemma qwen-gsm gemma-gsm (default: all)
+#                                     smol-gsm smol-gsm-st gemma qwen-gsm gemma-gsm qwen-sweep
+#                                     gemma-seal smol-seal-svamp smol-sr smol-sr-gsm (default: all)
 # The evaluation model (Qwen2.5-Coder-0.5B-Instruct) comes from ../shared/tools/eval-models; it is
 # not a product dependency. Slices: SVAMP dev.jsonl first 100 for reports, GSM8K train first 40/60
 # for SEAL extraction only, SVAMP dev [400:430) for the always-on scale sweep only; for reports
@@ -23,7 +24,9 @@ GSM=$DATA/gsm8k/train.jsonl
 QVEC=vectors/qwen2.5-coder-0.5b-instruct.seal.gguf
 SVEC=vectors/smollm2-135m-instruct.seal.gguf
 GSLICE=(--data "$GSM" --offset 7000)
-stages=("$@"); [ ${#stages[@]} -eq 0 ] && stages=(qwen-seal qwen smol-seal smol-sweep smol qwen-sr smol-gsm smol-gsm-st gemma qwen-gsm gemma-gsm)
+# Soft Reasoning against self-consistency with the same number of generations
+SRM="cot,sc:temperature=0.4;samples=8,sc:temperature=0.8;samples=8,soft-reasoning:candidates=4;rounds=2"
+stages=("$@"); [ ${#stages[@]} -eq 0 ] && stages=(qwen-seal qwen smol-seal smol-sweep smol qwen-sr smol-gsm smol-gsm-st gemma qwen-gsm gemma-gsm qwen-sweep gemma-seal smol-seal-svamp smol-sr smol-sr-gsm)
 for s in "${stages[@]}"; do
   echo "== $s $(date +%T)"
   case $s in
@@ -41,7 +44,7 @@ for s in "${stages[@]}"; do
             --out bench/results/svamp100-smollm2 \
             --title "SVAMP dev [0:100), SmolLM2-135M-Instruct Q4_1 (bundled), max 256 tokens" ;;
     qwen-sr) $LL bench "${T[@]}" --model "$QWEN" --data "$SVAMP" --limit 10 --max-tokens 320 \
-               --methods "cot,sc:temperature=0.4;samples=8,sc:temperature=0.8;samples=8,soft-reasoning:candidates=4;rounds=2" \
+               --methods "$SRM" \
                --out bench/results/svamp10-qwen0.5b-sr \
                --title "SVAMP dev [0:10), Qwen2.5-Coder-0.5B-Instruct, 8 generations per question" ;;
     smol-gsm) $LL bench "${T[@]}" "${GSLICE[@]}" --limit 100 --max-tokens 256 \
@@ -62,6 +65,22 @@ for s in "${stages[@]}"; do
                  --methods "cot,soft-thinking,soft-thinking:noise=gumbel,soft-thinking:mix=moi" \
                  --out bench/results/gsm100-gemma270m \
                  --title "GSM8K train [0:100), Gemma 3 270M (base) Q4_K_M, max 256 tokens" ;;
+    qwen-sweep) $LL seal sweep "${T[@]}" --model "$QWEN" $QVEC --data "$SVAMP" --offset 400 --limit 30 \
+                  --scales 0.02,0.05,0.1,0.25 --max-tokens 320 ;;
+    # The Gemma GGUF is the base model: it answers in one paragraph, so its traces have no
+    # delimiters to label and extraction is expected to stop with its "too few thoughts" message.
+    gemma-seal) $LL seal extract "${T[@]}" --model "$GEMMA" --data "$GSM" --limit 30 --max-tokens 256 \
+                  --elicit cue --out vectors/gemma-3-270m.seal.gguf --quiet \
+                  || echo "gemma-seal: no vector (see the message above)" ;;
+    smol-seal-svamp) $LL bench "${T[@]}" --data "$SVAMP" --limit 100 --max-tokens 256 \
+                       --methods "cot,seal:vector=$SVEC" --out bench/results/svamp100-seal-smollm2 \
+                       --title "SVAMP dev [0:100), SmolLM2-135M-Instruct Q4_1 (bundled), max 256 tokens, with thought counts" ;;
+    smol-sr) $LL bench "${T[@]}" --data "$SVAMP" --limit 100 --max-tokens 256 \
+               --methods "$SRM" --out bench/results/svamp100-smollm2-sr \
+               --title "SVAMP dev [0:100), SmolLM2-135M-Instruct Q4_1 (bundled), 8 generations per question" ;;
+    smol-sr-gsm) $LL bench "${T[@]}" --data "$GSM" --limit 100 --max-tokens 256 \
+                   --methods "$SRM" --out bench/results/gsm100-smollm2-sr \
+                   --title "GSM8K train [0:100), SmolLM2-135M-Instruct Q4_1 (bundled), 8 generations per question" ;;
     *) echo "unknown stage $s" >&2; exit 2 ;;
   esac
 done
