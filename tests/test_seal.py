@@ -431,7 +431,17 @@ def test_too_few_thoughts_reports_the_counts(extracted, smol, monkeypatch):
     msg = str(err.value)
     assert f"{used['execution']} execution" in msg
     assert f"{used['reflection'] + used['transition']} reflection/transition" in msg
-    assert "--elicit cue" in msg
+    assert "--cue-rate" in msg and "--elicit cue" not in msg  # cues are already on: suggest more of them
+    with pytest.raises(LatentLocalError, match="elicit them with --elicit cue"):
+        extract_vector(smol, replace(cfg, min_thoughts=10_000, elicit="none", out=cfg.out.with_name("nc.gguf")))
+
+
+def test_traces_without_paragraph_breaks_get_their_own_message(smol, tmp_path):
+    # Three tokens hold no blank line: the situation of a base model that answers in one paragraph.
+    cfg = ExtractConfig(data=GSM8K, out=tmp_path / "flat.gguf", limit=2, max_tokens=3, elicit="cue")
+    with pytest.raises(LatentLocalError, match="none of the traces has a paragraph break") as err:
+        extract_vector(smol, cfg)
+    assert "0 reflection/transition" in str(err.value)
 
 
 def test_work_folder_with_other_settings_is_refused(extracted, smol):

@@ -399,17 +399,28 @@ def extract(
     n_other = used["reflection"] + used["transition"]
     if len(recs) < total:
         raise LatentLocalError(f"extraction stopped after {len(recs)} of {total} problems; rerun to resume")
+    delims = sum(sum(1 for t in r["thoughts"] if t["delimiter"] is not None) for r in recs)
     if used["execution"] < cfg.min_thoughts or n_other < cfg.min_thoughts:
+        if delims == 0:
+            # More of the same would not help: the model never starts a new paragraph.
+            fix = ("none of the traces has a paragraph break (a token with a blank line), so there "
+                   "are no thoughts to label: this model writes its whole answer as one paragraph "
+                   "(base models without a chat template do); use a model that writes its steps as "
+                   "separate paragraphs, such as an instruction-tuned one")
+        elif cfg.elicit == "none":
+            fix = ("add problems with --limit, raise --max-tokens, or elicit them with --elicit cue "
+                   "(traces so far are kept and reused)")
+        else:
+            fix = ("add problems with --limit, raise --max-tokens or --cue-rate (traces so far are "
+                   "kept and reused)")
         raise LatentLocalError(
             f"too few thoughts to make a vector: {used['execution']} execution and {n_other} "
             f"reflection/transition ({used['reflection']} reflection, {used['transition']} transition) "
             f"with a preceding delimiter in {len(recs)} traces (all thoughts: {all_counts['execution']} "
             f"execution, {all_counts['reflection']} reflection, {all_counts['transition']} transition); "
-            f"need at least {cfg.min_thoughts} of each group: add problems with --limit, raise "
-            "--max-tokens, or elicit them with --elicit cue (traces so far are kept and reused)"
+            f"need at least {cfg.min_thoughts} of each group: {fix}"
         )
     vec, info = _vector_from(work, recs, layer)
-    delims = sum(sum(1 for t in r["thoughts"] if t["delimiter"] is not None) for r in recs)
     reasoning = sum(r["reasoning_tokens"] for r in recs)
     density = delims / reasoning if reasoning else 0.0
     manifest = {
