@@ -131,7 +131,10 @@ def test_bench_cli_on_the_bundled_model(tmp_path, capsys):
     md = (out / "report.md").read_text()
     assert "| cot | 2 |" in md and "latentlocal bench --methods cot" in md
     assert (out / "report.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    # the report rebuilds from the results file without a model
+    # the report rebuilds from the results file without a model, keeping the command that ran
+    assert main(["bench", "--out", str(out), "--report-only"]) == 0
+    md = (out / "report.md").read_text()
+    assert "latentlocal bench --methods cot" in md and "--report-only" not in md
     (out / "report.md").unlink()
     assert main(["bench", "--out", str(out), "--report-only"]) == 0
     assert "| cot | 2 |" in (out / "report.md").read_text()

@@ -485,6 +485,25 @@ def _read_meta(md_path: Path) -> dict[str, Any]:
     return meta if isinstance(meta, dict) else {}
 
 
+def rebuild_report(
+    out_dir: str | os.PathLike[str],
+    title: str | None = None,
+    command: str | None = None,
+    dataset: str | None = None,
+) -> tuple[Path, Path]:
+    """Rewrite report.md / report.png from results.jsonl, keeping the title, command and dataset
+    the existing report recorded unless new ones are given (the command is the one that ran)."""
+    out = Path(out_dir)
+    meta = _read_meta(out / "report.md")
+    return write_report(
+        out,
+        read_results(out / RESULTS_NAME),
+        title=title if title is not None else str(meta.get("title") or ""),
+        command=command if command is not None else meta.get("command"),
+        dataset=dataset if dataset is not None else meta.get("dataset"),
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     """``python -m latentlocal.eval.report DIR``: rebuild DIR/report.{md,png} from DIR/results.jsonl."""
     parser = argparse.ArgumentParser(
@@ -497,15 +516,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dataset", default=None, help="dataset description (default: keep the existing one)")
     args = parser.parse_args(argv)
     try:
-        meta = _read_meta(args.dir / "report.md")
-        results = read_results(args.dir / RESULTS_NAME)
-        md, png = write_report(
-            args.dir,
-            results,
-            title=args.title if args.title is not None else str(meta.get("title") or ""),
-            command=args.command if args.command is not None else meta.get("command"),
-            dataset=args.dataset if args.dataset is not None else meta.get("dataset"),
-        )
+        md, png = rebuild_report(args.dir, args.title, args.command, args.dataset)
     except LatentLocalError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1

@@ -20,7 +20,14 @@ from typing import Any
 from latentlocal.errors import LatentLocalError
 from latentlocal.eval.answers import is_correct
 from latentlocal.eval.datasets import Problem, load_problems
-from latentlocal.eval.report import RESULTS_NAME, append_result, done_keys, read_results, write_report
+from latentlocal.eval.report import (
+    RESULTS_NAME,
+    append_result,
+    done_keys,
+    read_results,
+    rebuild_report,
+    write_report,
+)
 from latentlocal.events import Summary
 from latentlocal.progress import ProgressBar
 
@@ -148,8 +155,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     title = args.title or (f"{Path(args.data).name} offset {args.offset} limit {args.limit}" if args.data else "")
     command = "latentlocal " + shlex.join(getattr(args, "argv", sys.argv[1:]))
     if args.report_only:
-        results = read_results(out / RESULTS_NAME)
-        md, png = write_report(out, results, title=title, command=command)
+        md, png = rebuild_report(out, title=args.title)
         print(f"report: {md}  plot: {png}")
         return 0
     if not args.data:
