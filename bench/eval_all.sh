@@ -43,8 +43,9 @@ for s in "${stages[@]}"; do
             --methods "cot,soft-thinking,soft-thinking:noise=gumbel,soft-thinking:mix=moi,seal:vector=$SVEC" \
             --out bench/results/svamp100-smollm2 \
             --title "SVAMP dev [0:100), SmolLM2-135M-Instruct Q4_1 (bundled), max 256 tokens" ;;
+    # run when the default sigma was 0.5; its rows are labelled with it
     qwen-sr) $LL bench "${T[@]}" --model "$QWEN" --data "$SVAMP" --limit 10 --max-tokens 320 \
-               --methods "$SRM" \
+               --methods "$SRM;sigma=0.5" \
                --out bench/results/svamp10-qwen0.5b-sr \
                --title "SVAMP dev [0:10), Qwen2.5-Coder-0.5B-Instruct, 8 generations per question" ;;
     smol-gsm) $LL bench "${T[@]}" "${GSLICE[@]}" --limit 100 --max-tokens 256 \

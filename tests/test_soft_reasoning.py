@@ -41,6 +41,25 @@ def test_candidates_decoded_together_match_one_by_one(smol):
         np.testing.assert_allclose(alone.probs, c.probs, atol=1e-5)
 
 
+@pytest.mark.parametrize("space", ["subspace", "around-token"])
+def test_perturbation_size_is_sigma_times_the_embedding_norm(space):
+    """sigma is relative to |e_z| in both spaces, so one default fits models whose embedding
+    norms differ by orders of magnitude (the default was chosen by how often it moves the chain)."""
+    rng = np.random.default_rng(1)
+    for scale in (0.01, 30.0):
+        e_z = (scale * rng.normal(size=576)).astype(np.float32)
+        for sigma in (0.5, 2.0):
+            cfg = sr.SoftReasoningConfig(space=space, sigma=sigma)
+            sp = sr._Space(cfg, e_z, np.random.default_rng(0))
+            if space == "subspace":
+                xs = np.stack([sp.embed(u) for u in rng.uniform(-1.0, 1.0, size=(200, cfg.dim))])
+                assert np.array_equal(sp.embed(np.zeros(cfg.dim)), e_z)
+            else:
+                xs = sp.random_around(200)
+            ratio = np.linalg.norm(xs - e_z, axis=1).mean() / np.linalg.norm(e_z)
+            assert ratio == pytest.approx(sigma, rel=0.1)
+
+
 def test_gemma_first_step_logits_match_batched(gemma):
     """llama.cpp does not promise batch-invariant numerics: on Gemma 3 270M greedy chains may split
     after a few tokens when batched, so here the first step's logits are compared to a tolerance."""
