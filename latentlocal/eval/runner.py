@@ -174,7 +174,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from latentlocal.cli import open_engine
 
     engine = open_engine(args)
-    bar = ProgressBar(len(problems) * len(methods))
+    bar = ProgressBar(len(problems) * len(methods), unit="runs")
     try:
         results_path = run_bench(engine, problems, methods, out, progress=bar)
     finally:
