@@ -22,12 +22,13 @@ class ProgressBar:
         self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
         self.t0 = time.perf_counter()
         self.fresh = 0
-        self.done = 0
 
-    def update(self, done: int, label: str = "", new: bool = True) -> None:
-        """``done`` items of ``total`` are finished; ``new`` says whether this one was produced by
-        this run (resumed items arrive all at once and would make the ETA absurdly short)."""
-        self.done = done
+    def update(self, done: int, label: str = "", new: bool = True, total: int | None = None) -> None:
+        """``done`` items of ``total`` (given here when it is only known now) are finished; ``new``
+        says whether this one was produced by this run (resumed items arrive all at once and would
+        make the ETA absurdly short)."""
+        if total is not None:
+            self.total = total
         self.fresh += int(new)
         elapsed = time.perf_counter() - self.t0
         rate = self.fresh / elapsed * 60 if elapsed > 0 and self.fresh else 0.0

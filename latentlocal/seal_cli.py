@@ -99,8 +99,7 @@ def cmd_extract(args: argparse.Namespace) -> int:
     try:
         for ev in extract(engine, cfg):
             if isinstance(ev, Progress) and bar is not None:
-                bar.total = ev.total
-                bar.update(ev.done, ev.what, new="(done earlier)" not in ev.what)
+                bar.update(ev.done, ev.what, new="(done earlier)" not in ev.what, total=ev.total)
             elif isinstance(ev, Summary):
                 summary = ev
     finally:
@@ -186,14 +185,9 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     scales = parse_scales(args.scales)
     engine = open_engine(args)
     bar = ProgressBar(unit="answers")
-
-    def on_problem(done: int, total: int, new: bool) -> None:
-        bar.total = total
-        bar.update(done, new=new)
-
     try:
         res = sweep(engine, args.vector, args.data, scales, limit=args.limit, offset=args.offset,
-                    max_tokens=args.max_tokens, on_problem=on_problem)
+                    max_tokens=args.max_tokens, on_problem=lambda n, t, new: bar.update(n, new=new, total=t))
     finally:
         bar.close()
     print(f"{res['model']}, {res['data']} [{res['offset']}:{res['offset'] + res['limit']}), "

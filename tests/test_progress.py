@@ -44,8 +44,10 @@ def test_log_gets_one_line_per_update_terminal_one_redrawn_line(monkeypatch):
     assert text.count("\r\x1b[2K") == 2 and text.endswith("\n") and text.count("\n") == 1
 
 
-def test_total_grows_to_what_is_done():
+def test_total_grows_to_what_is_done_or_is_given_late():
     out = io.StringIO()
     bar = ProgressBar(stream=out)  # total not known yet
     bar.update(3)
     assert "3/3" in out.getvalue()
+    bar.update(4, total=10)
+    assert out.getvalue().splitlines()[-1].startswith("[#########...............] 4/10 ")

@@ -112,8 +112,8 @@ def run_bench(
     todo = [(label, runner, p) for p in problems for label, runner in methods if (label, p.id) not in done]
     finished = len(methods) * len(problems) - len(todo)
     if progress is not None:
-        progress.total = max(len(methods) * len(problems), 1)
-        progress.update(finished, "resuming" if finished else "", new=False)
+        progress.update(finished, "resuming" if finished else "", new=False,
+                        total=len(methods) * len(problems))
     for label, runner, problem in todo:
         if cancel is not None and cancel.is_set():
             break
