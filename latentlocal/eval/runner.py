@@ -152,14 +152,14 @@ def add_bench_parser(sub: Any, add_model_args: Callable, add_method_args: Callab
 
 def cmd_bench(args: argparse.Namespace) -> int:
     out = Path(args.out)
-    title = args.title or (f"{Path(args.data).name} offset {args.offset} limit {args.limit}" if args.data else "")
-    command = "latentlocal " + shlex.join(getattr(args, "argv", sys.argv[1:]))
     if args.report_only:
         md, png = rebuild_report(out, title=args.title)
         print(f"report: {md}  plot: {png}")
         return 0
     if not args.data:
         raise LatentLocalError("bench needs --data FILE (a JSONL of questions and answers)")
+    title = args.title or f"{Path(args.data).name} offset {args.offset} limit {args.limit}"
+    command = "latentlocal " + shlex.join(getattr(args, "argv", sys.argv[1:]))
     problems = load_problems(args.data, args.question_field, args.answer_field, args.id_field,
                              limit=args.limit, offset=args.offset, shuffle_seed=args.shuffle_seed)
     from latentlocal.methods.registry import make_runner
