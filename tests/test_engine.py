@@ -145,7 +145,9 @@ def test_greedy_cot_matches_llama_cpp_python(smol, smol_path):
     toks = prompt_tokens(smol, QUESTION, None)
     ours = [e.token_id for e in run_cot(smol, QUESTION, CotConfig(max_tokens=48, stop_after_answer=False),
                                         prompt=toks) if isinstance(e, Token)]
-    llm = Llama(str(smol_path), n_ctx=1024, n_threads=2, verbose=False)
+    # the engine leaves flash attention on llama.cpp's "auto" (on for CPU); Llama's default (off)
+    # computes slightly different logits, enough to flip a near-tie in a longer generation
+    llm = Llama(str(smol_path), n_ctx=1024, n_threads=2, flash_attn=True, verbose=False)
     theirs = []
     for t in llm.generate(toks, temp=0.0, reset=True):
         theirs.append(t)
