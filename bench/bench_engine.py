@@ -31,14 +31,16 @@ REQUANT = {"q4_0": 2, "q8_0": 7}
 QUESTION = "A baker makes 24 muffins and sells 3 boxes of 6. How many muffins are left?"
 
 
-def best_of(fn, reps: int) -> float:
-    """Median seconds of ``reps`` calls (median: the 2-core machine is noisy)."""
-    times = []
+def interleaved(fns: list, reps: int) -> list[float]:
+    """Median seconds of each function, called in turn ``reps`` times: interleaving spreads the
+    shared machine's load drift over all of them alike."""
+    times: list[list[float]] = [[] for _ in fns]
     for _ in range(reps):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
+        for fn, ts in zip(fns, times):
+            t = time.perf_counter()
+            fn()
+            ts.append(time.perf_counter() - t)
+    return [statistics.median(ts) for ts in times]
 
 
 def engine_greedy(engine: Engine, toks: list[int], n: int) -> list[int]:
@@ -113,11 +115,8 @@ def run(path: Path, args: argparse.Namespace) -> None:
     llm = Llama(str(path), n_ctx=2048, n_threads=args.threads, n_threads_batch=args.threads,
                 flash_attn=True, verbose=False)
     assert engine_greedy(engine, toks, 16) == llama_greedy(llm, toks, 16), "greedy tokens differ"
-    t_ours, t_theirs = [], []
-    for _ in range(args.reps):
-        t_ours.append(best_of(lambda: engine_greedy(engine, toks, n), 1))
-        t_theirs.append(best_of(lambda: llama_greedy(llm, toks, n), 1))
-    ours, theirs = statistics.median(t_ours), statistics.median(t_theirs)
+    ours, theirs = interleaved([lambda: engine_greedy(engine, toks, n), lambda: llama_greedy(llm, toks, n)],
+                               args.reps)
     print(f"1. greedy: engine {n / ours:.1f} tok/s vs llama_cpp.Llama {n / theirs:.1f} tok/s "
           f"-> ratio {theirs / ours:.2f} (goal >= 1.0)")
     llm.close()
@@ -140,11 +139,7 @@ def run(path: Path, args: argparse.Namespace) -> None:
         for r in rows:
             engine.decode_embeddings(r)
 
-    tt, tr = [], []
-    for _ in range(args.reps):
-        tt.append(best_of(token_steps, 1))
-        tr.append(best_of(row_steps, 1))
-    tok_s, row_s = statistics.median(tt), statistics.median(tr)
+    tok_s, row_s = interleaved([token_steps, row_steps], args.reps)
     print(f"2. one-step decode: embedding rows {steps / row_s:.1f} steps/s vs tokens {steps / tok_s:.1f} "
           f"steps/s -> ratio {tok_s / row_s:.2f} (goal >= 0.95)")
 
@@ -171,37 +166,28 @@ def run(path: Path, args: argparse.Namespace) -> None:
                 engine.decode_tokens([t])
                 t = int(np.argmax(engine.logits(-1)))
 
-    tb, ts = [], []
-    for _ in range(args.reps):
-        tb.append(best_of(together, 1))
-        ts.append(best_of(sequential, 1))
-    b, s_ = statistics.median(tb), statistics.median(ts)
+    b, s_ = interleaved([together, sequential], args.reps)
     print(f"3. {k} sequences x {n} tokens: together {b:.2f}s vs one after another {s_:.2f}s "
           f"-> speed-up {s_ / b:.2f}x (goal >= 2.0x)")
 
     # Why 3 lands where it does: the cost of one decode step as the batch grows. Batching over
-    # one shared prompt can at best divide the time by k / cost(k) (plus the k - 1 prompts saved).
+    # one shared prompt can speed the steps up by k / cost(k) at most (plus the k - 1 prompts saved).
     sizes = (1, 2, 4, k, 8)
     steps_b = 24
     pool = [int(i) for i in np.random.default_rng(2).integers(100, 10000, max(sizes))]
+    engine.clear()
+    engine.decode_tokens(toks, seq=0)
+    for s in range(1, max(sizes)):
+        engine.seq_copy(0, s)
 
-    def step_batch(size: int) -> None:
-        engine.clear()
-        engine.decode_tokens(toks, seq=0)
-        for s in range(1, size):
-            engine.seq_copy(0, s)
-        t = time.perf_counter()
+    def steps_at(size: int) -> None:
         for _ in range(steps_b):
             engine.decode_step(list(range(size)), tokens=pool[:size])
-        cost[size].append(time.perf_counter() - t)
 
-    cost: dict[int, list[float]] = {size: [] for size in sizes}
-    for _ in range(args.reps):
-        for size in sizes:
-            step_batch(size)
-    one = statistics.median(cost[1])
-    curve = ", ".join(f"{size}: {statistics.median(cost[size]) / one:.2f}x" for size in sizes)
-    ck = statistics.median(cost[k]) / one
+    cost = dict(zip(sizes, interleaved([lambda size=size: steps_at(size) for size in sizes], args.reps)))
+    one = cost[1]
+    curve = ", ".join(f"{size}: {cost[size] / one:.2f}x" for size in sizes)
+    ck = cost[k] / one
     print(f"   decode-step cost by batch size, relative to one sequence ({one / steps_b * 1000:.1f} ms): "
           f"{curve} -> batching {k} can give at most {k / ck:.2f}x on the steps")
 
@@ -229,11 +215,7 @@ def run(path: Path, args: argparse.Namespace) -> None:
             engine.decode_tokens([t])
         engine.set_control_vector(None)
 
-    tp, tg = [], []
-    for _ in range(args.reps):
-        tp.append(best_of(plain, 1))
-        tg.append(best_of(toggled, 1))
-    p, g = statistics.median(tp), statistics.median(tg)
+    p, g = interleaved([plain, toggled], args.reps)
     print(f"5. control-vector change: {(g - p) / m * 1000:.2f} ms per change "
           f"(decode step {p / m * 1000:.2f} ms without changes)")
 
