@@ -183,6 +183,8 @@ def run(path: Path, args: argparse.Namespace) -> None:
     def steps_at(size: int) -> None:
         for _ in range(steps_b):
             engine.decode_step(list(range(size)), tokens=pool[:size])
+        for s in range(size):  # back to the prompt (microseconds), so repetitions see the same KV
+            engine.seq_remove(s, len(toks))
 
     cost = dict(zip(sizes, interleaved([lambda size=size: steps_at(size) for size in sizes], args.reps)))
     one = cost[1]
