@@ -43,6 +43,14 @@ def interleaved(fns: list, reps: int) -> list[float]:
     return [statistics.median(ts) for ts in times]
 
 
+def share_prompt(engine: Engine, toks: list[int], k: int) -> None:
+    """Decode the prompt once into sequence 0 and share its KV with sequences 1 .. k-1."""
+    engine.clear()
+    engine.decode_tokens(toks, seq=0)
+    for s in range(1, k):
+        engine.seq_copy(0, s)
+
+
 def engine_greedy(engine: Engine, toks: list[int], n: int) -> list[int]:
     engine.clear()
     engine.decode_tokens(toks)
@@ -148,10 +156,7 @@ def run(path: Path, args: argparse.Namespace) -> None:
     first = [int(i) for i in np.random.default_rng(1).integers(100, 10000, k)]
 
     def together() -> None:
-        engine.clear()
-        engine.decode_tokens(toks, seq=0)
-        for s in range(1, k):
-            engine.seq_copy(0, s)
+        share_prompt(engine, toks, k)
         nxt = first
         for _ in range(n):
             engine.decode_step(list(range(k)), tokens=nxt)
@@ -175,10 +180,7 @@ def run(path: Path, args: argparse.Namespace) -> None:
     sizes = (1, 2, 4, k, 8)
     steps_b = 24
     pool = [int(i) for i in np.random.default_rng(2).integers(100, 10000, max(sizes))]
-    engine.clear()
-    engine.decode_tokens(toks, seq=0)
-    for s in range(1, max(sizes)):
-        engine.seq_copy(0, s)
+    share_prompt(engine, toks, max(sizes))
 
     def steps_at(size: int) -> None:
         for _ in range(steps_b):
