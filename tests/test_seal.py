@@ -56,12 +56,27 @@ QUESTION = "Tom has 3 apples and buys 5 more. How many apples does he have?"
     ("That's correct.", "reflection"),
     ("The answer seems right to me.", "reflection"),
     ("it\u2019s incorrect", "reflection"),
+    ("To make sure, add them again.", "reflection"),
+    ("I need to think again about this.", "reflection"),
+    ("Let's verify: 8 - 5 = 3.", "reflection"),
+    ("Waiting is not needed; 3 + 5 = 8.", "reflection"),  # the paper's startswith("wait")
     ("Alternatively, count them one by one.", "transition"),
     ("Another way is to add first.", "transition"),
-    ("A better strategy: multiply.", "transition"),
-    ("Use the same technique.", "transition"),
+    ("Let's try another approach.", "transition"),
+    ("ANOTHER METHOD: count on from 5.", "transition"),
+    ("Maybe there is another solution.", "transition"),
+    ("We could use another strategy.", "transition"),
+    ("Here is another technique.", "transition"),
     ("3 + 5 = 8 apples.", "execution"),
     ("He waits for the bus.", "execution"),  # "wait" inside, not at the start
+    # the paper's transition phrases need "another": a bare-word rule called these transitions
+    ("The solution to the equation is x = 5.", "execution"),
+    ("Using the substitution method, x = 3.", "execution"),
+    ("A better strategy: multiply.", "execution"),
+    ("Use the same technique.", "execution"),
+    ("This approach gives 8.", "execution"),
+    ("Let me think differently.", "execution"),  # the paper's list has the typo "think differenly"
+    ("He said, alternatively, 8.", "execution"),  # "alternatively" counts only at the start
     # precedence: reflection is checked first
     ("Wait, there is another approach here.", "reflection"),
     ("Alternatively, let me check by counting.", "reflection"),

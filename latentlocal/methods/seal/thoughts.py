@@ -11,18 +11,34 @@ from latentlocal.models import ANSWER_MARKER, reasoning_format
 
 
 LABELS = ("execution", "reflection", "transition")
+# The keyword lists of the SEAL paper's code, generate_index() in hidden_analysis.py
+# (VITA-Group/SEAL; read from its fork Andwwy/SEAL at 15f9aa2, lines 38-41), copied verbatim:
+# check_prefix / check_words (reflection) and switch_prefix / swicth_words (transition).
 REFLECTION_START = "wait"
 REFLECTION_WORDS = ("verify", "make sure", "hold on", "think again", "'s correct", "'s incorrect",
                     "let me check", "seems right")
 TRANSITION_START = "alternatively"
-TRANSITION_WORDS = ("another way", "approach", "method", "solution", "strategy", "technique")
+# "think differenly" is the paper's typo, kept so that labels equal the paper's (it never matches
+# "think differently"); the others need "another", so "the solution is" or "the substitution
+# method" stay execution.
+TRANSITION_WORDS = ("think differenly", "another way", "another approach", "another method",
+                    "another solution", "another strategy", "another technique")
 
 # the cue forced at a delimiter by --elicit cue, and the label the thought then gets
 CUES = {"reflection": "Wait,", "transition": "Alternatively,"}
 
 
 def label_thought(text: str) -> str:
-    """The paper's rules, case-insensitive, reflection checked first, execution otherwise."""
+    """The paper's rule: reflection, else transition, else execution.
+
+    As hidden_analysis.py lines 68-72 (same fork and commit as the lists above): the thought is
+    lowercased; it is a reflection when it starts with "wait" or contains one of
+    REFLECTION_WORDS (substrings, no word boundaries), otherwise a transition when it starts
+    with "alternatively" or contains one of TRANSITION_WORDS, otherwise execution.
+    Deviations: all surrounding whitespace is stripped (the paper strips spaces, then newlines),
+    and a curly apostrophe (U+2019) counts as "'" so "it’s correct" matches "'s correct"
+    (the paper compares the raw text).
+    """
     t = text.strip().lower().replace("\u2019", "'")
     if t.startswith(REFLECTION_START) or any(w in t for w in REFLECTION_WORDS):
         return "reflection"
