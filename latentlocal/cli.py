@@ -99,6 +99,8 @@ def _print_human(events: Iterator, out: TextIO | None = None) -> None:
             best = max((c.reward for c in e.candidates), default=float("nan"))
             print(f"[round {e.index}: answers {[c.answer for c in e.candidates]} "
                   f"best reward {best:.3f}, verifier {e.verifier_answer}]", file=out)
+        elif isinstance(e, ev.Notice):
+            print(f"\nwarning: {e.message}", file=sys.stderr)
         elif isinstance(e, ev.Summary):
             out.write("\n")
             print(f"Answer: {e.answer}", file=out)

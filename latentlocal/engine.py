@@ -234,6 +234,12 @@ class ChatMessage:
     content: str
 
 
+# Rope types whose positions are several per token (llama.cpp's llama_model_rope_type), and the
+# architecture names that have them, for a llama.cpp build that reports them otherwise.
+MULTI_POSITION_ROPE = frozenset({C.LLAMA_ROPE_TYPE_MROPE, C.LLAMA_ROPE_TYPE_IMROPE, C.LLAMA_ROPE_TYPE_VISION})
+MULTI_POSITION_ARCHS = frozenset({"qwen2vl", "qwen25vl", "qwen3vl", "qwen3vlmoe", "glm4v", "glm4vmoe"})
+
+
 class Model:
     """Weights, vocabulary and metadata of one GGUF file."""
 
@@ -267,6 +273,10 @@ class Model:
         self.size_bytes: int = self.path.stat().st_size
         self.bos: int = C.llama_vocab_bos(self._vocab)
         self.eos: int = C.llama_vocab_eos(self._vocab)
+        self.rope_type: int = int(C.llama_model_rope_type(ptr))
+        # set by latentlocal.parity: rows reproduce tokens (None: not checked yet), and by how much
+        self.embedding_input_checked: bool | None = None
+        self.embedding_parity: float | None = None
         self._pieces: dict[int, bytes] = {}
         self._eog: dict[int, bool] = {}
         self._embeddings = None
@@ -368,6 +378,11 @@ class Model:
         return result.prompt
 
     # embeddings ---------------------------------------------------------------------------
+    @property
+    def multi_position_rope(self) -> bool:
+        """M-RoPE models (qwen2vl, qwen3vl, ...) read several positions per input embedding row."""
+        return self.rope_type in MULTI_POSITION_ROPE or self.arch in MULTI_POSITION_ARCHS
+
     @property
     def embeddings(self):  # -> EmbeddingTable; imported lazily to keep plain decoding light
         if self._embeddings is None:
@@ -605,6 +620,14 @@ class Engine:
         return self._emb
 
     def _check_rows(self, rows: np.ndarray) -> np.ndarray:
+        if self.model.multi_position_rope:
+            # llama.cpp would read n_pos_per_embd positions per row, past our one-per-row buffer.
+            raise LatentLocalError(
+                f"{self.model.name} is a '{self.model.arch}' model, whose M-RoPE reads several "
+                "positions for every input embedding; latentlocal feeds one position per row, so "
+                "methods that feed embeddings (soft-thinking, soft-reasoning) cannot run on it. "
+                "Use cot, sc or seal, or the text-only model of the same family"
+            )
         rows = np.asarray(rows, dtype=np.float32)
         if rows.ndim == 1:
             rows = rows[None, :]

@@ -95,6 +95,14 @@ class Round:
 
 
 @dataclass(frozen=True)
+class Notice:
+    """Something the user should know about a run that is not an error (also logged as a warning)."""
+
+    kind: str
+    message: str
+
+
+@dataclass(frozen=True)
 class Progress:
     """Progress of a long job (vector extraction, benchmark): ``done`` of ``total``."""
 
@@ -120,7 +128,7 @@ class Summary:
         return self.generated_tokens / self.elapsed_s if self.elapsed_s > 0 else 0.0
 
 
-Event = Union[Token, PhaseChange, ColdStop, Thought, SequenceDone, Round, Progress, Summary]
+Event = Union[Token, PhaseChange, ColdStop, Thought, SequenceDone, Round, Notice, Progress, Summary]
 
 
 def to_dict(event: Event) -> dict[str, Any]:

@@ -42,7 +42,9 @@ def add_seal_parser(sub, add_model_args: Callable[[argparse.ArgumentParser], Non
                     help="fraction of delimiters that get a cue with --elicit cue (default 0.3)")
     ex.add_argument("--cue-select", choices=["propensity", "random"], default="propensity",
                     help="where cues go: where the model leans most towards them (default) or at random")
-    ex.add_argument("--max-tokens", type=int, default=512, help="new tokens per trace (default 512)")
+    ex.add_argument("--max-tokens", type=int, default=None,
+                    help="new tokens per trace (default 512; on thinking models 10000, as the paper's "
+                    "code allows, capped to --n-ctx minus 256: raise --n-ctx for long traces)")
     ex.add_argument("--temperature", type=float, default=0.0,
                     help="sampling temperature for traces (default 0 = greedy; higher elicits variety)")
     ex.add_argument("--seed", type=int, default=0, help="random seed (default 0)")

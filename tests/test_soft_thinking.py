@@ -306,7 +306,11 @@ def test_cold_stop_on_a_native_format_inserts_the_think_end_token(smol):
     fmt = ReasoningFormat(think_end_token=1000, think_end_text="</think>")
     cfg = SoftThinkingConfig(max_tokens=5, cold_stop_entropy=100.0, cold_stop_patience=2, system=None)
     events = list(run_soft_thinking(smol, ADD, cfg, fmt=fmt))
-    assert _ids(events, "answer")[0] == 1000
+    # </think> closes the thinking span (a discrete think-phase token), then the answer starts
+    think = [e for e in events if isinstance(e, Token) and e.phase == "think"]
+    assert [t.token_id for t in think[-1:]] == [1000] and think[-1].mode == "discrete"
+    assert 1000 not in _ids(events, "answer")
+    assert events.index(think[-1]) < events.index(_one(events, PhaseChange))
 
 
 def test_think_budget_ends_thinking_after_exactly_n_steps(smol):

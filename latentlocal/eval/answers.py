@@ -136,11 +136,12 @@ def _after_marker(segment: str) -> str | None:
     return nums[0]
 
 
-def extract_answer(text: str) -> str | None:
+def extract_answer(text: str, last_number: bool = True) -> str | None:
     """The model's final numeric answer in a chain of thought, normalised; None if there is none.
 
     Priority: last \\boxed{...}; the number right after the last "Final answer:" / "The answer
-    is" / "Answer:" marker; the number after the last "####"; the last number in the text.
+    is" / "Answer:" marker; the number after the last "####"; the last number in the text (only
+    with ``last_number``: without it, a text that never states an answer has none).
     """
     if not text:
         return None
@@ -166,6 +167,8 @@ def extract_answer(text: str) -> str | None:
         if nums:
             return nums[0]
 
+    if not last_number:
+        return None
     nums = _numbers(text, fractions=False)
     return nums[-1] if nums else None
 

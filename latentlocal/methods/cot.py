@@ -14,10 +14,11 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from latentlocal.engine import Engine, TextStream
-from latentlocal.eval.answers import extract_answer, majority_vote
-from latentlocal.events import Event, SequenceDone, Summary, Token
+from latentlocal.eval.answers import majority_vote
+from latentlocal.events import Event, PhaseChange, SequenceDone, Summary, Token
 from latentlocal.markers import AnswerLineWatch
-from latentlocal.models import ANSWER_MARKER, COT_SYSTEM, build_prompt
+from latentlocal.models import ANSWER_MARKER, COT_SYSTEM, ReasoningFormat, build_prompt, reasoning_format
+from latentlocal.phases import DEFAULT_ANSWER_RESERVE, Budget, ThinkTracker, final_answer, fitted
 from latentlocal.sampling import SamplingConfig, sample_token
 
 
@@ -30,6 +31,11 @@ class CotConfig:
     stop_after_answer: bool = True
     system: str | None = COT_SYSTEM
     answer_marker: str = ANSWER_MARKER
+    answer_reserve: int = DEFAULT_ANSWER_RESERVE  # thinking models: positions kept for the answer
+
+    @property
+    def budget(self) -> Budget:
+        return Budget(self.max_tokens, self.answer_reserve)
 
 
 @dataclass(frozen=True)
@@ -42,6 +48,11 @@ class SelfConsistencyConfig:
     stop_after_answer: bool = True
     system: str | None = COT_SYSTEM
     answer_marker: str = ANSWER_MARKER
+    answer_reserve: int = DEFAULT_ANSWER_RESERVE
+
+    @property
+    def budget(self) -> Budget:
+        return Budget(self.max_tokens, self.answer_reserve)
 
 
 def prompt_tokens(engine: Engine, question: str, system: str | None) -> list[int]:
@@ -50,22 +61,42 @@ def prompt_tokens(engine: Engine, question: str, system: str | None) -> list[int
 
 @dataclass
 class _Stream:
-    """Per-sequence decoding state: text so far and the stop rules."""
+    """Per-sequence decoding state: text so far, the thinking span and the stop rules.
+
+    Every discrete decoder (cot, sc, SEAL, SEAL extraction, Soft Reasoning's candidates) goes
+    through this, so they all split thinking from the answer, force ``</think>`` and stop on the
+    answer line by the same rules: the answer line counts only outside the thinking span.
+    """
 
     engine: Engine
     stop: Sequence[str]
     marker: str | None
+    budget: Budget
+    fmt: ReasoningFormat | None = None
     tokens: list[int] = field(default_factory=list)
     text: str = ""
     finish: str | None = None
 
     def __post_init__(self) -> None:
-        self._out = TextStream(self.engine.model)
+        model = self.engine.model
+        if self.fmt is None:
+            self.fmt = reasoning_format(model)
+        self.think = ThinkTracker(self.fmt, self.budget, model.is_eog)
+        self._out = TextStream(model)
         self._answer = AnswerLineWatch(self.marker) if self.marker else None
+        self.token_phase = "answer"   # phase of the last pushed token
+        self.closed: str | None = None  # why the last pushed token closed thinking, if it did
 
-    def push(self, tok: int, max_tokens: int) -> str:
-        """Record one sampled token; sets ``finish`` when a stop rule fires. Returns its text."""
+    def choose(self, tok: int) -> int:
+        """The token to feed for a sampled ``tok`` (``</think>`` when thinking must end)."""
+        return self.think.choose(tok)
+
+    def push(self, tok: int) -> str:
+        """Record one fed token; sets ``finish`` when a stop rule fires. Returns its text."""
         self.tokens.append(tok)
+        thinking = self.think.native and self.think.thinking
+        self.token_phase = "think" if thinking else "answer"
+        self.closed = self.think.push(tok)
         if self.engine.model.is_eog(tok):
             self.finish = "eos"
             return ""
@@ -73,11 +104,18 @@ class _Stream:
         self.text += piece
         if self.stop and any(s in self.text[-(len(piece) + max(map(len, self.stop))):] for s in self.stop):
             self.finish = "stop"
-        elif self._answer is not None and self._answer.push(piece):
+        elif self._answer is not None and not thinking and self._answer.push(piece):
             self.finish = "answer"
-        elif len(self.tokens) >= max_tokens:
+        elif len(self.tokens) >= self.budget.max_tokens:
             self.finish = "length"
         return piece
+
+    @property
+    def answer(self) -> str | None:
+        return final_answer(self.text, self.fmt)  # type: ignore[arg-type]
+
+    def extra(self) -> dict[str, object]:
+        return self.think.summary(len(self.tokens))
 
 
 def run_cot(
@@ -93,25 +131,30 @@ def run_cot(
     toks = list(prompt) if prompt is not None else prompt_tokens(engine, question, cfg.system)
     engine.clear()
     engine.decode_tokens(toks)
-    st = _Stream(engine, cfg.stop, cfg.answer_marker if cfg.stop_after_answer else None)
+    budget, notes = fitted(cfg.budget, engine.n_ctx, len(toks))
+    yield from notes
+    st = _Stream(engine, cfg.stop, cfg.answer_marker if cfg.stop_after_answer else None, budget)
     while st.finish is None:
         if cancel is not None and cancel.is_set():
             st.finish = "cancelled"
             break
-        tok, prob = sample_token(engine.logits(-1), cfg.sampling, rng)
-        piece = st.push(tok, cfg.max_tokens)
-        yield Token(text=piece, token_id=tok, prob=prob)
+        sampled, prob = sample_token(engine.logits(-1), cfg.sampling, rng)
+        tok = st.choose(sampled)
+        piece = st.push(tok)
+        yield Token(text=piece, token_id=tok, phase=st.token_phase, prob=prob if tok == sampled else None)
+        if st.closed:
+            yield PhaseChange(phase="answer", reason=st.closed)
         if st.finish is None:
             engine.decode_tokens([tok])
     elapsed = time.perf_counter() - t0
     yield Summary(
         method="cot" if cfg.sampling.greedy else "cot-sampled",
-        answer=extract_answer(st.text),
+        answer=st.answer,
         text=st.text,
         generated_tokens=len(st.tokens),
         elapsed_s=elapsed,
         finish_reason=st.finish,
-        extra={"prompt_tokens": len(toks)},
+        extra={"prompt_tokens": len(toks), **st.extra()},
     )
 
 
@@ -140,7 +183,10 @@ def run_self_consistency(
     for s in range(1, n):
         engine.seq_copy(0, s)
     marker = cfg.answer_marker if cfg.stop_after_answer else None
-    streams = [_Stream(engine, cfg.stop, marker) for _ in range(n)]
+    fmt = reasoning_format(engine.model)
+    budget, notes = fitted(cfg.budget, engine.n_ctx, len(toks), sequences=n)
+    yield from notes
+    streams = [_Stream(engine, cfg.stop, marker, budget, fmt) for _ in range(n)]
     first = np.array(engine.logits(-1), copy=True)
     row_of = {s: 0 for s in range(n)}  # every sequence starts from the prompt's logits
     logits_src = {0: first}
@@ -154,15 +200,19 @@ def run_self_consistency(
         feed_seqs, feed_toks = [], []
         for s in active:
             lg = logits_src[row_of[s]] if logits_src else engine.logits(row_of[s])
-            tok, prob = sample_token(lg, cfg.sampling, rng)
+            sampled, prob = sample_token(lg, cfg.sampling, rng)
             st = streams[s]
-            piece = st.push(tok, cfg.max_tokens)
-            yield Token(text=piece, token_id=tok, seq=s, prob=prob)
+            tok = st.choose(sampled)
+            piece = st.push(tok)
+            yield Token(text=piece, token_id=tok, seq=s, phase=st.token_phase,
+                        prob=prob if tok == sampled else None)
+            if st.closed:
+                yield PhaseChange(phase="answer", reason=st.closed, seq=s)
             if st.finish is None:
                 feed_seqs.append(s)
                 feed_toks.append(tok)
             else:
-                ev = SequenceDone(s, st.text, extract_answer(st.text), len(st.tokens), st.finish)
+                ev = SequenceDone(s, st.text, st.answer, len(st.tokens), st.finish)
                 done.append(ev)
                 yield ev
         active = feed_seqs
@@ -174,7 +224,7 @@ def run_self_consistency(
         for s in active:
             st = streams[s]
             st.finish = "cancelled"
-    answers = [extract_answer(st.text) for st in streams]
+    answers = [st.answer for st in streams]
     final = majority_vote(answers)
     total = sum(len(st.tokens) for st in streams)
     yield Summary(
@@ -185,7 +235,9 @@ def run_self_consistency(
         generated_tokens=total,
         elapsed_s=time.perf_counter() - t0,
         finish_reason="cancelled" if cancelled else "done",
-        extra={"samples": n, "answers": answers, "prompt_tokens": len(toks)},
+        extra={"samples": n, "answers": answers, "prompt_tokens": len(toks),
+               **({"thinking_tokens": [st.think.think_tokens for st in streams],
+                   "think_end": [st.think.end_reason for st in streams]} if fmt.native else {})},
     )
 
 
@@ -208,7 +260,9 @@ def _cot_from_args(args) -> Callable:
         top_p=opt(args, "top_p", 0.95),
         min_p=opt(args, "min_p", 0.05),
     )
-    cfg = CotConfig(max_tokens=max_tokens, sampling=sampling, seed=opt(args, "seed", 0))
+    cfg = CotConfig(max_tokens=max_tokens, sampling=sampling, seed=opt(args, "seed", 0),
+                    answer_reserve=opt(args, "answer_reserve", DEFAULT_ANSWER_RESERVE))
+    cfg.budget  # noqa: B018 - validates the reserve before the model loads
     return lambda engine, q, cancel=None: run_cot(engine, q, cfg, cancel)
 
 
@@ -226,7 +280,9 @@ def _sc_from_args(args) -> Callable:
         min_p=opt(args, "min_p", 0.05),
     )
     cfg = SelfConsistencyConfig(samples=samples, max_tokens=max_tokens, sampling=sampling,
-                                seed=opt(args, "seed", 0))
+                                seed=opt(args, "seed", 0),
+                                answer_reserve=opt(args, "answer_reserve", DEFAULT_ANSWER_RESERVE))
+    cfg.budget  # noqa: B018 - validates the reserve before the model loads
     return lambda engine, q, cancel=None: run_self_consistency(engine, q, cfg, cancel)
 
 

@@ -72,6 +72,10 @@ def add_method_flags(p: argparse.ArgumentParser, with_method: bool = True) -> No
     g.add_argument("--top-k", type=int, default=None, help="top-k filter (0 = off)")
     g.add_argument("--top-p", type=float, default=None, help="top-p filter (1 = off)")
     g.add_argument("--min-p", type=float, default=None, help="min-p filter relative to the top token (0 = off)")
+    g.add_argument("--answer-reserve", type=int, default=None,
+                   help="thinking models: tokens kept for the answer after </think>, which is forced "
+                        "when thinking reaches --max-tokens minus this (default 256, at most half "
+                        "of --max-tokens)")
     for spec in specs():
         if spec.add_flags is not None:
             spec.add_flags(p.add_argument_group(f"{spec.name} options"))

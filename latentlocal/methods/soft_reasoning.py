@@ -24,6 +24,7 @@ state); ``reuse_prefix=0`` decodes every candidate to the end.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -35,10 +36,15 @@ from latentlocal.bayesopt import BayesOpt
 from latentlocal.engine import ChatMessage, Engine, TextStream
 from latentlocal.errors import LatentLocalError
 from latentlocal.eval.answers import extract_answer, majority_vote, normalize_number
-from latentlocal.events import CandidateResult, Event, Round, SequenceDone, Summary, Token
+from latentlocal.events import CandidateResult, Event, Notice, PhaseChange, Round, SequenceDone, Summary, Token
 from latentlocal.markers import AnswerLineWatch
-from latentlocal.models import ANSWER_MARKER, COT_SYSTEM, build_prompt
+from latentlocal.methods.cot import _Stream
+from latentlocal.models import ANSWER_MARKER, COT_SYSTEM, ReasoningFormat, build_prompt, reasoning_format
+from latentlocal.parity import check_embedding_input
+from latentlocal.phases import DEFAULT_ANSWER_RESERVE, Budget, final_answer, fitted, split_thinking
 from latentlocal.sampling import softmax
+
+log = logging.getLogger(__name__)
 
 VERIFIER_SYSTEM = "You check solutions to math problems carefully and decide which final answer is right."
 
@@ -56,6 +62,7 @@ class SoftReasoningConfig:
     verifier_weight: float = 1.0
     coherence_weight: float = 1.0
     max_tokens: int = 300
+    answer_reserve: int = DEFAULT_ANSWER_RESERVE  # thinking models: each candidate's answer room
     verifier_max_tokens: int = 160
     min_improvement: float = 0.01
     reuse_prefix: int = 24
@@ -125,18 +132,26 @@ def _decode_candidates(
     earlier: list[_Cand],
     cancel: threading.Event | None,
     marker: str | None = ANSWER_MARKER,
+    first_token: int | None = None,
+    budget: Budget | None = None,
 ) -> Iterator[Event]:
     """Decode all ``cands`` together: seq 0 holds the prompt, candidate i runs on seq i + 1.
 
     A candidate stops at its completed answer line (``marker``; None: never), end of generation,
-    ``max_tokens``, or a reuse match."""
+    ``max_tokens``, or a reuse match. On a thinking model each candidate has a thinking budget
+    and a forced ``</think>`` (``phases``), so it reaches an answer; the first position, an
+    embedding standing in for ``first_token``, counts as thinking."""
     model = engine.model
+    fmt = reasoning_format(model)
     seqs = [i + 1 for i in range(len(cands))]
     for s in seqs:
         engine.seq_copy(0, s)
     engine.decode_step(seqs, rows=np.stack([c.x for c in cands]))
-    streams = {s: TextStream(model) for s in seqs}
-    watches = {s: AnswerLineWatch(marker) for s in seqs} if marker else {}
+    budget = budget or Budget(cfg.max_tokens, cfg.answer_reserve)
+    streams = {s: _Stream(engine, (), marker, budget, fmt) for s in seqs}
+    if first_token is not None:
+        for st in streams.values():
+            st.think.push(first_token)
     by_prefix = {tuple(c.tokens[: cfg.reuse_prefix]): c for c in earlier if len(c.tokens) >= cfg.reuse_prefix}
     row = {s: i for i, s in enumerate(seqs)}
     active = list(seqs)
@@ -149,28 +164,30 @@ def _decode_candidates(
         toks: list[int] = []
         for s in active:
             c = cands[s - 1]
+            st = streams[s]
             logits = engine.logits(row[s])
-            tok = int(np.argmax(logits))
+            sampled = int(np.argmax(logits))
             p = softmax(logits)
+            tok = st.choose(sampled)  # </think> when the thinking budget is spent
             c.tokens.append(tok)
-            c.probs.append(float(p[tok]))
-            if model.is_eog(tok):
+            c.probs.append(float(p[sampled]))  # coherence: the model's confidence in its own pick
+            piece = st.push(tok)
+            if st.finish == "eos":
                 c.finish = "eos"
             else:
-                piece = streams[s].push(tok)
                 c.text += piece
-                yield Token(text=piece, token_id=tok, seq=s, prob=float(p[tok]))
-                if s in watches and watches[s].push(piece):
-                    c.finish = "answer"
-                elif len(c.tokens) >= cfg.max_tokens:
-                    c.finish = "length"
+                yield Token(text=piece, token_id=tok, seq=s, phase=st.token_phase, prob=float(p[sampled]))
+                if st.closed:
+                    yield PhaseChange(phase="answer", reason=st.closed, seq=s)
+                if st.finish is not None:
+                    c.finish = st.finish
                 elif cfg.reuse_prefix and len(c.tokens) == cfg.reuse_prefix:
                     twin = by_prefix.get(tuple(c.tokens))
                     if twin is not None:
                         c.reused_from = twin.index
                         c.finish = "reused"
             if c.finish:
-                yield SequenceDone(s, c.text, extract_answer(c.text), len(c.tokens), c.finish)
+                yield SequenceDone(s, c.text, final_answer(c.text, fmt), len(c.tokens), c.finish)
             else:
                 feed.append(s)
                 toks.append(tok)
@@ -182,22 +199,47 @@ def _decode_candidates(
         engine.seq_remove(s)
 
 
+# What the verifier sees of a thinking model's candidate: the end of its reasoning and its answer.
+_VERIFIER_REASONING_CHARS = 600
+_VERIFIER_ANSWER_CHARS = 400
+
+
+def _shown(text: str, fmt: ReasoningFormat) -> str:
+    """A candidate as the verifier reads it."""
+    thinking, answer = split_thinking(text, fmt)
+    if not fmt.native:
+        return text.strip()[-_VERIFIER_ANSWER_CHARS:]
+    reasoning = thinking.strip()[-_VERIFIER_REASONING_CHARS:]
+    if answer is None:
+        return f"Reasoning (end): {reasoning}\nAnswer: (none)"
+    return f"Reasoning (end): {reasoning}\nAnswer: {answer.strip()[:_VERIFIER_ANSWER_CHARS]}"
+
+
+def verifier_prompt(model, user: str, fmt: ReasoningFormat) -> str:
+    """The verifier's chat prompt; on a thinking model with the thinking span opened and closed
+    empty, as Qwen3's no-think mode and R1-style prompts do, so it answers at once."""
+    text = model.apply_chat([ChatMessage("system", VERIFIER_SYSTEM), ChatMessage("user", user)])
+    if fmt.native:
+        opened = text.rstrip().endswith("<think>")
+        text = text + ("\n" if opened else "<think>\n\n") + fmt.think_end_text + "\n\n"
+    return text
+
+
 def _verify(
     engine: Engine, question: str, cands: list[_Cand], cfg: SoftReasoningConfig, seq: int
 ) -> tuple[str | None, str, int]:
     """The same model, greedily, judges the round's answers: (its answer, its text, tokens)."""
+    fmt = reasoning_format(engine.model)
     parts = []
     for i, c in enumerate(cands, 1):
-        tail = c.text.strip()[-400:]
-        parts.append(f"Solution {i}:\n{tail}")
+        parts.append(f"Solution {i}:\n{_shown(c.text, fmt)}")
     user = (
         f"Problem: {question.strip()}\n\nProposed solutions:\n\n" + "\n\n".join(parts)
         + f"\n\nWhich final answer is correct? Check briefly, then write one last line of the form "
         f"'{ANSWER_MARKER} <number>'."
     )
     model = engine.model
-    text = model.apply_chat([ChatMessage("system", VERIFIER_SYSTEM), ChatMessage("user", user)])
-    toks = model.tokenize(text)
+    toks = model.tokenize(verifier_prompt(model, user, fmt))
     if len(toks) + cfg.verifier_max_tokens > engine.n_ctx - engine.pos(0) - 8:
         toks = toks[-(engine.n_ctx // 2):]  # keep the question's end and the instruction
     engine.seq_remove(seq)
@@ -216,7 +258,8 @@ def _verify(
             break
         engine.decode_tokens([tok], seq=seq)
     engine.seq_remove(seq)
-    return extract_answer(said), said, n
+    # On a thinking model a verdict that never states an answer is no vote (not its last number).
+    return extract_answer(said, last_number=not fmt.native), said, n
 
 
 def _same(a: str | None, b: str | None) -> bool:
@@ -249,13 +292,19 @@ def run_soft_reasoning(
     cancel: threading.Event | None = None,
 ) -> Iterator[Event]:
     _check(cfg, engine)
+    check_embedding_input(engine)
     t0 = time.perf_counter()
     rng = np.random.default_rng(cfg.seed)
     model = engine.model
+    fmt = reasoning_format(model)
     prompt = model.tokenize(build_prompt(model, question, cfg.system))
     engine.clear()
     engine.decode_tokens(prompt, seq=0)
     z = int(np.argmax(engine.logits(-1)))
+    # the candidates share the context; the first position (the embedding) takes one of each's
+    budget, notes = fitted(Budget(cfg.max_tokens, cfg.answer_reserve), engine.n_ctx,
+                           len(prompt) + cfg.candidates, sequences=cfg.candidates)
+    yield from notes
     e_z = model.embeddings.row(z)
     space = _Space(cfg, e_z, rng)
     opt = BayesOpt(space.bounds, seed=int(rng.integers(2**31)), n_initial=cfg.candidates) \
@@ -289,7 +338,8 @@ def run_soft_reasoning(
                 xs[0] = e_z.astype(np.float32)
         base = len(all_cands)
         cands = [_Cand(base + i, U[i], xs[i], [], []) for i in range(cfg.candidates)]
-        yield from _decode_candidates(engine, cands, len(prompt), cfg, all_cands, cancel)
+        yield from _decode_candidates(engine, cands, len(prompt), cfg, all_cands, cancel, first_token=z,
+                                     budget=budget)
         for c in cands:
             if c.reused_from is not None:
                 twin = all_cands[c.reused_from]
@@ -300,13 +350,20 @@ def run_soft_reasoning(
         if any(c.finish == "cancelled" for c in cands):
             stop_reason = "cancelled"
             break
+        if fmt.native:
+            answered = sum(final_answer(c.text, fmt, strict=True) is not None for c in cands)
+            if 2 * answered < len(cands):
+                msg = (f"round {r}: only {answered} of {len(cands)} candidates reached an answer after "
+                       f"{fmt.think_end_text}; raise --max-tokens or --answer-reserve")
+                log.warning(msg)
+                yield Notice("few_answers", msg)
         v_answer, _, v_tokens = _verify(engine, question, cands, cfg, verifier_seq)
         generated += v_tokens
         verifier_answers.append(v_answer)
         results = []
         round_rewards = []
         for c in cands:
-            ans = extract_answer(c.text)
+            ans = final_answer(c.text, fmt)
             ver = 1.0 if _same(ans, v_answer) else 0.0
             coh = c.coherence
             reward = cfg.verifier_weight * ver + cfg.coherence_weight * coh
@@ -332,7 +389,7 @@ def run_soft_reasoning(
         if r > 0 and improvement < cfg.min_improvement:
             stop_reason = "converged"
             break
-    answers = [extract_answer(c.text) for c in all_cands]
+    answers = [final_answer(c.text, fmt) for c in all_cands]
     final, pick = final_vote(answers, rewards, verifier_answers)
     best_text = all_cands[pick].text if pick is not None else ""
     yield Summary(
@@ -370,8 +427,10 @@ def _from_args(args) -> Callable:
         verifier_weight=opt(args, "verifier_weight", 1.0),
         coherence_weight=opt(args, "coherence_weight", 1.0),
         max_tokens=opt(args, "max_tokens", 300),
+        answer_reserve=opt(args, "answer_reserve", DEFAULT_ANSWER_RESERVE),
         seed=opt(args, "seed", 0),
     )
+    Budget(cfg.max_tokens, cfg.answer_reserve)  # validates the reserve before the model loads
     for name in ("candidates", "rounds", "dim", "sigma", "max_tokens"):
         check_positive(name, getattr(cfg, name))
     if cfg.space not in ("subspace", "around-token"):

@@ -16,20 +16,24 @@ Thinking runs from the first generated position until one of:
   continues right after the marker text.
 * ``cold_stop``: entropy stayed below ``cold_stop_entropy`` for ``cold_stop_patience``
   consecutive steps (the step that completes the run is fed, then the end is forced).
-* ``budget``: ``think_budget`` thinking steps were taken.
+* ``budget``: ``think_budget`` thinking steps were taken; on a model with a native ``</think>``
+  also when only ``answer_reserve`` positions of ``max_tokens`` are left (``phases.Budget``), so
+  a reasoning model always reaches an answer.
 * ``eos``: **an end-of-generation token is the top-1 while thinking. It is not fed; it is treated
   as the end of thinking: the end-of-thinking marker is inserted discretely and the answer phase
   runs, so an answer is still produced** (the Summary records ``end_reason="eos"`` and the answer
-  phase's own ``finish_reason``).
+  phase's own ``finish_reason``). On a native model ``</think>`` takes the token's position.
 
 Forcing the end (cold_stop, budget, eos) inserts, as discrete tokens, the native ``</think>``
-token, or the marker text ("\\n\\nFinal answer:"). The answer is then decoded with discrete tokens
+token (part of the thinking span, as when the model writes it), or the marker text
+("\\n\\nFinal answer:", part of the answer). The answer is then decoded with discrete tokens
 (greedy by default, ``answer_temperature`` > 0 samples) and stops like cot: at the completed
 answer line, an end-of-generation token, or ``max_tokens`` generated positions in all (thinking
 steps + answer tokens; a forced marker is always inserted whole).
 
-``Summary.text`` is the top-1 chain of the thinking followed by the discrete answer text, so
-``extract_answer`` reads "Final answer: N" from it whichever way thinking ended.
+``Summary.text`` is the top-1 chain of the thinking followed by the discrete answer text; the
+answer is read by ``phases.final_answer``: after ``</think>`` first on native models, so a draft
+answer in the thinking cannot win; "Final answer: N" otherwise, whichever way thinking ended.
 
 Options (all off by default):
 
@@ -70,10 +74,11 @@ import numpy as np
 
 from latentlocal.engine import Engine, TextStream
 from latentlocal.errors import LatentLocalError
-from latentlocal.eval.answers import extract_answer
 from latentlocal.events import ColdStop, Event, PhaseChange, Summary, Token
 from latentlocal.markers import AnswerLineWatch, MarkerWatch
 from latentlocal.models import ANSWER_MARKER, COT_SYSTEM, ReasoningFormat, build_prompt, reasoning_format
+from latentlocal.parity import check_embedding_input
+from latentlocal.phases import DEFAULT_ANSWER_RESERVE, Budget, final_answer, fitted
 from latentlocal.sampling import SamplingConfig, entropy, filter_chain, sample_token, softmax
 
 NOISES = ("none", "gumbel", "dirichlet")
@@ -102,6 +107,7 @@ class SoftThinkingConfig:
     moi_beta: float = 1.0
     moi_top_k: int = 20
     think_budget: int = 0             # thinking steps; 0 = no budget
+    answer_reserve: int = DEFAULT_ANSWER_RESERVE  # native </think> models: positions kept for the answer
     answer_temperature: float = 0.0   # 0 = greedy answer
     seed: int | None = None
     stop_after_answer: bool = True
@@ -150,6 +156,8 @@ class SoftThinkingConfig:
             raise bad("moi-top-k", self.moi_top_k, "must be at least 2")
         if self.think_budget < 0:
             raise bad("think-budget", self.think_budget, "must be >= 0 (0 = no budget)")
+        if self.answer_reserve < 0:
+            raise bad("answer-reserve", self.answer_reserve, "must be >= 0")
         if self.answer_temperature < 0:
             raise bad("answer-temperature", self.answer_temperature, "must be >= 0 (0 = greedy)")
 
@@ -333,6 +341,7 @@ def run_soft_thinking(
     """
     t0 = time.perf_counter()
     model = engine.model
+    check_embedding_input(engine)
     fmt = fmt or reasoning_format(model)
     rng = np.random.default_rng(engine.seed if cfg.seed is None else cfg.seed)
     toks = list(prompt) if prompt is not None else model.tokenize(build_prompt(model, question, cfg.system))
@@ -349,6 +358,15 @@ def run_soft_thinking(
     answer_watch = AnswerLineWatch(marker) if (marker and text_fmt) else None
     top_n = cfg.top_events
     n_top = max(1, top_n)
+    native = fmt.native
+    # Native models always get an answer: thinking ends with a forced </think> when only the
+    # answer reserve is left. Text-marker models keep the plain --think-budget rule.
+    budget, notes = fitted(Budget(cfg.max_tokens, cfg.answer_reserve, cfg.think_budget), engine.n_ctx,
+                           len(toks))
+    yield from notes
+    max_tokens = budget.max_tokens
+    think_limit = budget.think_limit() if native else cfg.think_budget
+    budget_on = native or cfg.think_budget > 0
 
     engine.clear()
     engine.decode_tokens(toks)
@@ -379,19 +397,23 @@ def run_soft_thinking(
             trace = int(ids[0])
         think_steps += 1
         reason = thinking_end(trace, fmt, model.is_eog)
-        piece = "" if reason == "eos" else out.push(trace)
-        parts.append(piece)
         k = min(n_top, ids.shape[0])
         top = tuple((model.token_text(int(ids[i])), float(w[i])) for i in range(k)) if top_n > 0 else ()
         wt = float(w[0]) if not moi else float(w[int(np.flatnonzero(ids == trace)[0])])
+        # With a native </think>, an end-of-generation top-1 is not fed: </think> takes its place.
+        swap = native and reason == "eos"
+        if swap:
+            trace, wt = int(fmt.think_end_token), None  # type: ignore[arg-type]
+        piece = "" if reason == "eos" and not swap else out.push(trace)
+        parts.append(piece)
         yield Token(text=piece, token_id=trace, phase="think",
-                    mode="discrete" if reason == "marker" else "soft",
+                    mode="discrete" if reason == "marker" or swap else "soft",
                     entropy=h, prob=wt, top=top)
         if first_step_s is None:
             first_step_s = time.perf_counter() - t0
-        if reason == "eos":
+        if reason == "eos" and not swap:
             pass  # not fed: the end of thinking is forced below
-        elif reason == "marker":
+        elif reason is not None:
             engine.decode_tokens([trace])  # the native end-of-thinking token, discretely
         else:
             if cfg.onehot_tokens and ids.shape[0] == 1:
@@ -408,21 +430,28 @@ def run_soft_thinking(
                     reason = "cold_stop"
                     cold_fired = True
                     yield ColdStop(step=think_steps, threshold=cold.threshold, patience=cold.patience)
-                elif cfg.think_budget and think_steps >= cfg.think_budget:
+                elif budget_on and think_steps >= think_limit:
                     reason = "budget"
         if reason is not None:
             end_reason = reason
             break
-        if think_steps >= cfg.max_tokens:
+        if think_steps >= max_tokens:
             finish = "length"
             break
 
     # ---- answer ------------------------------------------------------------------------------
     if end_reason is not None:
+        if native and end_reason in ("cold_stop", "budget"):
+            end = int(fmt.think_end_token)  # type: ignore[arg-type]
+            engine.decode_tokens([end])
+            piece = out.push(end)
+            parts.append(piece)
+            think_steps += 1
+            yield Token(text=piece, token_id=end, phase="think", mode="discrete")
         yield PhaseChange(phase="answer", reason=end_reason)
         if marker and answer_watch is None:
             answer_watch = AnswerLineWatch(marker)
-        if end_reason in ("cold_stop", "budget", "eos"):
+        if not native and end_reason in ("cold_stop", "budget", "eos"):
             forced = forced_end_tokens(model, fmt, "".join(parts))
             engine.decode_tokens(forced)
             for tok in forced:
@@ -436,7 +465,7 @@ def run_soft_thinking(
         if answer_watch is not None and answer_watch.push(""):
             finish = "answer"  # the marker's own token already completed the answer line
         while finish is None:
-            if think_steps + answer_steps >= cfg.max_tokens:
+            if think_steps + answer_steps >= max_tokens:
                 finish = "length"
                 break
             if cancel is not None and cancel.is_set():
@@ -454,7 +483,7 @@ def run_soft_thinking(
             yield Token(text=piece, token_id=tok, phase="answer", mode="discrete", prob=prob)
             if answer_watch is not None and answer_watch.push(piece):
                 finish = "answer"
-            elif think_steps + answer_steps >= cfg.max_tokens:
+            elif think_steps + answer_steps >= max_tokens:
                 finish = "length"
             else:
                 engine.decode_tokens([tok])
@@ -465,7 +494,7 @@ def run_soft_thinking(
     text = "".join(parts)
     yield Summary(
         method="soft-thinking",
-        answer=extract_answer(text),
+        answer=final_answer(text, fmt),
         text=text,
         generated_tokens=think_steps + answer_steps,
         elapsed_s=time.perf_counter() - t0,
@@ -475,6 +504,7 @@ def run_soft_thinking(
             "answer_tokens": answer_steps,
             "cold_stop": cold_fired,
             "end_reason": end_reason,
+            **({"think_end": end_reason} if native else {}),
             "time_to_first_step_s": first_step_s,
             "prompt_tokens": len(toks),
             "mix": cfg.mix,
@@ -508,6 +538,7 @@ def config_from_args(args) -> SoftThinkingConfig:
         mix=opt(args, "mix", "concept"),
         moi_beta=opt(args, "moi_beta", 1.0),
         think_budget=budget,
+        answer_reserve=opt(args, "answer_reserve", DEFAULT_ANSWER_RESERVE),
         answer_temperature=opt(args, "answer_temperature", 0.0),
         seed=opt(args, "seed", 0),
     )
@@ -534,7 +565,8 @@ def _add_flags(g) -> None:
                    help="concept (soft thinking) or moi (Mixture of Inputs) (default concept)")
     g.add_argument("--moi-beta", type=float, default=None, help="Mixture of Inputs beta (default 1.0)")
     g.add_argument("--think-budget", type=int, default=None,
-                   help="end thinking after this many steps (default 0 = no budget)")
+                   help="end thinking after this many steps (default 0 = no budget; thinking models "
+                        "also stop at --max-tokens minus --answer-reserve)")
     g.add_argument("--answer-temperature", type=float, default=None,
                    help="temperature of the discrete answer (default 0 = greedy)")
 

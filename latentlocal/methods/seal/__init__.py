@@ -45,6 +45,7 @@ from latentlocal.methods.seal.thoughts import (
     reasoning_length,
     segment_thoughts,
 )
+from latentlocal.phases import DEFAULT_ANSWER_RESERVE
 from latentlocal.sampling import SamplingConfig
 
 __all__ = [
@@ -94,7 +95,9 @@ def _seal_from_args(args) -> Callable:
         min_p=opt(args, "min_p", 0.05),
     )
     cfg = SealConfig(directions=cv.directions, alpha=alpha, always_on=always_on, max_tokens=max_tokens,
-                     sampling=sampling, seed=opt(args, "seed", 0), model_hint=cv.model_hint or None)
+                     sampling=sampling, seed=opt(args, "seed", 0), model_hint=cv.model_hint or None,
+                     answer_reserve=opt(args, "answer_reserve", DEFAULT_ANSWER_RESERVE))
+    cfg.budget  # noqa: B018 - validates the reserve before the model loads
 
     def runner(engine, q, cancel=None):
         check_vector(engine, cv.directions, cfg.model_hint)

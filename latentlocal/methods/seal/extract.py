@@ -7,7 +7,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -16,11 +16,11 @@ import numpy as np
 from latentlocal.controlvector import ControlVector, save, sha256_file
 from latentlocal.engine import Engine, Model
 from latentlocal.errors import LatentLocalError
-from latentlocal.eval.answers import extract_answer
 from latentlocal.events import Event, Progress, Summary
 from latentlocal.markers import MarkerWatch
 from latentlocal.methods.cot import _Stream, prompt_tokens
 from latentlocal.models import ANSWER_MARKER, COT_SYSTEM, reasoning_format
+from latentlocal.phases import Budget, final_answer
 from latentlocal.sampling import SamplingConfig, sample_token
 from latentlocal.methods.seal.elicit import CuePicker
 from latentlocal.methods.seal.steer import default_layer
@@ -41,7 +41,7 @@ class ExtractConfig:
     elicit: str = "none"  # "none" | "cue"
     cue_rate: float = 0.3
     cue_select: str = "propensity"  # "propensity" | "random"
-    max_tokens: int = 512
+    max_tokens: int | None = None  # None: trace_tokens() picks one for the model
     sampling: SamplingConfig = SamplingConfig()
     seed: int = 0
     min_thoughts: int = 5
@@ -106,6 +106,25 @@ def _load_questions(cfg: ExtractConfig) -> list[_Question]:
     if not out:
         raise LatentLocalError(f"dataset {path} has no questions after offset {cfg.offset}")
     return out
+
+
+# Instruction models write a few hundred tokens; reasoning models reflect late in traces of
+# thousands (the paper's code, VITA-Group/SEAL, generates up to 10,000 new tokens per trace).
+PLAIN_TRACE_TOKENS = 512
+NATIVE_TRACE_TOKENS = 10_000
+_PROMPT_ROOM = 256
+
+
+def trace_tokens(requested: int | None, engine: Engine) -> int:
+    """New tokens per trace: ``requested``, else 512, or 10,000 on a model with ``</think>``
+    (capped so a trace and its prompt fit the context)."""
+    if requested is not None:
+        if requested < 1:
+            raise LatentLocalError(f"--max-tokens must be positive, not {requested}")
+        return requested
+    if not reasoning_format(engine.model).native:
+        return PLAIN_TRACE_TOKENS
+    return max(PLAIN_TRACE_TOKENS, min(NATIVE_TRACE_TOKENS, engine.n_ctx - _PROMPT_ROOM))
 
 
 def _capture_layers(cfg: ExtractConfig, n_layer: int) -> tuple[int, list[int]]:
@@ -196,7 +215,8 @@ def _generate_trace(
     fmt = reasoning_format(model)
     start = seq.begin(toks, len(toks) - 1)
     engine.decode_tokens(toks[start:])
-    st = _Stream(engine, (), cfg.answer_marker)
+    assert cfg.max_tokens is not None
+    st = _Stream(engine, (), cfg.answer_marker, Budget(cfg.max_tokens), fmt)
     watch = None if fmt.native else MarkerWatch(cfg.answer_marker)
     last = b""
     in_reasoning = True
@@ -206,13 +226,13 @@ def _generate_trace(
         if cancel is not None and cancel.is_set():
             st.finish = "cancelled"
             break
-        tok, _ = sample_token(engine.logits(-1), cfg.sampling, rng)
-        piece = st.push(tok, cfg.max_tokens)
+        tok = st.choose(sample_token(engine.logits(-1), cfg.sampling, rng)[0])
+        piece = st.push(tok)
         delim = False
         if in_reasoning:
-            if (tok == fmt.think_end_token) if fmt.native else watch.push(piece):
+            if st.closed is not None if fmt.native else watch.push(piece):
                 in_reasoning = False
-            else:
+            elif not model.is_eog(tok):
                 p = model.piece(tok)
                 delim = is_delimiter(p, last)
                 last = p[-1:] if p else last
@@ -229,7 +249,7 @@ def _generate_trace(
             continue
         cues[len(st.tokens)] = label
         for t in cue:
-            piece = st.push(t, cfg.max_tokens)
+            piece = st.push(t)
             if watch is not None:
                 watch.push(piece)
         last = model.piece(cue[-1])[-1:]
@@ -319,8 +339,7 @@ def extract(
     model = engine.model
     if cfg.elicit not in ("none", "cue"):
         raise LatentLocalError(f"--elicit must be none or cue, not {cfg.elicit!r}")
-    if cfg.max_tokens < 1:
-        raise LatentLocalError(f"--max-tokens must be positive, not {cfg.max_tokens}")
+    cfg = replace(cfg, max_tokens=trace_tokens(cfg.max_tokens, engine))
     if cfg.min_thoughts < 1:
         raise LatentLocalError(f"--min-thoughts must be at least 1, not {cfg.min_thoughts}")
     out = Path(cfg.out)
@@ -376,7 +395,7 @@ def extract(
                 "propensity": trace["propensity"],
                 "thoughts": [{"label": s.label, "start": s.start, "end": s.end,
                               "delimiter": s.delimiter, "cue": s.cue, "text": s.text} for s in spans],
-                "answer": extract_answer(trace["text"]), "gold": q.gold,
+                "answer": final_answer(trace["text"], reasoning_format(model)), "gold": q.gold,
                 "gen_s": tb - ta, "capture_s": tc - tb,
             }
             work.add(rec, states)

@@ -14,11 +14,11 @@ import numpy as np
 from latentlocal.controlvector import ControlVector, import_gguf, read_manifest
 from latentlocal.engine import Engine, Model
 from latentlocal.errors import LatentLocalError
-from latentlocal.eval.answers import extract_answer
 from latentlocal.events import Event, PhaseChange, Summary, Thought, Token
 from latentlocal.markers import MarkerWatch
 from latentlocal.methods.cot import _Stream, prompt_tokens
 from latentlocal.models import ANSWER_MARKER, COT_SYSTEM, reasoning_format
+from latentlocal.phases import DEFAULT_ANSWER_RESERVE, Budget, fitted
 from latentlocal.sampling import SamplingConfig, sample_token
 from latentlocal.methods.seal.thoughts import ThoughtSpan, ThoughtSplitter, count_labels
 
@@ -59,6 +59,11 @@ class SealConfig:
     system: str | None = COT_SYSTEM
     answer_marker: str = ANSWER_MARKER
     model_hint: str | None = None  # checked against the model's architecture when set
+    answer_reserve: int = DEFAULT_ANSWER_RESERVE  # thinking models: positions kept for the answer
+
+    @property
+    def budget(self) -> Budget:
+        return Budget(self.max_tokens, self.answer_reserve)
 
 
 def check_vector(engine: Engine, directions: Mapping[int, np.ndarray], model_hint: str | None) -> None:
@@ -124,17 +129,22 @@ def run_seal(
         if cfg.always_on:
             engine.set_control_vector(directions, cfg.alpha)
         engine.decode_tokens(toks)
-        st = _Stream(engine, cfg.stop, cfg.answer_marker if cfg.stop_after_answer else None)
+        budget, notes = fitted(cfg.budget, engine.n_ctx, len(toks))
+        yield from notes
+        st = _Stream(engine, cfg.stop, cfg.answer_marker if cfg.stop_after_answer else None,
+                     budget, fmt)
         while st.finish is None:
             if cancel is not None and cancel.is_set():
                 st.finish = "cancelled"
                 break
-            tok, prob = sample_token(engine.logits(-1), cfg.sampling, rng)
-            piece = st.push(tok, cfg.max_tokens)
+            sampled, prob = sample_token(engine.logits(-1), cfg.sampling, rng)
+            tok = st.choose(sampled)
+            prob = prob if tok == sampled else None
+            piece = st.push(tok)
             delim = False
             ended: list[ThoughtSpan] = []
             if phase == "think":
-                end_here = (tok == fmt.think_end_token) if fmt.native else watch.push(piece)
+                end_here = st.closed is not None if fmt.native else watch.push(piece)
                 if end_here:
                     tail = None
                     if not fmt.native:
@@ -142,7 +152,7 @@ def run_seal(
                         tail = text[: text.lower().rfind(cfg.answer_marker.lower())]
                     last = splitter.finish(tail)
                     ended += [last] if last is not None else []
-                else:
+                elif not model.is_eog(tok):  # an end-of-generation token's text is no thought's
                     reasoning_tokens += 1
                     delim, closed = splitter.push(model.piece(tok))
                     ended += [closed] if closed is not None else []
@@ -154,7 +164,7 @@ def run_seal(
                                   steered=opened_by_steered)
                 if end_here:
                     phase = "answer"
-                    yield PhaseChange(phase="answer", reason="marker")
+                    yield PhaseChange(phase="answer", reason=st.closed or "marker")
             else:
                 yield Token(text=piece, token_id=tok, phase="answer", prob=prob)
             if st.finish is not None:
@@ -177,13 +187,14 @@ def run_seal(
     counts = count_labels(thoughts)
     yield Summary(
         method="seal",
-        answer=extract_answer(st.text),
+        answer=st.answer,
         text=st.text,
         generated_tokens=len(st.tokens),
         elapsed_s=time.perf_counter() - t0,
         finish_reason=st.finish or "done",
         extra={
             "prompt_tokens": len(toks),
+            **st.extra(),
             "reasoning_tokens": reasoning_tokens,
             "thoughts": counts,
             "steered_thoughts": count_labels(t for t, s in zip(thoughts, steered_flags) if s),
