@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from latentlocal.events import SequenceDone, Summary, Token
 from latentlocal.methods.cot import CotConfig, SelfConsistencyConfig, run_cot, run_self_consistency
+from latentlocal.eval.answers import majority_vote
 from latentlocal.sampling import SamplingConfig
 
 Q = "Sara has 4 boxes with 6 pens each. How many pens does she have?"
@@ -36,9 +37,37 @@ def test_sampled_chains_differ_vote_and_reproduce(smol):
     summary = a[-1]
     answers = [e.answer for e in sorted(done, key=lambda e: e.seq)]
     assert summary.extra["answers"] == answers
-    counted = [x for x in answers if x is not None]
-    if counted:
-        assert answers.count(summary.answer) == max(answers.count(x) for x in counted)
+    # whatever the chains say (None included), the summary's answer is their vote; the vote
+    # itself is pinned on scripted chains below
+    assert summary.answer == majority_vote(answers)
+
+
+def test_self_consistency_answers_with_the_majority(smol, monkeypatch):
+    """Three chains scripted to answer 3, 7, 7 (the sampler is replaced; the engine decodes them
+    together as usual): the summary answers 7, with the text of the first chain that said 7."""
+    import latentlocal.methods.cot as cot
+
+    texts = ["So it is 3.\nFinal answer: 3\n", "So it is 7.\nFinal answer: 7\n", "So it is 7.\nFinal answer: 7\n"]
+    scripts = [smol.model.tokenize(t, add_special=False) for t in texts]
+    assert len({len(x) for x in scripts}) == 1  # the chains end at the same step
+    calls = []
+
+    def scripted(logits, sampling, rng):
+        assert len(logits) == smol.n_vocab
+        seq, step = len(calls) % 3, len(calls) // 3
+        calls.append(seq)
+        return scripts[seq][step], 1.0
+
+    monkeypatch.setattr(cot, "sample_token", scripted)
+    cfg = SelfConsistencyConfig(samples=3, max_tokens=40, seed=0)
+    events = list(run_self_consistency(smol, Q, cfg))
+    assert [_ids(events, s) for s in range(3)] == scripts
+    done = sorted((e for e in events if isinstance(e, SequenceDone)), key=lambda e: e.seq)
+    assert [(e.answer, e.finish_reason) for e in done] == [("3", "answer"), ("7", "answer"), ("7", "answer")]
+    summary = events[-1]
+    assert summary.extra["answers"] == ["3", "7", "7"]
+    assert summary.answer == "7" and summary.text == texts[1]
+    assert summary.generated_tokens == 3 * len(scripts[0])
 
 
 def test_sampled_cot_depends_on_the_seed(smol):
@@ -52,4 +81,7 @@ def test_sampled_cot_depends_on_the_seed(smol):
 def test_stop_strings_end_generation(smol):
     events = list(run_cot(smol, Q, CotConfig(max_tokens=60, stop=(" ",))))
     summary = events[-1]
-    assert summary.finish_reason == "stop" and summary.generated_tokens <= 3
+    tokens = [e for e in events if isinstance(e, Token)]
+    # it stops at the first token that brings a space into the text, whichever token that is
+    assert summary.finish_reason == "stop" and summary.generated_tokens == len(tokens)
+    assert " " in summary.text and " " not in "".join(t.text for t in tokens[:-1])

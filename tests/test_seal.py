@@ -323,12 +323,46 @@ def test_scripted_trace_gives_thoughts_phases_and_toggles(smol, monkeypatch):
 
 
 def test_text_thoughts_match_live_segmentation(smol):
-    """Unsteered methods get thought counts from their text; those must be SEAL's own thoughts."""
+    """Unsteered methods get thought counts from their text; those must be SEAL's own thoughts,
+    whatever this build's greedy chain is (it ended in eos on an AVX-512 build, at the answer
+    marker here)."""
     cfg = SealConfig(directions={5: np.zeros(smol.n_embd, np.float32)}, alpha=0.0, max_tokens=160)
     events = list(run_seal(smol, "Tom has 3 boxes of 12 pens and gives away 7 pens. How many are left?", cfg))
     live = [e.text for e in events if isinstance(e, Thought)]
-    assert len(live) >= 2  # a real multi-paragraph trace, not a trivial one
+    assert live, "the reasoning span holds at least one thought"
+    eog = {smol.model.token_text(t) for t in _tokens_ending_generation(smol.model)}
+    assert not any(e in t for t in live for e in eog), live
     assert text_thoughts(events[-1].text) == live
+
+
+def _tokens_ending_generation(model) -> list[int]:
+    return [t for t in (model.eos, model.find_token("<|im_end|>"), model.find_token("<|endoftext|>"))
+            if t is not None and model.is_eog(t)]
+
+
+def test_an_end_of_generation_token_is_no_thought_text(smol, monkeypatch):
+    """A trace that ends with the end-of-generation token (scripted, so every build sees it): the
+    token's text ("<|im_end|>") enters neither the last thought nor the summary, and the thoughts
+    still equal the text segmentation."""
+    import latentlocal.methods.seal.steer as seal
+
+    m = smol.model
+    eog_tokens = _tokens_ending_generation(m)
+    assert eog_tokens
+    for eog in eog_tokens:
+        script = m.tokenize("Add 3 and 5.\n\nThat is 8.\nStill 8.\n\nWait, check it.", add_special=False) + [eog]
+        it = iter(script)
+        monkeypatch.setattr(seal, "sample_token", lambda logits, cfg, rng: (next(it), 1.0))
+        cfg = SealConfig(directions={5: np.zeros(smol.n_embd, np.float32)}, alpha=0.0, max_tokens=64)
+        events = list(run_seal(smol, QUESTION, cfg))
+        summary = events[-1]
+        live = [e.text for e in events if isinstance(e, Thought)]
+        assert summary.finish_reason == "eos" and summary.generated_tokens == len(script)
+        assert live == ["Add 3 and 5.", "That is 8.\nStill 8.", "Wait, check it."]
+        text = m.token_text(eog)
+        assert text not in summary.text and not any(text in t for t in live)
+        assert text_thoughts(summary.text) == live
+        assert summary.extra["thoughts"] == {"execution": 2, "reflection": 1, "transition": 0}
 
 
 def test_text_thoughts_by_hand():

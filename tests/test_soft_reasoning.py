@@ -105,8 +105,11 @@ def test_rounds_events_and_summary(smol):
     assert [len(r.candidates) for r in rounds] == [3, 3, 3]
     assert rounds[0].predicted_mean == ()  # the first round is the initial design
     assert len(rounds[1].predicted_mean) == 3 and all(s >= 0 for s in rounds[1].predicted_std)
-    best = [r.best_reward for r in rounds]
-    assert best == sorted(best)
+    # each round's best is the best reward of every candidate so far, recomputed from the events
+    rewards = [[c.reward for c in r.candidates] for r in rounds]
+    for i, r in enumerate(rounds):
+        assert r.best_reward == pytest.approx(max(x for rs in rewards[: i + 1] for x in rs))
+    assert summary.extra["best_reward"] == pytest.approx(rounds[-1].best_reward)
     for r in rounds:
         for c in r.candidates:
             assert c.reward == pytest.approx(c.verifier + c.coherence)
@@ -115,6 +118,69 @@ def test_rounds_events_and_summary(smol):
     assert summary.extra["candidates_decoded"] + summary.extra["candidates_reused"] == 9
     again = list(sr.run_soft_reasoning(smol, Q, cfg))
     assert again[-1].answer == summary.answer and again[-1].text == summary.text
+
+
+def test_each_round_decodes_the_proposals_asked_after_the_last_tell(smol, monkeypatch):
+    """The GP loop is closed: round r's rewards are told to the optimiser before round r+1 is
+    asked, and the first positions decoded in round r+1 are exactly the embeddings of what that
+    ask proposed (round 0: the Sobol design, candidate 0 pinned to greedy)."""
+    from latentlocal.bayesopt import BayesOpt
+
+    log: list[tuple] = []
+    real_ask, real_tell, real_init = BayesOpt.ask, BayesOpt.tell, sr._Space.__init__
+    spaces = []
+
+    def ask(self, q=1):
+        U = real_ask(self, q)
+        log.append(("ask", U.copy(), self.last_proposal))
+        return U
+
+    def tell(self, X, y):
+        log.append(("tell", np.array(X, copy=True), np.array(y, copy=True)))
+        return real_tell(self, X, y)
+
+    def init(self, *a, **k):
+        real_init(self, *a, **k)
+        spaces.append(self)
+
+    real_step = smol.decode_step
+
+    def step(seqs, tokens=None, rows=None):
+        if rows is not None:
+            log.append(("rows", list(seqs), np.array(rows, copy=True)))
+        return real_step(seqs, tokens=tokens, rows=rows)
+
+    monkeypatch.setattr(BayesOpt, "ask", ask)
+    monkeypatch.setattr(BayesOpt, "tell", tell)
+    monkeypatch.setattr(sr._Space, "__init__", init)
+    monkeypatch.setattr(smol, "decode_step", step)
+    cfg = sr.SoftReasoningConfig(candidates=3, rounds=3, dim=8, max_tokens=24, verifier_max_tokens=24,
+                                 min_improvement=-1.0)
+    events = list(sr.run_soft_reasoning(smol, Q, cfg))
+    rounds = [e for e in events if isinstance(e, Round)]
+    assert len(rounds) == 3 and len(spaces) == 1
+    assert [entry[0] for entry in log] == ["ask", "rows", "tell"] * 3
+    space = spaces[0]
+    # greedy's first token is what candidate 0 of round 0 stands in for
+    toks = prompt_tokens(smol, Q, cfg.system)
+    smol.clear()
+    smol.decode_tokens(toks)
+    np.testing.assert_array_equal(space.e_z, smol.model.embeddings.row(int(np.argmax(smol.logits(-1)))))
+    for r in range(3):
+        (_, U, proposal), (_, seqs, rows), (_, X, y) = log[3 * r: 3 * r + 3]
+        used = U.copy()
+        if r == 0:
+            used[0] = 0.0
+        assert seqs == [1, 2, 3]
+        np.testing.assert_array_equal(rows, np.stack([space.embed(u) for u in used]))
+        np.testing.assert_array_equal(X, used)  # told the points that were decoded ...
+        assert list(y) == pytest.approx([c.reward for c in rounds[r].candidates])  # ... with their rewards
+        if r == 0:
+            assert not proposal.from_model and rounds[0].predicted_mean == ()
+        else:  # a GP fitted to the earlier rounds chose these points
+            assert proposal.from_model
+            assert rounds[r].predicted_mean == pytest.approx(tuple(proposal.mean))
+    np.testing.assert_array_equal(log[1][2][0], space.e_z)
 
 
 def test_stops_when_the_best_reward_stalls(smol):

@@ -12,6 +12,7 @@ import pytest
 
 from latentlocal.engine import ChatMessage
 from latentlocal.errors import LatentLocalError
+from latentlocal.eval.answers import extract_answer
 from latentlocal.events import ColdStop, PhaseChange, Summary, Token
 from latentlocal.methods.cot import CotConfig, run_cot
 from latentlocal.methods.registry import canonical, make_runner
@@ -26,7 +27,7 @@ from latentlocal.methods.soft_thinking import (
     run_soft_thinking,
     thinking_end,
 )
-from latentlocal.models import COT_SYSTEM, ReasoningFormat
+from latentlocal.models import COT_SYSTEM, ReasoningFormat, build_prompt
 
 Q = "Tom has 3 apples and buys 5 more. How many apples does he have?"
 ADD = "What is 2+3?"
@@ -59,6 +60,86 @@ def _few_shot(engine, question):
 # onehot_tokens=False: every concept goes through decode_embeddings, so agreement with greedy
 # token decoding proves the embedding route (rows, input scale, positions) end to end.
 GREEDY = SoftThinkingConfig(max_tokens=60, max_topk=1, onehot_tokens=False)
+
+# llama.cpp's numerics differ between builds (AVX2 / AVX-512, thread counts), so a greedy chain is
+# not a constant: an AVX-512 build ended "What is 2+3?" with eos inside 60 tokens where AVX2
+# rambled on. Tests that need a long chain use this raw continuation instead: at every one of 60
+# greedy steps its top-1 logit leads the runner-up by more than 1.6 on SmolLM2 and 2.5 on Gemma,
+# where builds differ by about 1e-3, so it runs 60 tokens without an end on any correct build.
+COUNTING = "1, 2, 3, 4, 5, 6, 7, 8,"
+# row/token parity tolerance, relative to the logits' range (as tests/test_engine.py)
+PARITY = 1e-3
+
+
+class _Calls:
+    """What a method asks of an engine: the logits it reads and the tokens and rows it feeds."""
+
+    def __init__(self, monkeypatch, engine):
+        self.log: list[tuple[str, object]] = []
+        real_logits, real_tokens, real_rows = engine.logits, engine.decode_tokens, engine.decode_embeddings
+
+        def logits(i=-1):
+            out = real_logits(i)
+            self.log.append(("logits", np.array(out)))
+            return out
+
+        def tokens(toks, *a, **k):
+            self.log.append(("tokens", [int(t) for t in toks]))
+            return real_tokens(toks, *a, **k)
+
+        def rows(r, *a, **k):
+            self.log.append(("rows", np.atleast_2d(np.array(r, dtype=np.float32))))
+            return real_rows(r, *a, **k)
+
+        monkeypatch.setattr(engine, "logits", logits)
+        monkeypatch.setattr(engine, "decode_tokens", tokens)
+        monkeypatch.setattr(engine, "decode_embeddings", rows)
+
+    def take(self, prompt) -> list[tuple[str, object]]:
+        """The calls since the last decode of ``prompt``, and start a new record."""
+        log, self.log = self.log, []
+        starts = [i for i, (kind, x) in enumerate(log) if kind == "tokens" and x == list(prompt)]
+        assert starts, "the prompt was never decoded"
+        return log[starts[-1] + 1:]
+
+
+def _steps(log) -> list[tuple[np.ndarray, tuple[str, object] | None]]:
+    """(logits read, what was fed right after it or None) per read."""
+    out = []
+    for i, (kind, x) in enumerate(log):
+        if kind == "logits":
+            nxt = log[i + 1] if i + 1 < len(log) and log[i + 1][0] != "logits" else None
+            out.append((x, nxt))
+    return out
+
+
+def _mix_reference(table, ids, w) -> np.ndarray:
+    """sum_i w_i E[id_i] in float64 from the table's rows: independent of EmbeddingTable.mix."""
+    rows = table.rows([int(i) for i in ids]).astype(np.float64)
+    return np.asarray(w, dtype=np.float64) @ rows
+
+
+def _force(monkeypatch, engine, at: int, token: int):
+    """Make ``token`` the top-1 of the ``at``-th logits read (1-based) of each run that follows,
+    counting from the next prompt decode: an outcome the test chooses, not the build."""
+    real_logits, real_tokens = engine.logits, engine.decode_tokens
+    count = [0]
+
+    def tokens(toks, *a, **k):
+        if len(toks) > 1 and engine.pos(0) == 0:
+            count[0] = 0  # a new run decodes its prompt into an empty context
+        return real_tokens(toks, *a, **k)
+
+    def logits(i=-1):
+        out = real_logits(i)
+        count[0] += 1
+        if count[0] == at:
+            out = np.array(out)
+            out[token] = out.max() + 100.0
+        return out
+
+    monkeypatch.setattr(engine, "logits", logits)
+    monkeypatch.setattr(engine, "decode_tokens", tokens)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -125,6 +206,70 @@ def test_concept_with_one_kept_token_is_the_argmax_row_exactly(smol):
     assert ids.tolist() == [1] and w.tolist() == [1.0]
     table = smol.model.embeddings
     assert np.array_equal(table.mix([1234], [1.0]), table.rows([1234])[0])
+
+
+def _real_mixture(engine, prompt):
+    """Decode ``prompt``; the default concept at its last position, a real mixture."""
+    engine.clear()
+    engine.decode_tokens(prompt)
+    ids, w, _ = ConceptFilter(0.6, 30, 0.95, 0.001, 10)(np.array(engine.logits(-1)))
+    # the first answer token of a question is open: several candidates with real weight
+    assert len(ids) >= 3 and 0.05 < w[1] and w[0] < 0.9, (ids, w)
+    return ids, w
+
+
+def test_a_real_mixture_changes_the_next_logits(smol):
+    """Feeding the concept (a weighted mix of several embeddings) is not feeding its top-1: from
+    the same prefix, the logits after the mixture differ from those after the top-1 token by far
+    more than the row/token parity tolerance, while a mixture of the top-1 alone is the token."""
+    prompt = smol.model.tokenize(build_prompt(smol.model, Q, None))
+    ids, w = _real_mixture(smol, prompt)
+    table = smol.model.embeddings
+    np.testing.assert_allclose(table.mix(ids, w), _mix_reference(table, ids, w), rtol=1e-5, atol=1e-6)
+    n = len(prompt)
+
+    def after(feed) -> np.ndarray:
+        smol.seq_remove(0, n)
+        feed()
+        return np.array(smol.logits(-1))
+
+    by_token = after(lambda: smol.decode_tokens([int(ids[0])]))
+    tol = PARITY * float(by_token.max() - by_token.min())
+    top1_row = after(lambda: smol.decode_embeddings(table.mix(ids[:1], [1.0])))
+    mixed = after(lambda: smol.decode_embeddings(table.mix(ids, w)))
+    second = after(lambda: smol.decode_tokens([int(ids[1])]))
+    assert np.abs(top1_row - by_token).max() <= tol
+    assert np.abs(mixed - by_token).max() > 10 * tol
+    assert np.abs(mixed - second).max() > 10 * tol  # nor is it the runner-up
+    assert smol.pos(0) == n + 1
+
+
+def test_soft_thinking_feeds_each_concept_mixture(smol, monkeypatch):
+    """Every thinking step feeds sum_i w_i E[id_i] of the concept its logits give (a
+    one-candidate concept as its token); the event shows that concept. A version feeding the
+    top-1 embedding, or other weights, fails here."""
+    cfg = SoftThinkingConfig(max_tokens=12, think_budget=8, system=None, top_events=10)
+    prompt = smol.model.tokenize(build_prompt(smol.model, Q, None))
+    calls = _Calls(monkeypatch, smol)
+    events = list(run_soft_thinking(smol, Q, cfg, prompt=prompt))
+    steps = _steps(calls.take(prompt))
+    think = [e for e in events if isinstance(e, Token) and e.phase == "think"]
+    assert len(think) == 8 and _one(events, PhaseChange).reason == "budget"
+    table = smol.model.embeddings
+    mixed = 0
+    for i, t in enumerate(think):
+        logits, fed = steps[i]
+        ids, w, h = ConceptFilter(cfg.temperature, cfg.top_k, cfg.top_p, cfg.min_p, cfg.max_topk)(logits)
+        assert t.token_id == ids[0] and t.prob == pytest.approx(w[0]) and t.entropy == pytest.approx(h)
+        assert [x for _, x in t.top] == pytest.approx(list(w))
+        if len(ids) == 1:
+            assert fed == ("tokens", [int(ids[0])]), (i, fed)
+        else:
+            mixed += 1
+            assert fed[0] == "rows" and fed[1].shape == (1, smol.n_embd), (i, fed)
+            want = _mix_reference(table, ids, w)
+            np.testing.assert_allclose(fed[1][0], want, rtol=1e-5, atol=1e-5 * np.abs(want).max())
+    assert mixed >= 2, "the run should hold several real mixtures"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -197,14 +342,36 @@ def test_forced_end_tokens(smol):
 # ---------------------------------------------------------------------------------------------
 
 
-def test_one_token_concepts_reproduce_greedy_cot_for_60_tokens(smol):
-    cot = list(run_cot(smol, ADD, CotConfig(max_tokens=60)))
-    soft = list(run_soft_thinking(smol, ADD, GREEDY))
-    assert cot[-1].finish_reason == "length"  # greedy rambles past 60 tokens without the marker
-    assert _ids(soft, "think") == _ids(cot) and len(_ids(cot)) == 60
+def _assert_rows_reproduce_greedy(engine, monkeypatch, n):
+    """max_topk 1 concepts fed as embedding rows against greedy CoT, both on COUNTING: the same
+    logits at every step, hence the same tokens, and the rows really went in."""
+    model = engine.model
+    prompt = model.tokenize(COUNTING)
+    calls = _Calls(monkeypatch, engine)
+    cot = list(run_cot(engine, COUNTING, CotConfig(max_tokens=n), prompt=prompt))
+    cot_steps = _steps(calls.take(prompt))
+    soft = list(run_soft_thinking(engine, COUNTING, SoftThinkingConfig(max_tokens=n, max_topk=1, onehot_tokens=False),
+                                  prompt=prompt))
+    soft_steps = _steps(calls.take(prompt))
+    greedy = _ids(cot)
+    assert cot[-1].finish_reason == "length" and len(greedy) == n
+    margins = [float(np.diff(np.sort(lg)[-2:])[0]) for lg, _ in cot_steps]
+    assert min(margins) > 0.5, f"the counting chain has a near-tie ({min(margins):.3f}): pick another prompt"
+    assert _ids(soft, "think") == greedy
+    assert len(soft_steps) == len(cot_steps) == n
+    for i, ((lc, _), (ls, fed)) in enumerate(zip(cot_steps, soft_steps)):
+        tol = PARITY * float(lc.max() - lc.min())
+        assert np.abs(ls - lc).max() <= tol, f"step {i}: the row input gave other logits than the token"
+        # every step fed the top-1's embedding row, not its token id
+        assert fed is not None and fed[0] == "rows", (i, fed)
+        np.testing.assert_array_equal(fed[1], model.embeddings.rows([greedy[i]]))
     s = soft[-1]
     assert s.text == cot[-1].text and s.finish_reason == "length" and s.extra["end_reason"] is None
     assert all(t.mode == "soft" and t.entropy is not None for t in soft if isinstance(t, Token))
+
+
+def test_one_token_concepts_reproduce_greedy_cot_for_60_tokens(smol, monkeypatch):
+    _assert_rows_reproduce_greedy(smol, monkeypatch, 60)
 
 
 def test_one_token_concepts_reproduce_greedy_cot_through_the_marker(smol):
@@ -230,46 +397,58 @@ def test_one_token_concepts_reproduce_greedy_cot_through_the_marker(smol):
     assert s.generated_tokens == len(think) + len(answer)
 
 
-def test_one_token_concepts_reproduce_greedy_cot_on_gemma(gemma):
+def test_one_token_concepts_reproduce_greedy_cot_on_gemma(gemma, monkeypatch):
     """Gemma 3 takes embedding rows pre-scaled by sqrt(n_embd); with them the soft route holds
-    token for token for the whole run checked here."""
-    cfg = SoftThinkingConfig(max_tokens=20, max_topk=1, onehot_tokens=False)
-    cot = list(run_cot(gemma, ADD, CotConfig(max_tokens=20)))
-    soft = list(run_soft_thinking(gemma, ADD, cfg))
-    assert _ids(soft, "think") == _ids(cot) and len(_ids(cot)) == 20
+    token for token (and logit for logit) for the whole run checked here."""
+    _assert_rows_reproduce_greedy(gemma, monkeypatch, 30)
 
 
 def test_one_candidate_concepts_fed_as_tokens_change_nothing(smol):
     """The shortcut (a concept with w = [1] is fed as its token id) gives the same run."""
-    base = dict(max_tokens=16, system=None)
+    base = dict(max_tokens=24, system=None)
     fast = _trajectory(run_soft_thinking(smol, Q, SoftThinkingConfig(**base)))
     rows = _trajectory(run_soft_thinking(smol, Q, SoftThinkingConfig(onehot_tokens=False, **base)))
-    assert fast == rows
+    assert [t for t, _ in fast] == [t for t, _ in rows]
+    for (_, a), (_, b) in zip(fast, rows):  # rows and tokens agree to the parity tolerance
+        assert len(a) == len(b) and np.allclose(a, b, atol=1e-4)
     assert any(len(top) == 1 for _, top in fast) and any(len(top) > 1 for _, top in fast)
 
 
-def test_eos_while_thinking_ends_thinking_and_still_answers(smol):
+def test_eos_while_thinking_ends_thinking_and_still_answers(smol, monkeypatch):
+    """An end-of-generation top-1 while thinking is not fed: the marker is forced and the answer
+    runs. The eos is made the top-1 of the 5th step (of CoT and of Soft Thinking alike) rather than
+    hoped for: where greedy decoding meets eos by itself depends on the build."""
+    model = smol.model
+    assert model.is_eog(model.eos)
+    _force(monkeypatch, smol, at=5, token=model.eos)
     cot = list(run_cot(smol, Q, CotConfig(max_tokens=60)))
-    assert cot[-1].finish_reason == "eos"
+    assert cot[-1].finish_reason == "eos" and len(_ids(cot)) == 5
     soft = list(run_soft_thinking(smol, Q, GREEDY))
     think = _ids(soft, "think")
-    assert think == _ids(cot) and smol.model.is_eog(think[-1])
+    assert think == _ids(cot) and think[-1] == model.eos
     assert _one(soft, PhaseChange).reason == "eos"
-    answer_text = "".join(t.text for t in soft if isinstance(t, Token) and t.phase == "answer")
-    assert answer_text.startswith("\n\nFinal answer:")
+    answer = [t for t in soft if isinstance(t, Token) and t.phase == "answer"]
+    answer_text = "".join(t.text for t in answer)
+    forced = forced_end_tokens(model, ReasoningFormat(None, "Final answer:"), cot[-1].text)
+    assert [t.token_id for t in answer[:len(forced)]] == forced
+    assert answer_text.startswith(model.detokenize(forced)) and all(t.mode == "discrete" for t in answer)
     s = soft[-1]
-    assert s.extra["end_reason"] == "eos" and s.answer == "8" and s.finish_reason in ("eos", "answer")
-    assert s.text == cot[-1].text + answer_text
+    assert s.extra["end_reason"] == "eos" and s.finish_reason in ("eos", "answer", "length")
+    assert model.token_text(model.eos) not in s.text and s.text == cot[-1].text + answer_text
+    assert s.answer == extract_answer(s.text)
 
 
 def test_native_think_end_token_ends_thinking_where_it_is_top1(smol):
     """Neither bundled model has a single </think> token: declare one. Take the token greedy
-    decoding emits at step k (its first occurrence) as the end-of-thinking token."""
-    greedy = _ids(run_cot(smol, ADD, CotConfig(max_tokens=30)))
+    decoding emits at step k (its first occurrence) as the end-of-thinking token. (COUNTING: its
+    30 greedy tokens are the same on every build.)"""
+    prompt = smol.model.tokenize(COUNTING)
+    greedy = _ids(run_cot(smol, COUNTING, CotConfig(max_tokens=30), prompt=prompt))
+    assert len(greedy) == 30
     k = next(i for i in range(8, 30) if greedy[i] not in greedy[:i])
     fmt = ReasoningFormat(think_end_token=greedy[k], think_end_text="</think>")
     cfg = SoftThinkingConfig(max_tokens=30, max_topk=1, onehot_tokens=False)
-    soft = list(run_soft_thinking(smol, ADD, cfg, fmt=fmt))
+    soft = list(run_soft_thinking(smol, COUNTING, cfg, prompt=prompt, fmt=fmt))
     think = [e for e in soft if isinstance(e, Token) and e.phase == "think"]
     assert [t.token_id for t in think] == greedy[:k + 1]
     assert think[-1].mode == "discrete" and all(t.mode == "soft" for t in think[:-1])
@@ -295,7 +474,10 @@ def test_cold_stop_end_to_end(smol):
     i_cs, i_pc = events.index(cs), events.index(_one(events, PhaseChange))
     assert events.index(think[-1]) < i_cs < i_pc
     answer = [e for e in events if isinstance(e, Token) and e.phase == "answer"]
-    assert "".join(t.text for t in answer).startswith("\n\nFinal answer:")
+    # the forced marker follows the thinking text with the separator that text needs
+    forced = forced_end_tokens(smol.model, ReasoningFormat(None, "Final answer:"), "".join(t.text for t in think))
+    assert [t.token_id for t in answer[:len(forced)]] == forced
+    assert smol.model.detokenize(forced).endswith("Final answer:")
     assert all(t.mode == "discrete" for t in answer)
     s = events[-1]
     assert s.extra["cold_stop"] is True and s.extra["end_reason"] == "cold_stop"
@@ -348,11 +530,42 @@ def test_noise_options_are_seeded(smol, opts):
     assert any(run(seed) != a for seed in range(2, 6))
 
 
-def test_moi_trace_is_the_sampled_token_and_weights_sum_to_one(smol):
-    events = list(run_soft_thinking(smol, Q, SoftThinkingConfig(max_tokens=6, think_budget=6, mix="moi", seed=3, system=None)))
-    for t in (e for e in events if isinstance(e, Token) and e.phase == "think"):
-        weights = [w for _, w in t.top]
-        assert t.prob in weights and sum(weights) <= 1.0 + 1e-9
+def test_moi_trace_is_the_sampled_token_and_weights_sum_to_one(smol, monkeypatch):
+    """Mixture of Inputs: each step's trace is the token moi_weights sampled (not the concept's
+    top-1), its prob is that token's input weight, and the row fed is sum_i post_i E[id_i]."""
+    import latentlocal.methods.soft_thinking as st
+
+    drawn = []
+    real = st.moi_weights
+
+    def spy(w, beta, top_k, rng):
+        out, j = real(w, beta, top_k, rng)
+        drawn.append((w.copy(), out.copy(), j))
+        return out, j
+
+    monkeypatch.setattr(st, "moi_weights", spy)
+    cfg = SoftThinkingConfig(max_tokens=12, think_budget=10, mix="moi", temperature=1.0, seed=3, system=None)
+    prompt = smol.model.tokenize(build_prompt(smol.model, Q, None))
+    calls = _Calls(monkeypatch, smol)
+    events = list(run_soft_thinking(smol, Q, cfg, prompt=prompt))
+    steps = _steps(calls.take(prompt))
+    think = [e for e in events if isinstance(e, Token) and e.phase == "think"]
+    assert len(think) == len(drawn) == 10
+    table = smol.model.embeddings
+    for i, (t, (w_in, out, j)) in enumerate(zip(think, drawn)):
+        logits, fed = steps[i]
+        ids, w, _ = ConceptFilter(cfg.temperature, cfg.top_k, cfg.top_p, cfg.min_p, cfg.moi_top_k)(logits)
+        np.testing.assert_allclose(w_in, w)  # MoI mixes the filter chain's candidates
+        assert t.token_id == ids[j] and t.prob == pytest.approx(out[j])
+        assert out.sum() == pytest.approx(1.0)
+        assert [x for _, x in t.top] == pytest.approx(sorted(out, reverse=True)[:cfg.top_events])
+        if len(ids) == 1:
+            assert fed == ("tokens", [int(ids[0])])
+        else:
+            want = _mix_reference(table, ids, out)
+            np.testing.assert_allclose(fed[1][0], want, rtol=1e-5, atol=1e-5 * np.abs(want).max())
+    # the check has teeth: some step sampled a token other than the concept's top-1
+    assert any(j != 0 for _, _, j in drawn)
     assert events[-1].extra["mix"] == "moi"
 
 
@@ -418,7 +631,30 @@ def test_cli_json_run(capsys):
 
 
 def test_summary_is_a_summary(smol):
-    events = list(run_soft_thinking(smol, ADD, SoftThinkingConfig(max_tokens=3, system=None)))
+    """The Summary agrees with the events it closes: counts per phase, text, answer, reasons."""
+    cfg = SoftThinkingConfig(max_tokens=12, think_budget=4, system=None)
+    events = list(run_soft_thinking(smol, ADD, cfg))
     s = events[-1]
-    assert isinstance(s, Summary) and s.method == "soft-thinking" and s.generated_tokens == 3
-    assert s.extra["time_to_first_step_s"] is not None and s.extra["time_to_first_step_s"] <= s.elapsed_s
+    assert isinstance(s, Summary) and s.method == "soft-thinking"
+    assert not any(isinstance(e, Summary) for e in events[:-1])
+    tokens = [e for e in events if isinstance(e, Token)]
+    think = [t for t in tokens if t.phase == "think"]
+    answer = [t for t in tokens if t.phase == "answer"]
+    assert tokens == think + answer  # thinking first, then the answer
+    assert s.generated_tokens == len(tokens) == s.extra["thinking_tokens"] + s.extra["answer_tokens"]
+    assert s.extra["thinking_tokens"] == len(think) == 4 and s.extra["answer_tokens"] == len(answer)
+    assert s.text == "".join(t.text for t in tokens) and "Final answer:" in s.text
+    assert s.answer == extract_answer(s.text)
+    assert s.extra["end_reason"] == "budget" and s.extra["cold_stop"] is False
+    assert (s.extra["mix"], s.extra["noise"]) == ("concept", "none")
+    prompt = smol.model.tokenize(build_prompt(smol.model, ADD, None))
+    assert s.extra["prompt_tokens"] == len(prompt)
+    assert 0 < s.extra["time_to_first_step_s"] <= s.elapsed_s
+    forced = forced_end_tokens(smol.model, ReasoningFormat(None, "Final answer:"), "".join(t.text for t in think))
+    # the forced marker is inserted whole, so max_tokens may be passed by at most its length
+    assert s.generated_tokens <= cfg.max_tokens + len(forced)
+    if s.finish_reason == "eos":
+        assert smol.model.is_eog(answer[-1].token_id)
+    else:
+        assert s.finish_reason in ("answer", "length")
+

@@ -165,15 +165,6 @@ def test_pump_coalesces_tokens():
     assert len(batches) <= 3 and isinstance(batches[-1][-1], ev.Summary)
 
 
-def test_library_does_not_import_the_ui():
-    import subprocess
-    import sys
-
-    code = ("import sys, latentlocal.cli, latentlocal.methods.registry as r; r.specs(); "
-            "assert not [m for m in sys.modules if m.split('.')[0] in ('textual', 'rich', 'tui')]")
-    subprocess.run([sys.executable, "-c", code], check=True)
-
-
 # ---------------------------------------------------------------------------------------------
 # the app
 # ---------------------------------------------------------------------------------------------
@@ -266,17 +257,42 @@ def test_run_each_method(home, engine, method):
     run(scenario, engine)
 
 
-def test_cancel_keeps_model_and_next_run_works(home, engine):
+def _held_after_first_event(events, cancel, held: list):
+    """Pass the first event on, then hold the generator until the job is cancelled (at most 60 s),
+    then let the method go on: it must see the cancel at its next step. However fast the build,
+    the run cannot end by itself before Escape arrives."""
+    it = iter(events)
+    first = next(it, None)
+    if first is None:
+        return
+    yield first
+    held.append(True)
+    cancel.wait(60)
+    yield from it
+
+
+def test_cancel_keeps_model_and_next_run_works(home, engine, monkeypatch):
+    real_make_runner = forms.make_runner
+    held: list = []
+
+    def holding_runner(method, values, *a, **k):
+        runner = real_make_runner(method, values, *a, **k)
+        if str(values.get("max_tokens")) != "400":
+            return runner  # only the run that is to be cancelled is held
+        return lambda eng, q, cancel=None: _held_after_first_event(runner(eng, q, cancel), cancel, held)
+
+    monkeypatch.setattr(forms, "make_runner", holding_runner)
+
     async def scenario(app, pilot):
+        app.config.ui.flush_ms = 0  # every event reaches the screen at once, the held one too
         form = app.query_one("#run-form")
         await form.select_method("cot")
         form.set_value("max_tokens", 400)
-        form.set_value("temperature", 1.0)  # sampled: no early answer line to stop on
         engine = app.engine
         metrics = app.query_one("#metrics")
         await pilot.press("ctrl+r")
-        await wait_for(pilot, lambda: metrics.tokens >= 1, timeout=30, what="first tokens")
-        assert app.job is not None
+        await wait_for(pilot, lambda: metrics.tokens >= 1 and held, timeout=30, what="first tokens")
+        assert app.job is not None and app.job.name == "run"
         await pilot.press("escape")
         await wait_for(pilot, lambda: app.job is None, timeout=30, what="cancel")
         await pilot.pause()
@@ -286,7 +302,6 @@ def test_cancel_keeps_model_and_next_run_works(home, engine):
         assert app.engine is engine  # still loaded
 
         form.set_value("max_tokens", 4)
-        form.set_value("temperature", "")
         await run_and_wait(app, pilot)
         assert metrics.summary.finish_reason != "cancelled"
 
@@ -297,6 +312,7 @@ def test_cancel_keeps_model_and_next_run_works(home, engine):
         assert quit_calls, "ctrl+c quits when nothing runs"
 
     run(scenario, engine)
+
 
 
 def test_compare_methods_side_by_side(home, engine):
@@ -360,7 +376,25 @@ def test_vectors_inspect_export_and_command(home):
     run(scenario)
 
 
-def test_extraction_progress_and_cancel(home, engine):
+def test_extraction_progress_and_cancel(home, engine, monkeypatch):
+    # Hold the extraction after its first finished problem until Escape has set the cancel: on a
+    # fast machine the other four problems would otherwise finish before the key press lands.
+    from latentlocal.methods import seal
+    from tui.screens import vectors
+
+    real_extract, real_pump = seal.extract, vectors.pump
+    held: list = []
+
+    def holding_extract(eng, cfg, cancel=None):
+        for e in real_extract(eng, cfg, cancel):
+            yield e
+            if isinstance(e, ev.Progress) and not held:
+                held.append(e)
+                cancel.wait(60)
+
+    monkeypatch.setattr(seal, "extract", holding_extract)
+    # every batch is posted at once, so the held Progress is on screen while the job waits
+    monkeypatch.setattr(vectors, "pump", lambda events, post, interval=0.0, **k: real_pump(events, post, 0.0, **k))
     data = home / "q.jsonl"
     data.write_text("\n".join(json.dumps({"question": f"What is {i} + {i}?", "answer": str(2 * i)})
                               for i in range(1, 6)) + "\n")
@@ -374,8 +408,8 @@ def test_extraction_progress_and_cancel(home, engine):
         app.query_one("#vx-max").value = "12"
         await pilot.press("ctrl+r")
         bar = app.query_one("#vx-progress")
-        await wait_for(pilot, lambda: (bar.progress or 0) >= 1, timeout=60, what="first problem")
-        assert bar.total == 5
+        await wait_for(pilot, lambda: (bar.progress or 0) >= 1 and held, timeout=60, what="first problem")
+        assert bar.total == 5 and app.job is not None and app.job.name == "extract"
         await pilot.press("escape")
         await wait_for(pilot, lambda: app.job is None, timeout=30, what="cancel")
         await pilot.pause()

@@ -1,0 +1,138 @@
+"""The core/UI boundary: the library (``latentlocal``) never imports the terminal UI's toolkits.
+
+Checked two ways, because either alone has holes:
+
+* statically, by the import-linter contracts in pyproject.toml (``[tool.importlinter]``), which
+  read every ``import`` statement, those inside functions included (the library has dozens of
+  function-level imports; importing its modules would not execute them);
+* at run time, by importing every library module and running every method and the CLI in a fresh
+  interpreter, then looking at ``sys.modules`` (this also sees ``importlib.import_module`` calls,
+  which no static reader can).
+
+The linter is run on a copy of the library with a function-level ``import textual`` planted in
+it, so the contract is shown to catch exactly the case a module-import check misses.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+UI_PACKAGES = ("textual", "rich", "tui")
+
+
+def _lint(cwd: Path) -> subprocess.CompletedProcess:
+    """lint-imports with the repository's pyproject.toml contracts, on the ``latentlocal`` that
+    ``cwd`` holds (grimp resolves the root package from the working directory first)."""
+    try:
+        import importlinter  # noqa: F401
+    except ImportError:  # the test extra installs it: a missing linter is a broken install
+        pytest.fail("import-linter is not installed: pip install -e '.[test]'")
+    code = "import sys; from importlinter.cli import lint_imports_command; sys.exit(lint_imports_command())"
+    return subprocess.run(
+        [sys.executable, "-c", code, "--config", str(cwd / "pyproject.toml"), "--no-cache"],
+        cwd=cwd, capture_output=True, text=True, timeout=120, env={**os.environ, "PYTHONPATH": str(cwd)},
+    )
+
+
+def test_import_contracts_hold():
+    res = _lint(ROOT)
+    out = res.stdout + res.stderr
+    assert res.returncode == 0, out
+    assert "the library never imports textual or rich KEPT" in out, out
+    assert "only the CLI's tui command imports tui KEPT" in out, out
+
+
+@pytest.mark.parametrize("planted, forbidden", [
+    ("import textual.app", "textual"),
+    ("from rich.console import Console", "rich"),
+    ("from tui import forms", "tui"),
+])
+def test_contracts_catch_an_import_inside_a_function(tmp_path, planted, forbidden):
+    shutil.copytree(ROOT / "latentlocal", tmp_path / "latentlocal",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(ROOT / "pyproject.toml", tmp_path / "pyproject.toml")
+    target = tmp_path / "latentlocal" / "markers.py"
+    n_lines = len(target.read_text().splitlines())
+    with target.open("a") as f:
+        f.write(textwrap.dedent(f"""
+
+            def _late_import():
+                {planted}  # never executed by importing this module
+            """))
+    res = _lint(tmp_path)
+    out = res.stdout + res.stderr
+    assert res.returncode != 0, out
+    assert f"latentlocal.markers -> {forbidden} (l.{n_lines + 4})" in out, out
+
+
+def _vector(path: Path) -> Path:
+    import numpy as np
+
+    from latentlocal import controlvector as cvio
+
+    rng = np.random.default_rng(0)
+    cv = cvio.ControlVector("llama", {20: (rng.standard_normal(576) * 0.05).astype(np.float32)}, n_layer=30)
+    cvio.save(cv, path, {"method": "seal", "layer": 20, "recommended_scale": 0.25})
+    return path
+
+
+def test_library_modules_and_every_method_run_without_the_ui(tmp_path):
+    """Import every module of the library, run every registered method through the CLI on the
+    bundled model and list the models: none of it loads textual, rich or tui."""
+    vector = _vector(tmp_path / "v.gguf")
+    code = textwrap.dedent(f"""
+        import importlib, io, json, pkgutil, sys
+        from contextlib import redirect_stdout
+        import latentlocal
+        names = [m.name for m in pkgutil.walk_packages(latentlocal.__path__, "latentlocal.")]
+        for name in names:
+            importlib.import_module(name)
+        from latentlocal.cli import main
+        from latentlocal.methods import registry
+        ran = []
+        for method in registry.method_names():
+            argv = ["run", "What is 2 + 3?", "--method", method, "--max-tokens", "4", "--json",
+                    "--threads", "1", "--n-ctx", "1024", "--parallel", "4"]
+            if method == "sc":
+                argv += ["--samples", "2"]
+            if method == "seal":
+                argv += ["--vector", {str(vector)!r}]
+            if method == "soft-reasoning":
+                argv += ["--candidates", "2", "--rounds", "1", "--dim", "4"]
+            buf = io.StringIO()
+            with redirect_stdout(buf):
+                assert main(argv) == 0, method
+            last = json.loads(buf.getvalue().splitlines()[-1])
+            assert last["type"] == "summary", (method, last)
+            ran.append(method)
+        with redirect_stdout(io.StringIO()):
+            assert main(["models", "--json"]) == 0
+        bad = sorted(m for m in sys.modules if m.split(".")[0] in {UI_PACKAGES!r})
+        print(json.dumps({{"modules": len(names), "ran": ran, "bad": bad}}))
+    """)
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600,
+                         cwd=tmp_path)
+    assert res.returncode == 0, res.stderr[-3000:]
+    report = __import__("json").loads(res.stdout.strip().splitlines()[-1])
+    assert report["bad"] == [], report
+    from latentlocal.methods import registry
+
+    assert report["ran"] == registry.method_names() and len(report["ran"]) >= 4
+    assert report["modules"] >= 30  # the walk really covered the package
+
+
+def test_the_runtime_check_sees_a_late_ui_import():
+    """The sys.modules check above is not vacuous: a late, dynamic import of the UI is seen."""
+    code = ("import importlib, sys, latentlocal.cli; importlib.import_module('tui.app'); "
+            f"print(sorted(m for m in sys.modules if m.split('.')[0] in {UI_PACKAGES!r}))")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert res.returncode == 0, res.stderr
+    assert "textual" in res.stdout and "tui" in res.stdout
