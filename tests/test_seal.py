@@ -524,9 +524,11 @@ def test_cli_inspect_round_trip(extracted, capsys):
     assert info["manifest"] == read_manifest(cfg.out)
 
 
-def test_cli_run_seal_needs_a_matching_vector(tmp_path, capsys):
+def test_cli_run_seal_needs_a_matching_vector(tmp_path, capsys, monkeypatch):
+    import latentlocal.methods.seal as seal_pkg
     from latentlocal.cli import main
 
+    monkeypatch.setattr(seal_pkg, "vector_folders", lambda: [tmp_path])  # no vector for this model
     assert main(["run", "hi", "--method", "seal"]) == 2
     assert "--vector" in capsys.readouterr().err
     bad = tmp_path / "bad.gguf"

@@ -28,14 +28,13 @@ from tui.widgets.stream import StreamView
 TABS = ("models", "run", "compare", "vectors", "settings")
 
 
-def _bundled() -> str | None:
-    from latentlocal.errors import LatentLocalError
-    from latentlocal.models import bundled_model_path
+def _default_model() -> str | None:
+    """An installed catalog model (`latentlocal models install`), else the bundled one; None when
+    neither is there (the Models tab explains how to add one)."""
+    from latentlocal.catalog import default_model_path
 
-    try:
-        return str(bundled_model_path())
-    except LatentLocalError:  # not installed: the Models tab explains how to add one
-        return None
+    path = default_model_path()
+    return str(path) if path is not None else None
 
 
 class LatentLocalApp(App):
@@ -93,8 +92,8 @@ class LatentLocalApp(App):
         self.sub_title = "no model loaded: pick one and press Enter"
         for problem in self.config_problems:
             self.notify(problem, title="Settings", severity="warning", timeout=10)
-        # the first start (no model used yet) opens the bundled default, ready to run
-        last = self.config.model.path or _bundled()
+        # the first start (no model used yet) opens the default model, ready to run
+        last = self.config.model.path or _default_model()
         if self._given_engine is not None:
             self.attach_engine(self._given_engine, 0.0)
         elif self.autoload and last and Path(last).is_file():

@@ -4,17 +4,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import latentlocal
-from latentlocal.models import models_dir
+from latentlocal.methods.seal import vector_folders
 
 
 def vectors_dir() -> Path:
     """The user's vectors folder, beside the models folder (``.../latentlocal/vectors``)."""
-    return models_dir().parent / "vectors"
+    return vector_folders()[0]
 
 
 def shipped_vectors_dir() -> Path:
-    return Path(latentlocal.__file__).resolve().parent.parent / "vectors"
+    return vector_folders()[1]
 
 
 def known_vectors() -> list[str]:

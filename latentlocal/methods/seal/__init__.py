@@ -29,8 +29,11 @@ proportionally by :func:`default_layer`. ``tests/test_seal.py`` pins the mapping
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Callable
+from pathlib import Path
 
+from latentlocal.controlvector import ControlVector, read_manifest
 from latentlocal.errors import LatentLocalError
 from latentlocal.methods.seal.extract import ExtractConfig, extract, extract_vector, work_dir
 from latentlocal.methods.seal.steer import SealConfig, check_vector, default_layer, load_vector, run_seal
@@ -69,41 +72,72 @@ __all__ = [
 ]
 
 
+def vector_folders() -> list[Path]:
+    """Where SEAL vectors are looked up by model: the user's vectors folder (beside the models
+    folder) and the vectors shipped with latentlocal."""
+    from latentlocal.models import models_dir
+
+    shipped = Path(__file__).resolve().parents[3] / "vectors"
+    return [models_dir().parent / "vectors", shipped]
+
+
+def vector_for_model(model) -> Path | None:  # model: latentlocal.engine.Model
+    """A vector whose manifest names this model file (same size, architecture and width)."""
+    for folder in vector_folders():
+        for path in sorted(folder.glob("*.gguf")) if folder.is_dir() else ():
+            try:
+                info = (read_manifest(path) or {}).get("model") or {}
+            except LatentLocalError:
+                continue
+            if (info.get("size") == model.size_bytes and info.get("arch") == model.arch
+                    and info.get("n_embd") == model.n_embd):
+                return path
+    return None
+
+
 def _seal_from_args(args) -> Callable:
     from latentlocal.methods.registry import check_positive, opt
 
     path = getattr(args, "vector", None)
-    if not path:
-        raise LatentLocalError(
-            "--method seal needs --vector FILE: a control vector made with "
-            "`latentlocal seal extract --data FILE --out FILE`"
-        )
-    cv, manifest = load_vector(path)  # file problems surface before the model loads
     max_tokens = opt(args, "max_tokens", 512)
     check_positive("max_tokens", max_tokens)
     always_on = bool(getattr(args, "always_on", False))
-    default_alpha = 1.0
-    if always_on and manifest and isinstance(manifest.get("recommended_scale"), (int, float)):
-        default_alpha = float(manifest["recommended_scale"])
-    alpha = float(opt(args, "alpha", default_alpha))
-    if not math.isfinite(alpha):
-        raise LatentLocalError(f"--alpha must be a finite number, not {alpha}")
     sampling = SamplingConfig(
         temperature=opt(args, "temperature", 0.0),
         top_k=opt(args, "top_k", 40),
         top_p=opt(args, "top_p", 0.95),
         min_p=opt(args, "min_p", 0.05),
     )
-    cfg = SealConfig(directions=cv.directions, alpha=alpha, always_on=always_on, max_tokens=max_tokens,
-                     sampling=sampling, seed=opt(args, "seed", 0), model_hint=cv.model_hint or None,
-                     answer_reserve=opt(args, "answer_reserve", DEFAULT_ANSWER_RESERVE))
-    cfg.budget  # noqa: B018 - validates the reserve before the model loads
+
+    def config(vector: str | os.PathLike[str]) -> tuple[SealConfig, ControlVector]:
+        cv, manifest = load_vector(vector)
+        default_alpha = 1.0
+        if always_on and manifest and isinstance(manifest.get("recommended_scale"), (int, float)):
+            default_alpha = float(manifest["recommended_scale"])
+        alpha = float(opt(args, "alpha", default_alpha))
+        if not math.isfinite(alpha):
+            raise LatentLocalError(f"--alpha must be a finite number, not {alpha}")
+        cfg = SealConfig(directions=cv.directions, alpha=alpha, always_on=always_on, max_tokens=max_tokens,
+                         sampling=sampling, seed=opt(args, "seed", 0), model_hint=cv.model_hint or None,
+                         answer_reserve=opt(args, "answer_reserve", DEFAULT_ANSWER_RESERVE))
+        cfg.budget  # noqa: B018 - validates the reserve before the model loads
+        return cfg, cv
+
+    chosen = config(path) if path else None  # file problems surface before the model loads
 
     def runner(engine, q, cancel=None):
+        vector = path or vector_for_model(engine.model)
+        if vector is None:
+            raise LatentLocalError(
+                f"--method seal needs --vector FILE, and no vector in {', '.join(map(str, vector_folders()))} "
+                f"was made for {engine.model.path.name}: make one with "
+                "`latentlocal seal extract --data FILE --out FILE`"
+            )
+        cfg, cv = chosen or config(vector)
         check_vector(engine, cv.directions, cfg.model_hint)
         if cv.n_layer is not None and cv.n_layer != engine.n_layer:
             raise LatentLocalError(
-                f"{path} was made for a {cv.n_layer}-block model but {engine.model.name} has "
+                f"{vector} was made for a {cv.n_layer}-block model but {engine.model.name} has "
                 f"{engine.n_layer}; extract a vector for this model"
             )
         return run_seal(engine, q, cfg, cancel)
@@ -113,7 +147,8 @@ def _seal_from_args(args) -> Callable:
 
 def _add_seal_flags(g) -> None:
     g.add_argument("--vector", default=None, metavar="FILE",
-                   help="SEAL control vector (.gguf from `latentlocal seal extract`); required for seal")
+                   help="SEAL control vector (.gguf from `latentlocal seal extract`; default: the shipped "
+                        "or saved vector made for the loaded model, if there is one)")
     g.add_argument("--alpha", type=float, default=None,
                    help="steering strength (default 1; with --always-on the manifest's recommended scale)")
     g.add_argument("--always-on", action="store_true",
