@@ -38,16 +38,47 @@ answer in the thinking cannot win; "Final answer: N" otherwise, whichever way th
 Options (all off by default):
 
 * ``noise="gumbel"``: Gumbel-softmax on the kept weights, w' = softmax((log w + g) / tau),
-  g ~ Gumbel(0, 1), tau = ``gumbel_tau`` (0.5).
+  g ~ Gumbel(0, 1), tau = ``gumbel_tau`` (0.5), after ``max_topk`` as in the official code
+  (eric-ai-lab/Soft-Thinking b97407c, sglang_soft_thinking_pkg/python/sglang/srt/layers/
+  sampler.py lines 172-186).
 * ``noise="dirichlet"``: w' ~ Dirichlet(alpha * w) with alpha = ``dirichlet_alpha`` (1.0): the
   form of the follow-up study (Wu et al. 2025, "LLMs are single-threaded reasoners"), whose mean
   is w and whose spread shrinks as alpha grows (Var w'_i = w_i (1 - w_i) / (alpha + 1)); alpha is
-  the total concentration, so alpha -> infinity recovers plain soft thinking.
-* ``mix="moi"``: Mixture of Inputs. Candidates are the filter chain kept to ``moi_top_k`` (20);
-  a token s is sampled from them; the input is H_n * sum_i post_i e_i + (1 - H_n) * e_s with
-  post = (w + beta * onehot(s)) / (1 + beta), beta = ``moi_beta`` (1) and H_n = H_c / ln 20
-  clipped to [0, 1], where H_c is the entropy of the renormalised candidate distribution (as in
-  the MoI reference code; the event entropy and Cold Stop still use the full-vocabulary H).
+  the total concentration, so alpha -> infinity recovers plain soft thinking. Where the official
+  code applies it (same sampler.py, lines 160-170, marked "not used in paper"): on the whole
+  filtered distribution (after top-k, top-p and min-p, before ``max_topk``), then the ``max_topk``
+  largest noisy weights are kept and renormalised, so a token outside the noiseless top
+  ``max_topk`` can enter the concept (``dirichlet_on="filtered"``, the default).
+  ``dirichlet_on="kept"`` is this tool's earlier placement: the noise on the ``max_topk`` kept
+  weights only.
+* ``mix="moi"``: Mixture of Inputs (Zhuang et al. 2025), as its reference code computes it
+  (EvanZhuang/mixinputs 7aef34b, mixinputs/gpu_model_runner.py lines 1192-1228; the default,
+  ``moi_prior="raw"``):
+
+  - prior p = softmax over the ``moi_top_k`` (20) largest *raw* logits, at temperature 1 and
+    before top-k / top-p / min-p: the reference reads vLLM's top-20 logprobs (line 1195; 20 is
+    its default, mixinputs/gpu_input_batch.py line 330), which vLLM's V1 sampler (the reference
+    needs vLLM 0.8.5) takes from the original logits (vllm/v1/sample/sampler.py,
+    ``Sampler.forward``: "Use the original logits (before any penalties or temperature scaling)
+    for the top-k logprobs"), and renormalises them with a softmax (line 1202);
+  - H_n = H(p) / ln 20 (lines 1204-1209);
+  - a token s is sampled from this run's own sampling distribution, softmax(logits / T) through
+    top-k, top-p and min-p (the reference takes vLLM's sampled token, drawn with the request's
+    settings);
+  - post = (p + beta * onehot(s)) / (1 + beta), beta = ``moi_beta`` (1) (lines 1211-1218), and
+    the input is H_n * sum_i post_i e_i + (1 - H_n) * e_s (lines 1224-1228).
+
+  Where the inputs differ: p is not the concept distribution (no temperature, no top-p / min-p),
+  so H_n is typically well above the sharpened distribution's; s can lie outside the top 20
+  (when the filter chain keeps more than 20 tokens), and then, as in the reference's
+  ``observed_mask``, the posterior gets no observation and the weights sum to
+  H_n / (1 + beta) + 1 - H_n < 1. The reference's beta <= -99 "direct mixture" is not offered.
+  ``moi_prior="filtered"`` is this tool's earlier form (the one the README's MoI result rows
+  used): candidates are the concept's filter chain (softmax(logits / T), top-k, top-p, min-p)
+  kept to ``moi_top_k``, s is sampled from them, p is their renormalised weights and H_n = H(p) /
+  ln 20 clipped to [0, 1] (sharpened by T and truncated by top-p, so usually a lower H_n than
+  the reference's). In both forms the event entropy and Cold Stop use the full-vocabulary H at
+  T, and the trace is s.
 * ``think_budget``: end thinking after that many steps, like Cold Stop (reason ``budget``).
 
 All randomness comes from ``numpy.random.default_rng(seed)``.
@@ -59,7 +90,9 @@ full-vocabulary pass finds the tokens within 30 (temperature-scaled) nats of the
 best; exp, entropy and top-k run on those only. Tokens further down have p < e^-30 * p_max: they
 cannot enter the top-k (the fast path is taken only when at least top_k tokens lie inside), they
 cancel out of the renormalised weights, and they move H by less than V * 31 * e^-30 (~1e-7 nats for
-a 49k vocabulary): below float32 resolution.
+a 49k vocabulary): below float32 resolution. The reference MoI form adds one full-vocabulary
+partial sort per step (its raw top 20), and its mixtures almost never have a single token, so
+every one of its steps decodes an embedding row.
 """
 
 from __future__ import annotations
@@ -83,6 +116,8 @@ from latentlocal.sampling import SamplingConfig, entropy, filter_chain, sample_t
 
 NOISES = ("none", "gumbel", "dirichlet")
 MIXES = ("concept", "moi")
+MOI_PRIORS = ("raw", "filtered")      # the MoI reference's raw top-20 | this tool's earlier form
+DIRICHLET_ON = ("filtered", "kept")   # the official placement (before max_topk) | the earlier one
 
 # Tokens more than this many temperature-scaled nats below the best are left out of exp/entropy.
 _CUT_NATS = 30.0
@@ -103,9 +138,11 @@ class SoftThinkingConfig:
     noise: str = "none"               # none | gumbel | dirichlet
     gumbel_tau: float = 0.5
     dirichlet_alpha: float = 1.0
+    dirichlet_on: str = "filtered"    # filtered (before max_topk, as the official code) | kept
     mix: str = "concept"              # concept | moi
     moi_beta: float = 1.0
     moi_top_k: int = 20
+    moi_prior: str = "raw"            # raw (the MoI reference's top-20 raw logits) | filtered
     think_budget: int = 0             # thinking steps; 0 = no budget
     answer_reserve: int = DEFAULT_ANSWER_RESERVE  # native </think> models: positions kept for the answer
     answer_temperature: float = 0.0   # 0 = greedy answer
@@ -143,6 +180,8 @@ class SoftThinkingConfig:
             raise bad("gumbel-tau", self.gumbel_tau, "must be positive")
         if not self.dirichlet_alpha > 0:
             raise bad("dirichlet-alpha", self.dirichlet_alpha, "must be positive")
+        if self.dirichlet_on not in DIRICHLET_ON:
+            raise bad("dirichlet-on", self.dirichlet_on, f"must be one of {', '.join(DIRICHLET_ON)}")
         if self.mix not in MIXES:
             raise bad("mix", self.mix, f"must be one of {', '.join(MIXES)}")
         if self.mix == "moi" and self.noise != "none":
@@ -154,6 +193,8 @@ class SoftThinkingConfig:
             raise bad("moi-beta", self.moi_beta, "must be >= 0")
         if self.moi_top_k < 2:
             raise bad("moi-top-k", self.moi_top_k, "must be at least 2")
+        if self.moi_prior not in MOI_PRIORS:
+            raise bad("moi-prior", self.moi_prior, f"must be one of {', '.join(MOI_PRIORS)}")
         if self.think_budget < 0:
             raise bad("think-budget", self.think_budget, "must be >= 0 (0 = no budget)")
         if self.answer_reserve < 0:
@@ -246,20 +287,66 @@ def dirichlet_weights(w: np.ndarray, alpha: float, rng: np.random.Generator) -> 
     return out / out.sum()
 
 
+def dirichlet_concept(
+    ids: np.ndarray, w: np.ndarray, alpha: float, max_topk: int, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """Dirichlet noise where the official code applies it: w' ~ Dirichlet(alpha * w) over the
+    whole filtered distribution (``ids``, ``w``: after top-k / top-p / min-p), then the
+    ``max_topk`` largest w' renormalised, sorted by descending weight (tokens whose gamma draw
+    underflowed to 0 are dropped)."""
+    ids, wn = _sorted(ids, dirichlet_weights(w, alpha, rng))
+    ids, wn = ids[:max_topk], wn[:max_topk]
+    keep = wn > 0
+    ids, wn = ids[keep], wn[keep]
+    return ids, wn / wn.sum()
+
+
+def _draw(w: np.ndarray, rng: np.random.Generator) -> int:
+    """An index drawn with probabilities ``w`` (one uniform draw)."""
+    c = np.cumsum(w)
+    return min(int(np.searchsorted(c, rng.random() * c[-1], side="right")), w.shape[0] - 1)
+
+
+def moi_raw_prior(logits: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """The MoI reference's prior: the ``n`` largest raw logits (temperature 1, no top-p / min-p)
+    and softmax over them, sorted by descending probability (mixinputs gpu_model_runner.py 1202:
+    ``softmax`` of vLLM's top-20 raw logprobs, which renormalises them over those 20)."""
+    lg = np.asarray(logits)
+    v = lg.shape[0]
+    n = min(int(n), v)
+    ids = np.argpartition(-lg, n - 1)[:n] if n < v else np.arange(v)
+    ids = ids[np.argsort(-lg[ids], kind="stable")]
+    z = lg[ids].astype(np.float64)
+    e = np.exp(z - z[0])
+    return ids, e / e.sum()
+
+
+def moi_mixture(
+    ids: np.ndarray, prior: np.ndarray, token: int, beta: float, n: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Mixture-of-Inputs input weights: (ids, weights) with
+    weights = H_n * (prior + beta * onehot(token)) / (1 + beta) + (1 - H_n) * onehot(token),
+    H_n = H(prior) / ln(n) clipped to [0, 1] (mixinputs gpu_model_runner.py 1204-1228).
+
+    A ``token`` not in ``ids`` gets only the (1 - H_n) share, appended as a last id: the
+    reference's ``observed_mask`` is then all zero, and the weights sum to less than 1."""
+    h_n = min(1.0, max(0.0, entropy(prior) / math.log(n)))
+    out = np.asarray(prior, dtype=np.float64) * (h_n / (1.0 + beta))
+    hit = np.flatnonzero(ids == token)
+    if hit.size:
+        out[hit[0]] += h_n * beta / (1.0 + beta) + (1.0 - h_n)
+        return np.asarray(ids), out
+    return np.append(ids, token), np.append(out, 1.0 - h_n)
+
+
 def moi_weights(
     w: np.ndarray, beta: float, top_k: int, rng: np.random.Generator
 ) -> tuple[np.ndarray, int]:
-    """Mixture of Inputs over candidates with weights ``w``: (input weights, sampled index).
-
-    weights = H_n * (w + beta * onehot) / (1 + beta) + (1 - H_n) * onehot, where H_n is the
-    candidates' entropy over ln(top_k), clipped to [0, 1].
-    """
-    c = np.cumsum(w)
-    j = min(int(np.searchsorted(c, rng.random() * c[-1], side="right")), w.shape[0] - 1)
-    h_n = min(1.0, max(0.0, entropy(w) / math.log(top_k)))
-    out = w * (h_n / (1.0 + beta))
-    out[j] += h_n * beta / (1.0 + beta) + (1.0 - h_n)
-    return out, j
+    """The earlier form (``moi_prior="filtered"``) over candidates with weights ``w``: (input
+    weights, sampled index): a token is drawn from ``w`` and ``moi_mixture`` is applied with
+    ``w`` as the prior and n = ``top_k``."""
+    j = _draw(w, rng)
+    return moi_mixture(np.arange(w.shape[0]), w, j, beta, top_k)[1], j
 
 
 # ---------------------------------------------------------------------------------------------
@@ -347,8 +434,12 @@ def run_soft_thinking(
     toks = list(prompt) if prompt is not None else model.tokenize(build_prompt(model, question, cfg.system))
     table = model.embeddings  # created once per model (reads the GGUF's tensor index)
     moi = cfg.mix == "moi"
-    concept = ConceptFilter(cfg.temperature, cfg.top_k, cfg.top_p, cfg.min_p,
-                            cfg.moi_top_k if moi else cfg.max_topk)
+    moi_raw = moi and cfg.moi_prior == "raw"
+    dirichlet_filtered = cfg.noise == "dirichlet" and cfg.dirichlet_on == "filtered"
+    # The filter chain's cap: none where the whole filtered distribution is needed (the MoI
+    # reference samples from all of it; official Dirichlet noise is drawn over all of it).
+    keep = 0 if (moi_raw or dirichlet_filtered) else (cfg.moi_top_k if moi else cfg.max_topk)
+    concept = ConceptFilter(cfg.temperature, cfg.top_k, cfg.top_p, cfg.min_p, keep)
     cold = ColdStopCounter(cfg.cold_stop_entropy, cfg.cold_stop_patience)
     marker = cfg.answer_marker if cfg.stop_after_answer else None
     text_fmt = fmt.think_end_token is None
@@ -384,8 +475,15 @@ def run_soft_thinking(
         if cancel is not None and cancel.is_set():
             finish = "cancelled"
             break
-        ids, w, h = concept(engine.logits(-1))
-        if moi:
+        logits = engine.logits(-1)
+        ids, w, h = concept(logits)
+        if moi_raw:
+            trace = int(ids[_draw(w, rng)])
+            pids, prior = moi_raw_prior(logits, cfg.moi_top_k)
+            ids, w = _sorted(*moi_mixture(pids, prior, trace, cfg.moi_beta, cfg.moi_top_k))
+            nz = (w > 0) | (ids == trace)  # a prior entry that underflowed adds nothing
+            ids, w = ids[nz], w[nz]
+        elif moi:
             w, j = moi_weights(w, cfg.moi_beta, cfg.moi_top_k, rng)
             trace = int(ids[j])
             ids, w = _sorted(ids, w)
@@ -393,7 +491,10 @@ def run_soft_thinking(
             if cfg.noise == "gumbel" and w.shape[0] > 1:
                 ids, w = _sorted(ids, gumbel_weights(w, cfg.gumbel_tau, rng))
             elif cfg.noise == "dirichlet" and w.shape[0] > 1:
-                ids, w = _sorted(ids, dirichlet_weights(w, cfg.dirichlet_alpha, rng))
+                if dirichlet_filtered:  # noise on the filtered distribution, then max_topk
+                    ids, w = dirichlet_concept(ids, w, cfg.dirichlet_alpha, cfg.max_topk, rng)
+                else:  # the earlier placement: on the max_topk kept weights
+                    ids, w = _sorted(ids, dirichlet_weights(w, cfg.dirichlet_alpha, rng))
             trace = int(ids[0])
         think_steps += 1
         reason = thinking_end(trace, fmt, model.is_eog)
@@ -509,6 +610,8 @@ def run_soft_thinking(
             "prompt_tokens": len(toks),
             "mix": cfg.mix,
             "noise": cfg.noise,
+            **({"moi_prior": cfg.moi_prior} if moi else {}),
+            **({"dirichlet_on": cfg.dirichlet_on} if cfg.noise == "dirichlet" else {}),
         },
     )
 
@@ -535,8 +638,10 @@ def config_from_args(args) -> SoftThinkingConfig:
         noise=opt(args, "noise", "none"),
         gumbel_tau=opt(args, "gumbel_tau", 0.5),
         dirichlet_alpha=opt(args, "dirichlet_alpha", 1.0),
+        dirichlet_on=opt(args, "dirichlet_on", "filtered"),
         mix=opt(args, "mix", "concept"),
         moi_beta=opt(args, "moi_beta", 1.0),
+        moi_prior=opt(args, "moi_prior", "raw"),
         think_budget=budget,
         answer_reserve=opt(args, "answer_reserve", DEFAULT_ANSWER_RESERVE),
         answer_temperature=opt(args, "answer_temperature", 0.0),
@@ -563,7 +668,14 @@ def _add_flags(g) -> None:
                    help="Dirichlet concentration: w' ~ Dir(alpha * w) (default 1.0; larger = less noise)")
     g.add_argument("--mix", choices=MIXES, default=None,
                    help="concept (soft thinking) or moi (Mixture of Inputs) (default concept)")
+    g.add_argument("--dirichlet-on", choices=DIRICHLET_ON, default=None,
+                   help="Dirichlet noise over the whole filtered distribution before --max-topk, as the "
+                        "official code (filtered, default), or over the --max-topk kept weights (kept)")
     g.add_argument("--moi-beta", type=float, default=None, help="Mixture of Inputs beta (default 1.0)")
+    g.add_argument("--moi-prior", choices=MOI_PRIORS, default=None,
+                   help="Mixture of Inputs prior: the reference's softmax of the top-20 raw logits (raw, "
+                        "default) or the temperature-sharpened, filtered concept candidates (filtered, "
+                        "the earlier form)")
     g.add_argument("--think-budget", type=int, default=None,
                    help="end thinking after this many steps (default 0 = no budget; thinking models "
                         "also stop at --max-tokens minus --answer-reserve)")
