@@ -37,6 +37,7 @@ _MODULES = (
     "latentlocal.methods.soft_thinking",
     "latentlocal.methods.seal",
     "latentlocal.methods.soft_reasoning",
+    "latentlocal.methods.swi_reasoning",
 )
 
 

@@ -1,0 +1,581 @@
+"""SwiReasoning: switch between latent and explicit thinking by the trend of the next-token entropy.
+
+Shi et al. 2025, "SwiReasoning: Switch-Thinking in Latent and Explicit for Pareto-Superior
+Reasoning LLMs" (arXiv 2510.05069, ICLR 2026). Rules and defaults follow the authors' code,
+github.com/sdc17/SwiReasoning at 7f3b278 (BSD-3-Clause): ``generation_utils.py`` (``gu``)
+``generate_swir`` and ``run.py``. Line numbers below are of that commit.
+
+One loop decodes every position (thinking and answer alike), as ``generate_swir`` does:
+
+* At each position the logits give p = softmax(logits) at temperature 1 over the whole
+  vocabulary (gu:293-294) and its entropy H in nats (gu:317). A token is sampled from
+  softmax(logits / T) after top-k -> top-p -> min-p (gu:295-302; ``sampling.sample_token``,
+  argmax when ``temperature`` is 0, the code's ``--no-do_sample``); it is the visible token in
+  both modes (gu:372-373).
+* Latent mode feeds the soft embedding sum_v p[v] E[v] (gu:339); explicit mode feeds the
+  sampled token (gu:338). Decoding starts in latent mode (gu:258).
+* The switching rule (gu:318-330; :class:`SwitchController`): the first position's H is the
+  reference (gu:318-319). From the second position on, every position adds one to the steps
+  spent in the current mode (gu:321); latent -> explicit when H < reference, at once
+  (gu:323); explicit -> latent when H > reference and at least ``window`` (512, gu:234) steps
+  were spent in explicit mode since the last switch and thinking has not been closed (gu:322,
+  324). A switch resets the step count and makes this H the reference (gu:327-328); the
+  reference does not move between switches. ``switches`` counts latent -> explicit switches
+  only (gu:329-330).
+* Once thinking is closed by a sampled token, explicit mode is locked for the rest of the
+  run (gu:303, 332).
+* Digits, single letters and math symbols (the list of gu:108-132, tokenized by this model's
+  tokenizer as gu:131 does, passed by run.py:218-219, 457) are fed as tokens even in latent
+  mode; the mode itself does not change (gu:333-335).
+* Blends (gu:341-350), with t the 0-based position and N = ``max_tokens``: the first position's
+  soft embedding is 0.9 * soft + 0.1 * E["\\\\n"] (gu:342-343); at a switch to latent the soft
+  embedding is alpha_t * soft + (1 - alpha_t) * E[<think>] with alpha_t = alpha + (1 - alpha) *
+  t / N (gu:341, 345-346; ``alpha`` 1.0 = no blend, run.py:582; run.sh uses 0.1-1.0 per model
+  and dataset); at a switch to explicit the input is beta_t * soft + (1 - beta_t) * E[</think>]
+  with beta_t = beta + (1 - beta) * t / N, beta 0.7 (gu:233, 347-350), in place of the sampled
+  token's row. gu:253 looks up the vocabulary entry spelled backslash-n (``"\\\\n"`` in Python
+  source), which in byte-level BPE vocabularies is the two-character text, not a line break
+  (that is "Ċ"); the same entry is used here, and a line break when no such token exists.
+* Switch count control (gu:353-370), off by default (``max_switch_count`` None, run.py:583;
+  the paper's README and run_chat.py:172 use 2): at the latent -> explicit switch that brings
+  ``switches`` to between C and 2C (C = ``max_switch_count``), the convergence words are
+  injected as the next tokens (``</think>``, or ``"\\n\\n</think>\\n\\n"`` for non-Qwen models,
+  run.py:458, told apart here by the GGUF's architecture: llama, i.e. DeepSeek-R1-Distill-Llama,
+  gets the second form); beyond 2C the termination words ``"</think>\\n\\nThe final answer is"``
+  (gu:240) are injected and the run ends ``termination_max_tokens`` (32, gu:241) positions
+  after that switch (gu:367-370, 383-384), the switch's own position included. Injected
+  tokens replace the sampled one at the following positions (gu:305-315) and never lock
+  explicit mode (the lock tests the sampled token, gu:303). C = 0 is accepted as the code
+  accepts it (run.py:583; run_chat.py:83 refuses it interactively): the first latent ->
+  explicit switch injects the termination words. The "explicit baseline" is not C = 0 but
+  ``explicit_only`` (below).
+
+This repository's rules on top (the same for every method):
+
+* Models with a native ``</think>`` (reasoning models): thinking may use ``max_tokens`` minus
+  ``answer_reserve`` positions; then ``</think>`` is forced as a token, and an
+  end-of-generation token sampled while thinking is replaced by ``</think>`` (``phases``, via
+  cot's ``_Stream``). The code has neither rule (it stops at an end-of-generation token,
+  gu:377-379, and has no reserve); a forced ``</think>`` is fed as its token and locks explicit
+  mode like a sampled one. The answer is read after the last ``</think>``.
+* Models without one (the bundled SmolLM2, the Qwen2.5 evaluation model): the thinking span
+  ends where the visible trace completes the answer marker "Final answer:" (as Soft Thinking
+  does here); that locks explicit mode like a sampled ``</think>``. There is no ``<think>`` /
+  ``</think>`` row to blend, so at a switch to latent the plain soft embedding is fed and at a
+  switch to explicit the plain soft embedding too (beta_t = 1: the ``</think>`` term is left
+  out); the convergence and the termination words are both the marker "\\n\\nFinal answer:"
+  (``soft_thinking.forced_end_tokens``), the termination still followed by the 32-token budget.
+  An end-of-generation token ends the run, as in the code and in cot.
+* The run stops at the completed answer line ("Final answer: N"), at ``max_tokens`` positions,
+  or at an end-of-generation token after thinking, as cot does; the code decodes until an
+  end-of-generation token or its 32-token termination budget.
+
+Deviations:
+
+* The soft embedding is the mixture of the most probable tokens, at most ``latent_rows``
+  (1024) of them, covering ``latent_mass`` (0.9999) of their probability, renormalised
+  (``ConceptFilter`` at temperature 1 with top-k = ``latent_rows`` and top-p =
+  ``latent_mass``, then ``EmbeddingTable.mix``), not the full 150k-row product of gu:339:
+  rows are dequantized on demand from the GGUF and a full product would cost 150k rows a
+  step. The weight left out is at most 1 - ``latent_mass`` plus what lies beyond
+  ``latent_rows`` (at most 0.2% in 240 greedy steps measured on the evaluation model, the
+  median step needing 1-4 tokens for 0.9999), so the input moves by at most about twice that
+  times the largest row norm. A mixture of one token is fed as that token (the same input;
+  the faster path), as Soft Thinking does. The entropy is the full-vocabulary one (tokens
+  more than 30 nats down aside, below float32 resolution; see ``soft_thinking``).
+* ``max_tokens`` defaults to 512 (the code: 38912) and ``seed`` to 0 (the code: 42); with a
+  budget below ``window`` no switch back to latent can happen, as in the code.
+
+Token events carry the mode: ``mode="soft"`` where a soft embedding was fed (latent mode),
+``"discrete"`` where a token was (explicit mode, math tokens inside latent mode, forced
+``</think>``) and at the switch-to-explicit position, whose input is the blend above. Injected
+words follow the mode, as in the code: at a latent position the soft embedding goes in and the
+injected token is only recorded. Each position's ``entropy`` is H; ``prob`` is the sampled
+token's probability under the filtered distribution; a latent step's ``top`` lists the
+mixture's largest weights. On models without ``</think>`` tokens are in the ``think`` phase up
+to the one completing the marker, as in Soft Thinking. ``Summary.extra`` has the switch counts
+(``switches``, ``switches_to_explicit``, ``switches_to_latent``, ``switch_steps`` as [position,
+new mode] pairs), ``latent_tokens`` / ``explicit_tokens``, ``thinking_tokens`` /
+``answer_tokens``, ``switch_cap_injections`` and ``end_reason`` (marker, switch_cap, and on
+native models budget or eos; also as ``think_end`` there).
+
+``explicit_only`` never enters latent mode: every position is the sampled token, which is the
+code's ``generate_cot`` with the same settings (run.py:431-441; ``temperature`` 0 gives
+``cot_greedy``, run.py:442-453). It is the paper's CoT baseline decoded by this loop, and it
+reproduces ``run_cot`` with the same sampling settings and seed token for token.
+
+All randomness comes from ``numpy.random.default_rng(seed)``: one draw per position, in both
+modes and at injected positions too (the code samples at every position, gu:299-300).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from latentlocal.engine import Engine
+from latentlocal.errors import LatentLocalError
+from latentlocal.events import Event, PhaseChange, Summary, Token
+from latentlocal.markers import MarkerWatch
+from latentlocal.methods.cot import _Stream
+from latentlocal.methods.soft_thinking import ConceptFilter, forced_end_tokens
+from latentlocal.models import ANSWER_MARKER, COT_SYSTEM, build_prompt, reasoning_format
+from latentlocal.parity import check_embedding_input
+from latentlocal.phases import DEFAULT_ANSWER_RESERVE, Budget, final_answer, fitted
+from latentlocal.sampling import SamplingConfig, sample_token
+
+# gu:109-128, fed as tokens even in latent mode
+MATH_SYMBOLS = (
+    "+", "-", "*", "/", "^", "=", "<", ">", "\\leq", "\\geq", "\\neq", "\\approx", "\\sim", "\\equiv",
+    "\\to", "\\implies", "\\iff",
+    "(", ")", "[", "]", "{", "}", "\\left(", "\\right)", "\\left[", "\\right]", "\\left\\{", "\\right\\}",
+    "\\begin{pmatrix}", "\\end{pmatrix}",
+    "\\frac", "\\dfrac", "\\sqrt", "\\sqrt[]",
+    "\\in", "\\notin", "\\subset", "\\supset", "\\subseteq", "\\supseteq", "\\cup", "\\cap", "\\emptyset",
+    "\\varnothing",
+    "\\pi", "\\theta", "\\alpha", "\\beta", "\\gamma", "\\delta", "\\epsilon", "\\zeta", "\\lambda", "\\mu",
+    "\\nu",
+    "\\sin", "\\cos", "\\tan", "\\arcsin", "\\arccos", "\\arctan", "\\log", "\\ln", "\\exp",
+    "_", "\\binom", "\\choose", "\\cdot", "\\dots", "\\ldots", "\\cdots", "\\vdots", "\\ddots",
+    "\\mathbb", "\\mathbf", "\\mathrm", "\\text", "\\mbox",
+    "\\infty", "\\circ", "\\prime", "\\ast", "\\star", "\\triangle", "\\triangleleft", "\\triangleright",
+    "\\perp", "\\parallel", "\\angle",
+    "\\boxed", "\\overline", "\\underline", "\\lceil", "\\rceil", "\\lfloor", "\\rfloor", "\\left", "\\right",
+    "\\mid", "|", "\\vert", "\\Vert",
+    "\\because", "\\therefore", "\\forall", "\\exists", "\\wedge", "\\vee", "\\neg",
+    "\\sum", "\\prod", "\\int", "\\lim", "\\min", "\\max", "\\arg", "\\deg", "\\gcd", "\\operatorname",
+    "\\cot",
+    "\\cotg", "\\sec", "\\csc",
+    *(chr(c) for c in range(ord("0"), ord("9") + 1)),
+    *(chr(c) for c in range(ord("a"), ord("z") + 1)),
+    *(chr(c) for c in range(ord("A"), ord("Z") + 1)),
+)
+
+# gu:240 and run.py:458
+TERMINATION_WORDS = "</think>\n\nThe final answer is"
+
+
+@dataclass(frozen=True)
+class SwiReasoningConfig:
+    """Defaults are the code's (run.py:574-583, gu:232-241): T 0.6, top-p 0.95, top-k 20,
+    min-p 0, alpha 1.0, beta 0.7, window 512, no switch cap, 32 termination tokens."""
+
+    max_tokens: int = 512
+    temperature: float = 0.6          # 0 = greedy (the code's --no-do_sample)
+    top_k: int = 20
+    top_p: float = 0.95
+    min_p: float = 0.0
+    alpha: float = 1.0                # alpha_0: <think> blend at a switch to latent; 1 = none
+    beta: float = 0.7                 # beta_0: </think> blend at a switch to explicit
+    window: int = 512                 # explicit steps before a switch back to latent
+    max_switch_count: int | None = None  # None = no switch count control
+    termination_max_tokens: int = 32
+    latent_rows: int = 1024           # tokens in the soft embedding at most
+    latent_mass: float = 0.9999       # probability the soft embedding covers
+    math_explicit: bool = True        # digits, letters, math symbols fed as tokens (gu:333-335)
+    explicit_only: bool = False       # never latent: the code's generate_cot
+    answer_reserve: int = DEFAULT_ANSWER_RESERVE
+    seed: int | None = None
+    stop_after_answer: bool = True
+    system: str | None = COT_SYSTEM
+    answer_marker: str = ANSWER_MARKER
+    top_events: int = 5               # mixture candidates shown per latent Token event
+    onehot_tokens: bool = True        # feed a one-token mixture as its token (the same input)
+
+    def __post_init__(self) -> None:
+        def bad(flag: str, value: object, why: str) -> LatentLocalError:
+            return LatentLocalError(f"--{flag} {why}, not {value}")
+
+        if self.max_tokens <= 0:
+            raise bad("max-tokens", self.max_tokens, "must be positive")
+        if self.temperature < 0:
+            raise bad("temperature", self.temperature, "must be >= 0 (0 = greedy)")
+        if self.top_k < 0:
+            raise bad("top-k", self.top_k, "must be 0 (off) or positive")
+        if not 0.0 < self.top_p <= 1.0:
+            raise bad("top-p", self.top_p, "must lie in (0, 1]")
+        if not 0.0 <= self.min_p < 1.0:
+            raise bad("min-p", self.min_p, "must lie in [0, 1)")
+        if not 0.0 <= self.alpha <= 1.0:
+            raise bad("swir-alpha", self.alpha, "must lie in [0, 1]")
+        if not 0.0 <= self.beta <= 1.0:
+            raise bad("swir-beta", self.beta, "must lie in [0, 1]")
+        if self.window < 0:
+            raise bad("switch-window", self.window, "must be >= 0")
+        if self.max_switch_count is not None and self.max_switch_count < 0:
+            raise bad("max-switch-count", self.max_switch_count, "must be >= 0 (leave it unset for no cap)")
+        if self.termination_max_tokens < 1:
+            raise bad("termination-max-tokens", self.termination_max_tokens, "must be at least 1")
+        if self.latent_rows < 1:
+            raise bad("latent-rows", self.latent_rows, "must be at least 1")
+        if not 0.0 < self.latent_mass <= 1.0:
+            raise bad("latent-mass", self.latent_mass, "must lie in (0, 1]")
+        if self.answer_reserve < 0:
+            raise bad("answer-reserve", self.answer_reserve, "must be >= 0")
+
+    @property
+    def sampling(self) -> SamplingConfig:
+        return SamplingConfig(self.temperature, self.top_k, self.top_p, self.min_p)
+
+    @property
+    def budget(self) -> Budget:
+        return Budget(self.max_tokens, self.answer_reserve)
+
+
+# ---------------------------------------------------------------------------------------------
+# the switching rule
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Step:
+    """What :meth:`SwitchController.observe` decided for one position."""
+
+    latent: bool                # the mode after this position's rule (before lock/math overrides)
+    to_explicit: bool = False
+    to_latent: bool = False
+    inject: str | None = None   # "convergence" or "termination": words queued from this switch
+    done: bool = False          # the termination budget ends the run with this position
+
+
+@dataclass
+class SwitchController:
+    """The mode, reference entropy and switch count control of ``generate_swir`` (gu:258-370)
+    for one sequence, with no model attached: feed it each position's entropy.
+
+    Per position: :meth:`choose` (the lock by a sampled end-of-thinking token, gu:303, then an
+    injected token if one is queued, gu:305-315), then :meth:`observe` with the entropy (the
+    rule, gu:317-330, and the cap, gu:353-370). ``convergence`` / ``termination`` are the token
+    ids to inject (or callables returning them, for words that depend on the text so far).
+    """
+
+    window: int = 512
+    max_switch_count: int | None = None
+    convergence: Sequence[int] | Callable[[], Sequence[int]] = ()
+    termination: Sequence[int] | Callable[[], Sequence[int]] = ()
+    termination_max_tokens: int = 32
+    start_latent: bool = True
+    allow_latent: bool = True
+    latent: bool = field(init=False)
+    ref: float | None = field(default=None, init=False)
+    stay: int = field(default=0, init=False)
+    position: int = field(default=0, init=False)
+    locked: bool = field(default=False, init=False)
+    switches: int = field(default=0, init=False)         # latent -> explicit (the code's switch_count)
+    switches_to_latent: int = field(default=0, init=False)
+    queue: list[int] = field(default_factory=list, init=False)
+    answer_budget: int = field(default=-1, init=False)
+    injections: int = field(default=0, init=False)
+
+    def __post_init__(self) -> None:
+        self.latent = self.start_latent and self.allow_latent
+
+    def choose(self, sampled: int, ends_thinking: bool = False) -> tuple[int, bool]:
+        """The token recorded at this position and whether it was injected."""
+        if ends_thinking:
+            self.locked = True
+        if self.queue:
+            return self.queue.pop(0), True
+        return sampled, False
+
+    def lock(self) -> None:
+        """Thinking was closed: no switch back to latent mode from now on."""
+        self.locked = True
+
+    def observe(self, entropy: float) -> Step:
+        to_e = to_l = False
+        if self.position == 0:
+            self.ref = float(entropy)
+        else:
+            self.stay += 1
+            to_e = self.latent and entropy < self.ref
+            to_l = (not self.latent and self.allow_latent and entropy > self.ref
+                    and self.stay >= self.window and not self.locked)
+            if to_e or to_l:
+                self.latent = to_l
+                self.stay = 0
+                self.ref = float(entropy)
+            if to_e:
+                self.switches += 1
+            elif to_l:
+                self.switches_to_latent += 1
+        inject = None
+        cap = self.max_switch_count
+        if cap is not None and self.position > 0:
+            if to_e and cap <= self.switches <= 2 * cap:
+                self.queue = list(self._ids(self.convergence))
+                inject = "convergence"
+            if to_e and self.switches > 2 * cap:
+                self.queue = list(self._ids(self.termination))
+                self.answer_budget = self.termination_max_tokens
+                inject = "termination"
+            if self.answer_budget >= 0:
+                self.answer_budget -= 1
+        if inject is not None:
+            self.injections += 1
+        self.position += 1
+        return Step(self.latent, to_e, to_l, inject, self.answer_budget == 0)
+
+    @staticmethod
+    def _ids(ids: Sequence[int] | Callable[[], Sequence[int]]) -> Sequence[int]:
+        return ids() if callable(ids) else ids
+
+
+def math_token_ids(model) -> frozenset[int]:
+    """Ids of the math symbols as this model's tokenizer splits them (gu:129-132)."""
+    out: set[int] = set()
+    for sym in MATH_SYMBOLS:
+        out.update(model.tokenize(sym, add_special=False, parse_special=False))
+    return frozenset(out)
+
+
+def _convergence_text(model) -> str:
+    """run.py:458: "</think>" for Qwen models, "\\n\\n</think>\\n\\n" otherwise. The GGUF's
+    architecture stands in for the Hugging Face name: the code's models are Qwen3, QwQ and
+    DeepSeek-R1-Distill-Qwen (qwen2/qwen3 architectures) and DeepSeek-R1-Distill-Llama (llama)."""
+    return "\n\n</think>\n\n" if model.arch == "llama" else "</think>"
+
+
+# ---------------------------------------------------------------------------------------------
+# the method
+# ---------------------------------------------------------------------------------------------
+
+
+def run_swi_reasoning(
+    engine: Engine,
+    question: str,
+    cfg: SwiReasoningConfig = SwiReasoningConfig(),
+    cancel: threading.Event | None = None,
+    prompt: Sequence[int] | None = None,
+) -> Iterator[Event]:
+    """SwiReasoning decoding of one answer, streamed position by position (see the module docstring)."""
+    t0 = time.perf_counter()
+    model = engine.model
+    if not cfg.explicit_only:
+        check_embedding_input(engine)
+    fmt = reasoning_format(model)
+    native = fmt.native
+    rng = np.random.default_rng(engine.seed if cfg.seed is None else cfg.seed)
+    toks = list(prompt) if prompt is not None else model.tokenize(build_prompt(model, question, cfg.system))
+    engine.clear()
+    engine.decode_tokens(toks)
+    budget, notes = fitted(cfg.budget, engine.n_ctx, len(toks))
+    yield from notes
+    n_max = budget.max_tokens
+    st = _Stream(engine, (), cfg.answer_marker if cfg.stop_after_answer else None, budget, fmt)
+    think_watch = None if native else MarkerWatch(fmt.answer_marker)
+
+    if native:
+        convergence: Sequence[int] | Callable[[], list[int]] = model.tokenize(
+            _convergence_text(model), add_special=False, parse_special=True)
+        termination: Sequence[int] | Callable[[], list[int]] = model.tokenize(
+            TERMINATION_WORDS, add_special=False, parse_special=True)
+    else:
+        convergence = termination = lambda: forced_end_tokens(model, fmt, st.text)
+    ctrl = SwitchController(cfg.window, cfg.max_switch_count, convergence, termination,
+                            cfg.termination_max_tokens, allow_latent=not cfg.explicit_only)
+    sampling = cfg.sampling
+    concept = ConceptFilter(1.0, cfg.latent_rows, cfg.latent_mass, 0.0, cfg.latent_rows)
+    table = None if cfg.explicit_only else model.embeddings
+    math_ids = math_token_ids(model) if cfg.math_explicit and not cfg.explicit_only else frozenset()
+    end_row = start_row = lb_row = None
+    if table is not None:
+        if native:
+            end_row = table.row(int(fmt.think_end_token))  # type: ignore[arg-type]
+            start_tok = model.find_token("<think>")
+            start_row = table.row(start_tok) if start_tok is not None else None
+        lb = model.find_token("\\n")
+        lb = lb if lb is not None else model.find_token("\n")
+        lb_row = table.row(lb) if lb is not None else None
+    top_n = max(0, cfg.top_events)
+
+    thinking = True          # the thinking span is open
+    think_tokens = 0         # positions of the thinking span (its closing token included)
+    think_end: str | None = None
+    latent_tokens = 0
+    switch_steps: list[list] = []
+    finish: str | None = None
+    first_step_s: float | None = None
+
+    while finish is None:
+        if cancel is not None and cancel.is_set():
+            finish = "cancelled"
+            break
+        t = len(st.tokens)  # this position's 0-based index
+        lg = engine.logits(-1)
+        ids, w, h = concept(lg)
+        sampled, prob = sample_token(lg, sampling, rng)
+        tok, injected = ctrl.choose(sampled, native and sampled == fmt.think_end_token and thinking)
+        fed = st.choose(tok)           # native: </think> at the thinking budget or for an eos
+        forced = fed != tok
+        was_thinking = thinking
+        piece = st.push(fed)
+        closed = None
+        if was_thinking:
+            think_tokens += 1
+            if native:
+                closed = st.closed
+                if closed == "marker" and injected:
+                    closed = "switch_cap"
+            elif think_watch is not None and think_watch.push(piece):
+                closed = "switch_cap" if injected else "marker"
+            if closed is not None:
+                thinking = False
+                think_end = closed
+                if not injected:
+                    ctrl.lock()  # gu:303: closing thinking locks explicit mode (injected words do not)
+        d = ctrl.observe(h)
+        if d.to_explicit or d.to_latent:
+            switch_steps.append([t, "explicit" if d.to_explicit else "latent"])
+        soft = d.latent and not ctrl.locked and fed not in math_ids and not forced
+        phase = st.token_phase if native else ("think" if was_thinking else "answer")
+        top = ()
+        if soft and top_n:
+            k = min(top_n, ids.shape[0])
+            top = tuple((model.token_text(int(ids[i])), float(w[i])) for i in range(k))
+        latent_tokens += soft
+        yield Token(text=piece, token_id=fed, phase=phase, mode="soft" if soft else "discrete",
+                    entropy=h, prob=prob if fed == sampled else None, top=top)
+        if first_step_s is None:
+            first_step_s = time.perf_counter() - t0
+        if closed is not None:
+            yield PhaseChange(phase="answer", reason=closed)
+        if st.finish is not None:
+            finish = st.finish
+            break
+        if d.done:
+            finish = "switch_cap"
+            break
+        # ---- the next input (gu:338-351) ----
+        if soft:
+            blend = (t == 0 and lb_row is not None) or (
+                d.to_latent and start_row is not None and cfg.alpha < 1)
+            if cfg.onehot_tokens and ids.shape[0] == 1 and not blend:
+                engine.decode_tokens([int(ids[0])])
+                continue
+            row = table.mix(ids, w)
+            if t == 0:
+                if lb_row is not None:
+                    row = 0.9 * row + 0.1 * lb_row
+            elif d.to_latent and start_row is not None:
+                a = cfg.alpha + (1.0 - cfg.alpha) * t / n_max
+                row = a * row + (1.0 - a) * start_row
+            engine.decode_embeddings(row)
+        elif d.to_explicit and not forced:
+            row = table.mix(ids, w)
+            if end_row is not None:
+                b = cfg.beta + (1.0 - cfg.beta) * t / n_max
+                row = b * row + (1.0 - b) * end_row
+            engine.decode_embeddings(row)
+        else:
+            engine.decode_tokens([fed])
+
+    n = len(st.tokens)
+    extra: dict[str, object] = {
+        "thinking_tokens": st.think.think_tokens if native else think_tokens,
+        "answer_tokens": n - (st.think.think_tokens if native else think_tokens),
+        "latent_tokens": latent_tokens,
+        "explicit_tokens": n - latent_tokens,
+        "switches": len(switch_steps),
+        "switches_to_explicit": ctrl.switches,
+        "switches_to_latent": ctrl.switches_to_latent,
+        "switch_cap_injections": ctrl.injections,
+        "end_reason": think_end,
+        **({"think_end": think_end} if native else {}),
+        "switch_steps": switch_steps,
+        "time_to_first_step_s": first_step_s,
+        "prompt_tokens": len(toks),
+        "max_switch_count": cfg.max_switch_count,
+        "alpha": cfg.alpha,
+        "window": cfg.window,
+        "explicit_only": cfg.explicit_only,
+    }
+    yield Summary(
+        method="swi-reasoning",
+        answer=final_answer(st.text, fmt),
+        text=st.text,
+        generated_tokens=n,
+        elapsed_s=time.perf_counter() - t0,
+        finish_reason=finish or "length",
+        extra=extra,
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# registry entries
+# ---------------------------------------------------------------------------------------------
+
+
+def config_from_args(args) -> SwiReasoningConfig:
+    """A validated config from parsed CLI options (unset flags take the code's defaults)."""
+    from latentlocal.methods.registry import opt
+
+    return SwiReasoningConfig(
+        max_tokens=opt(args, "max_tokens", 512),
+        temperature=opt(args, "temperature", 0.6),
+        top_k=opt(args, "top_k", 20),
+        top_p=opt(args, "top_p", 0.95),
+        min_p=opt(args, "min_p", 0.0),
+        alpha=opt(args, "swir_alpha", 1.0),
+        beta=opt(args, "swir_beta", 0.7),
+        window=opt(args, "switch_window", 512),
+        max_switch_count=opt(args, "max_switch_count", None),
+        termination_max_tokens=opt(args, "termination_max_tokens", 32),
+        latent_rows=opt(args, "latent_rows", 1024),
+        latent_mass=opt(args, "latent_mass", 0.9999),
+        explicit_only=bool(opt(args, "explicit_only", False)),
+        answer_reserve=opt(args, "answer_reserve", DEFAULT_ANSWER_RESERVE),
+        seed=opt(args, "seed", 0),
+    )
+
+
+def _from_args(args) -> Callable:
+    cfg = config_from_args(args)
+    cfg.budget  # noqa: B018 - validates the reserve before the model loads
+    return lambda engine, q, cancel=None: run_swi_reasoning(engine, q, cfg, cancel)
+
+
+def _add_flags(g) -> None:
+    g.add_argument("--max-switch-count", type=int, default=None,
+                   help="switch count control: after this many latent->explicit switches </think> is "
+                        "injected, after twice as many the answer is forced (default none = no cap)")
+    g.add_argument("--switch-window", type=int, default=None,
+                   help="explicit steps before a switch back to latent is allowed (default 512)")
+    g.add_argument("--swir-alpha", type=float, default=None,
+                   help="weight of the soft embedding against <think> at a switch to latent, rising "
+                        "to 1 at --max-tokens (default 1.0 = no blend)")
+    g.add_argument("--swir-beta", type=float, default=None,
+                   help="weight of the soft embedding against </think> at a switch to explicit, "
+                        "rising to 1 at --max-tokens (default 0.7)")
+    g.add_argument("--termination-max-tokens", type=int, default=None,
+                   help="positions after the switch that forces the answer (default 32)")
+    g.add_argument("--latent-rows", type=int, default=None,
+                   help="most tokens mixed into a soft embedding (default 1024)")
+    g.add_argument("--latent-mass", type=float, default=None,
+                   help="probability the soft embedding's tokens cover (default 0.9999)")
+    g.add_argument("--explicit-only", action="store_true", default=None,
+                   help="never think in latent mode: the paper's sampled CoT baseline in the same loop")
+
+
+def _registry_entries() -> list:
+    from latentlocal.methods.registry import MethodSpec
+
+    return [
+        MethodSpec(
+            "swi-reasoning",
+            "SwiReasoning: latent (soft embeddings) or explicit thinking, switched by the entropy trend",
+            _from_args,
+            _add_flags,
+            aliases=("swir",),
+        ),
+    ]
+
+
+def __getattr__(name: str):  # METHODS is built lazily: registry imports this module
+    if name == "METHODS":
+        return _registry_entries()
+    raise AttributeError(name)
