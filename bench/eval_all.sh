@@ -39,6 +39,8 @@ for s in "${stages[@]}"; do
                  --out $SVEC --quiet ;;
     smol-sweep) $LL seal sweep "${T[@]}" $SVEC --data "$SVAMP" --offset 400 --limit 30 --scales 0.05,0.1,0.25,0.5,1 \
                   --max-tokens 256 ;;
+    # the soft-thinking:mix=moi rows below were made with the earlier MoI form, now
+    # soft-thinking:mix=moi;moi_prior=filtered; rerunning a stage resumes their stored rows
     smol) $LL bench "${T[@]}" --data "$SVAMP" --limit 100 --max-tokens 256 \
             --methods "cot,soft-thinking,soft-thinking:noise=gumbel,soft-thinking:mix=moi,seal:vector=$SVEC" \
             --out bench/results/svamp100-smollm2 \

@@ -544,7 +544,9 @@ def test_moi_trace_is_the_sampled_token_and_weights_sum_to_one(smol, monkeypatch
         return out, j
 
     monkeypatch.setattr(st, "moi_weights", spy)
-    cfg = SoftThinkingConfig(max_tokens=12, think_budget=10, mix="moi", temperature=1.0, seed=3, system=None)
+    # the filtered form mixes the kept candidates, the distribution this test inspects
+    cfg = SoftThinkingConfig(max_tokens=12, think_budget=10, mix="moi", moi_prior="filtered", temperature=1.0,
+                             seed=3, system=None)
     prompt = smol.model.tokenize(build_prompt(smol.model, Q, None))
     calls = _Calls(monkeypatch, smol)
     events = list(run_soft_thinking(smol, Q, cfg, prompt=prompt))
