@@ -6,6 +6,8 @@
 #                          `latentlocal models` lists them); the same as `latentlocal models install NAME`
 #   LATENTLOCAL_BACKEND=cpu|cuda|metal  force a llama.cpp backend (default: detect)
 #   LATENTLOCAL_VENV=DIR                install into DIR instead of ./.venv
+#   LATENTLOCAL_CPU=avx2                x86-64 CPU build without the AVX-512 kernels even where this
+#                                       CPU has them (a venv to copy to older CPUs; the AVX2 test build)
 set -euo pipefail
 cd "$(dirname "$0")"
 extras=""
@@ -52,7 +54,9 @@ case "$backend" in
       # The native build enables AMX, whose matmul segfaults on the first decode on some CPUs:
       # name the instruction sets instead.
       cmake_args="$cmake_args -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON"
-      if grep -qw avx512f /proc/cpuinfo; then
+      cpu="${LATENTLOCAL_CPU:-native}"
+      case "$cpu" in native|avx2) ;; *) echo "install: LATENTLOCAL_CPU must be avx2 or unset, not '$cpu'" >&2; exit 2 ;; esac
+      if [ "$cpu" = native ] && grep -qw avx512f /proc/cpuinfo; then
         cmake_args="$cmake_args -DGGML_AVX512=ON"
         grep -qw avx512_vnni /proc/cpuinfo && cmake_args="$cmake_args -DGGML_AVX512_VNNI=ON"
         grep -qw avx512_bf16 /proc/cpuinfo && cmake_args="$cmake_args -DGGML_AVX512_BF16=ON"
@@ -67,7 +71,7 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ] || ! "$py" -c "import llama_cpp"
   echo "install: building llama-cpp-python 0.3.36 for $backend (several minutes the first time)"
   # pip caches the wheel it builds; a backend other than the cached one must not reuse it.
   cache=""
-  [ "$backend" != cpu ] && cache="--no-cache-dir"
+  { [ "$backend" != cpu ] || [ "${LATENTLOCAL_CPU:-native}" != native ]; } && cache="--no-cache-dir"
   CMAKE_ARGS="$cmake_args" FORCE_CMAKE=1 pip install -q $cache --force-reinstall --no-deps llama-cpp-python==0.3.36
   echo "$want" > "$stamp"
 fi
