@@ -3,7 +3,8 @@
 # (extraction keeps <vector>.work/, bench appends to results.jsonl), so rerunning is cheap.
 #   bench/eval_all.sh [stage ...]     stages: qwen-seal qwen smol-seal smol-sweep smol qwen-sr
 #                                     smol-gsm smol-gsm-st gemma qwen-gsm gemma-gsm qwen-sweep
-#                                     gemma-seal smol-seal-svamp smol-sr smol-sr-gsm (default: all)
+#                                     gemma-seal smol-seal-svamp smol-sr smol-sr-gsm qwen-swir
+#                                     (default: all)
 # The evaluation model (Qwen2.5-Coder-0.5B-Instruct) comes from ../shared/tools/eval-models; it is
 # not a product dependency. Slices: SVAMP dev.jsonl first 100 for reports, GSM8K train first 40/60
 # for SEAL extraction only, SVAMP dev [400:430) for the always-on scale sweep only; for reports
@@ -26,7 +27,7 @@ SVEC=vectors/smollm2-135m-instruct.seal.gguf
 GSLICE=(--data "$GSM" --offset 7000)
 # Soft Reasoning against self-consistency with the same number of generations
 SRM="cot,sc:temperature=0.4;samples=8,sc:temperature=0.8;samples=8,soft-reasoning:candidates=4;rounds=2"
-stages=("$@"); [ ${#stages[@]} -eq 0 ] && stages=(qwen-seal qwen smol-seal smol-sweep smol qwen-sr smol-gsm smol-gsm-st gemma qwen-gsm gemma-gsm qwen-sweep gemma-seal smol-seal-svamp smol-sr smol-sr-gsm)
+stages=("$@"); [ ${#stages[@]} -eq 0 ] && stages=(qwen-seal qwen smol-seal smol-sweep smol qwen-sr smol-gsm smol-gsm-st gemma qwen-gsm gemma-gsm qwen-sweep gemma-seal smol-seal-svamp smol-sr smol-sr-gsm qwen-swir)
 for s in "${stages[@]}"; do
   echo "== $s $(date +%T)"
   case $s in
@@ -84,6 +85,13 @@ for s in "${stages[@]}"; do
     smol-sr-gsm) $LL bench "${T[@]}" --data "$GSM" --limit 100 --max-tokens 256 \
                    --methods "$SRM" --out bench/results/gsm100-smollm2-sr \
                    --title "GSM8K train [0:100), SmolLM2-135M-Instruct Q4_1 (bundled), 8 generations per question" ;;
+    # SwiReasoning at the code's defaults (sdc17/SwiReasoning run.py), beside cot and soft-thinking
+    # rerun in the same folder so the table is one machine and build; explicit_only is the paper's
+    # sampled CoT baseline (T 0.6, top-k 20, top-p 0.95) decoded by the same loop, same seed
+    qwen-swir) $LL bench "${T[@]}" --model "$QWEN" --data "$SVAMP" --limit 100 --max-tokens 320 \
+                 --methods "cot,soft-thinking,swi-reasoning,swi-reasoning:explicit_only=true" \
+                 --out bench/results/svamp100-qwen0.5b-swir \
+                 --title "SVAMP dev [0:100), Qwen2.5-Coder-0.5B-Instruct Q4_K_M, max 320 tokens, with SwiReasoning" ;;
     *) echo "unknown stage $s" >&2; exit 2 ;;
   esac
 done
