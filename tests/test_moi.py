@@ -28,6 +28,7 @@ from latentlocal.methods.soft_thinking import (
     run_soft_thinking,
 )
 from latentlocal.models import build_prompt
+from spies import EngineSpy
 
 Q = "Tom has 3 apples and buys 5 more. How many apples does he have?"
 
@@ -190,29 +191,8 @@ def test_settings_defaults_flags_and_validation():
 # ---------------------------------------------------------------------------------------------
 
 
-class _Spy:
+class _Spy(EngineSpy):
     """The logits each step reads and what is fed right after."""
-
-    def __init__(self, monkeypatch, engine):
-        self.log: list[tuple[str, object]] = []
-        real_logits, real_tokens, real_rows = engine.logits, engine.decode_tokens, engine.decode_embeddings
-
-        def logits(i=-1):
-            out = real_logits(i)
-            self.log.append(("logits", np.array(out)))
-            return out
-
-        def tokens(toks, *a, **k):
-            self.log.append(("tokens", [int(t) for t in toks]))
-            return real_tokens(toks, *a, **k)
-
-        def rows(r, *a, **k):
-            self.log.append(("rows", np.atleast_2d(np.array(r, dtype=np.float32))))
-            return real_rows(r, *a, **k)
-
-        monkeypatch.setattr(engine, "logits", logits)
-        monkeypatch.setattr(engine, "decode_tokens", tokens)
-        monkeypatch.setattr(engine, "decode_embeddings", rows)
 
     def steps(self, prompt, n):
         """(logits, fed) for the first ``n`` reads after the prompt's decode."""

@@ -28,6 +28,7 @@ from latentlocal.methods.soft_thinking import (
     thinking_end,
 )
 from latentlocal.models import COT_SYSTEM, ReasoningFormat, build_prompt
+from spies import EngineSpy
 
 Q = "Tom has 3 apples and buys 5 more. How many apples does he have?"
 ADD = "What is 2+3?"
@@ -71,29 +72,8 @@ COUNTING = "1, 2, 3, 4, 5, 6, 7, 8,"
 PARITY = 1e-3
 
 
-class _Calls:
+class _Calls(EngineSpy):
     """What a method asks of an engine: the logits it reads and the tokens and rows it feeds."""
-
-    def __init__(self, monkeypatch, engine):
-        self.log: list[tuple[str, object]] = []
-        real_logits, real_tokens, real_rows = engine.logits, engine.decode_tokens, engine.decode_embeddings
-
-        def logits(i=-1):
-            out = real_logits(i)
-            self.log.append(("logits", np.array(out)))
-            return out
-
-        def tokens(toks, *a, **k):
-            self.log.append(("tokens", [int(t) for t in toks]))
-            return real_tokens(toks, *a, **k)
-
-        def rows(r, *a, **k):
-            self.log.append(("rows", np.atleast_2d(np.array(r, dtype=np.float32))))
-            return real_rows(r, *a, **k)
-
-        monkeypatch.setattr(engine, "logits", logits)
-        monkeypatch.setattr(engine, "decode_tokens", tokens)
-        monkeypatch.setattr(engine, "decode_embeddings", rows)
 
     def take(self, prompt) -> list[tuple[str, object]]:
         """The calls since the last decode of ``prompt``, and start a new record."""

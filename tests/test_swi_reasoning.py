@@ -32,6 +32,7 @@ from latentlocal.methods.swi_reasoning import (
 from latentlocal.models import build_prompt, reasoning_format
 from latentlocal.sampling import SamplingConfig, entropy, softmax
 from thinkmodel import think_model_path
+from spies import EngineSpy
 
 Q = "Tom has 3 apples and buys 5 more. How many apples does he have?"
 END = 8  # </think> in the think-token fixture
@@ -174,29 +175,8 @@ def test_no_cap_never_injects():
 # ---------------------------------------------------------------------------------------------
 
 
-class _Calls:
+class _Calls(EngineSpy):
     """The logits a run reads and the tokens and rows it feeds."""
-
-    def __init__(self, monkeypatch, engine):
-        self.log: list[tuple[str, object]] = []
-        real_logits, real_tokens, real_rows = engine.logits, engine.decode_tokens, engine.decode_embeddings
-
-        def logits(i=-1):
-            out = real_logits(i)
-            self.log.append(("logits", np.array(out)))
-            return out
-
-        def tokens(toks, *a, **k):
-            self.log.append(("tokens", [int(t) for t in toks]))
-            return real_tokens(toks, *a, **k)
-
-        def rows(r, *a, **k):
-            self.log.append(("rows", np.atleast_2d(np.array(r, dtype=np.float32))))
-            return real_rows(r, *a, **k)
-
-        monkeypatch.setattr(engine, "logits", logits)
-        monkeypatch.setattr(engine, "decode_tokens", tokens)
-        monkeypatch.setattr(engine, "decode_embeddings", rows)
 
     def steps(self) -> list[tuple[np.ndarray, tuple[str, object] | None]]:
         """(logits read, what was fed right after, or None) per position."""
