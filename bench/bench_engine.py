@@ -23,8 +23,8 @@ from pathlib import Path
 import numpy as np
 
 from latentlocal.engine import Engine
+from latentlocal.engine_settings import EngineSettings
 from latentlocal.methods.cot import prompt_tokens
-from latentlocal.models import resolve_model
 
 # llama_ftype values (llama.h): types whose CPU matmul has a batched (GEMM) path on x86
 REQUANT = {"q4_0": 2, "q8_0": 7}
@@ -84,7 +84,7 @@ def main() -> None:
                     help="first requantize the model to this type in a temporary folder, to see "
                          "whether the weight type's CPU kernels set the batching ceiling")
     args = ap.parse_args()
-    path = resolve_model(args.model)
+    path = EngineSettings(model=args.model).model_path()
     with tempfile.TemporaryDirectory() as tmp:
         if args.requant:
             path = requantize(path, args.requant, Path(tmp), args.threads)
@@ -108,7 +108,7 @@ def requantize(path: Path, kind: str, folder: Path, threads: int) -> Path:
 
 
 def run(path: Path, args: argparse.Namespace) -> None:
-    engine = Engine.load(path, n_ctx=2048, n_seq_max=8, n_threads=args.threads)
+    engine = Engine.open(EngineSettings(model=path, n_ctx=2048, n_seq_max=8, n_threads=args.threads))
     toks = prompt_tokens(engine, QUESTION, None)
     n = args.tokens
     print(f"model {engine.model.name} ({path.name}; {engine.model.arch}, {engine.n_layer} blocks, n_embd {engine.n_embd}), "

@@ -23,10 +23,10 @@ from pathlib import Path
 import numpy as np
 
 from latentlocal.engine import Engine
+from latentlocal.engine_settings import EngineSettings
 from latentlocal.events import Summary
 from latentlocal.methods.cot import CotConfig, prompt_tokens, run_cot
 from latentlocal.methods.seal import ExtractConfig, SealConfig, default_layer, extract_vector, run_seal
-from latentlocal.models import resolve_model
 
 GSM8K = str(Path(__file__).resolve().parents[1] / "tests" / "data" / "gsm8k_train_head.jsonl")
 
@@ -156,7 +156,7 @@ def main() -> None:
     ap.add_argument("--data", default=GSM8K)
     ap.add_argument("--reps", type=int, default=3)
     args = ap.parse_args()
-    engine = Engine.load(resolve_model(args.model), n_ctx=2048, n_seq_max=4, n_threads=args.threads)
+    engine = Engine.open(EngineSettings(model=args.model, n_ctx=2048, n_seq_max=4, n_threads=args.threads))
     toks = prompt_tokens(engine, "What is 2 + 3?", None)
     print(f"model {engine.model.name} ({engine.model.arch}, {engine.n_layer} blocks, n_embd {engine.n_embd}), "
           f"{args.threads} threads, block {default_layer(engine.n_layer)}, median of {args.reps}")

@@ -23,11 +23,12 @@ import time
 
 import numpy as np
 
-from latentlocal.engine import Engine, Model
+from latentlocal.engine import Engine
+from latentlocal.engine_settings import EngineSettings
 from latentlocal.events import Round, SequenceDone, Summary
 from latentlocal.methods import soft_reasoning as sr
 from latentlocal.methods.cot import SelfConsistencyConfig, prompt_tokens, run_self_consistency
-from latentlocal.models import COT_SYSTEM, resolve_model
+from latentlocal.prompts import COT_SYSTEM
 
 QUESTION = "A baker makes 24 muffins and sells 3 boxes of 6. How many muffins are left?"
 
@@ -86,8 +87,9 @@ def main() -> None:
     ap.add_argument("--tokens", type=int, default=96)
     ap.add_argument("--reps", type=int, default=3)
     args = ap.parse_args()
-    model = Model(resolve_model(args.model))
-    engine = Engine(model, n_ctx=4096, n_seq_max=2 * args.k + 2, n_threads=args.threads)
+    engine = Engine.open(EngineSettings(model=args.model, n_ctx=4096, n_seq_max=2 * args.k + 2,
+                                        n_threads=args.threads))
+    model = engine.model
     toks = prompt_tokens(engine, QUESTION, COT_SYSTEM)
     xs = candidates(engine, toks, args.k, seed=0)
     decode(engine, toks, xs[:1], 4, batched=True)  # first decode sets up buffers

@@ -22,10 +22,11 @@ import time
 import numpy as np
 
 from latentlocal.engine import Engine, Model
+from latentlocal.engine_settings import EngineSettings
 from latentlocal.events import Token
 from latentlocal.methods.cot import CotConfig, prompt_tokens, run_cot
 from latentlocal.methods.soft_thinking import SoftThinkingConfig, run_soft_thinking
-from latentlocal.models import COT_SYSTEM, resolve_model
+from latentlocal.prompts import COT_SYSTEM
 
 QUESTION = "A baker makes 24 muffins and sells 3 boxes of 6. How many muffins are left?"
 
@@ -60,17 +61,17 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=64)
     ap.add_argument("--reps", type=int, default=3)
     args = ap.parse_args()
-    path = resolve_model(args.model)
+    settings = EngineSettings(model=args.model, n_ctx=2048, n_seq_max=1, n_threads=args.threads)
     n = args.steps
 
     # 2a. first step from a fresh model: greedy, then soft (table created inside), table alone
-    model = Model(path)
-    engine = Engine(model, n_ctx=2048, n_seq_max=1, n_threads=args.threads)
+    engine = Engine.open(settings)
+    model = engine.model
     toks = prompt_tokens(engine, QUESTION, COT_SYSTEM)
     engine_greedy_rate(engine, toks[:8], 2)  # the context's first decode sets up buffers: not a method cost
     _, _, first_greedy_cold = step_rate(run_cot(engine, QUESTION, CotConfig(max_tokens=2)))
     _, _, first_soft_cold = step_rate(run_soft_thinking(engine, QUESTION, SoftThinkingConfig(max_tokens=2)))
-    fresh = Model(path)
+    fresh = Model(settings.model_path())
     t = time.perf_counter()
     _ = fresh.embeddings
     table_s = time.perf_counter() - t

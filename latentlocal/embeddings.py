@@ -18,7 +18,7 @@ from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
 from latentlocal.errors import LatentLocalError
 
 if TYPE_CHECKING:
-    from latentlocal.engine import TensorLocation
+    from latentlocal.gguf_header import TensorLocation
 
 # Architectures whose graph multiplies by sqrt(n_embd) on the token path only (llama.cpp's
 # gemma3.cpp and friends: ``ggml_scale(inpL, ubatch.token ? sqrtf(n_embd) : 1.0f)``), so rows fed
@@ -42,7 +42,7 @@ class EmbeddingTable:
         cache_rows: int = 8192,
         location: TensorLocation | None = None,
     ) -> None:
-        """``location`` (from ``engine.locate_tensor``, with ``arch`` and ``n_embd``) skips the gguf
+        """``location`` (from ``gguf_header.locate_tensor``, with ``arch`` and ``n_embd``) skips the gguf
         package's full header parse, which takes seconds on large vocabularies."""
         if location is not None and arch is not None and n_embd is not None:
             self.qtype = GGMLQuantizationType(location.ggml_type)

@@ -14,20 +14,14 @@ import threading
 import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
-from typing import NamedTuple
 
 import numpy as np
 
 from latentlocal.blas import single_thread_blas
+from latentlocal.engine_settings import MAX_SEQUENCES, EngineSettings
 from latentlocal.errors import LatentLocalError
-
-try:
-    import llama_cpp.llama_cpp as C
-except ImportError as exc:  # pragma: no cover - exercised only on a broken install
-    raise LatentLocalError(
-        f"llama-cpp-python is not importable ({exc}); reinstall with ./install.sh"
-    ) from exc
+from latentlocal.gguf_header import check_gguf_file, locate_tensor
+from latentlocal.llama_libs import C, ggml_base
 
 
 # ---------------------------------------------------------------------------------------------
@@ -68,164 +62,8 @@ def gpu_offload_supported() -> bool:
 
 
 # ---------------------------------------------------------------------------------------------
-# ggml helpers for layer capture (libggml-base ships inside llama_cpp/lib)
-# ---------------------------------------------------------------------------------------------
-
-_ggml = None
-
-
-class _GgufInitParams(ctypes.Structure):
-    _fields_ = [("no_alloc", ctypes.c_bool), ("ctx", ctypes.c_void_p)]
-
-
-class TensorLocation(NamedTuple):
-    """Where a tensor's bytes lie in a GGUF file."""
-
-    offset: int  # from the start of the file
-    ggml_type: int
-    nbytes: int
-
-
-_GGUF_INT_GETTERS = {  # gguf_type -> getter (ggml aborts when a getter meets another type)
-    0: ("gguf_get_val_u8", ctypes.c_uint8), 1: ("gguf_get_val_i8", ctypes.c_int8),
-    2: ("gguf_get_val_u16", ctypes.c_uint16), 3: ("gguf_get_val_i16", ctypes.c_int16),
-    4: ("gguf_get_val_u32", ctypes.c_uint32), 5: ("gguf_get_val_i32", ctypes.c_int32),
-    10: ("gguf_get_val_u64", ctypes.c_uint64), 11: ("gguf_get_val_i64", ctypes.c_int64),
-}
-_GGUF_STRING, _GGUF_ARRAY = 8, 9
-
-
-def _gguf_lib() -> ctypes.CDLL:
-    lib = _ggml_base()
-    if not getattr(lib, "_latentlocal_gguf", False):
-        sig = {
-            "gguf_init_from_file": ([ctypes.c_char_p, _GgufInitParams], ctypes.c_void_p),
-            "gguf_free": ([ctypes.c_void_p], None),
-            "gguf_find_tensor": ([ctypes.c_void_p, ctypes.c_char_p], ctypes.c_int64),
-            "gguf_get_tensor_offset": ([ctypes.c_void_p, ctypes.c_int64], ctypes.c_size_t),
-            "gguf_get_tensor_size": ([ctypes.c_void_p, ctypes.c_int64], ctypes.c_size_t),
-            "gguf_get_tensor_type": ([ctypes.c_void_p, ctypes.c_int64], ctypes.c_int),
-            "gguf_get_data_offset": ([ctypes.c_void_p], ctypes.c_size_t),
-            "gguf_find_key": ([ctypes.c_void_p, ctypes.c_char_p], ctypes.c_int64),
-            "gguf_get_kv_type": ([ctypes.c_void_p, ctypes.c_int64], ctypes.c_int),
-            "gguf_get_val_str": ([ctypes.c_void_p, ctypes.c_int64], ctypes.c_char_p),
-            "gguf_get_arr_n": ([ctypes.c_void_p, ctypes.c_int64], ctypes.c_size_t),
-        }
-        for name, restype in _GGUF_INT_GETTERS.values():
-            sig[name] = ([ctypes.c_void_p, ctypes.c_int64], restype)
-        for name, (argtypes, restype) in sig.items():
-            fn = getattr(lib, name)
-            fn.argtypes, fn.restype = argtypes, restype
-        lib._latentlocal_gguf = True
-    return lib
-
-
-class GGUFHeader:
-    """A GGUF's metadata and tensor index read by ggml's own C reader (no weights loaded).
-
-    The gguf package parses every metadata field in Python first: 3 s for SmolLM2's 49k-token
-    vocabulary and 13 s for Qwen2.5's 152k here, against milliseconds in C.
-    """
-
-    def __init__(self, path: str | os.PathLike[str]) -> None:
-        self.path = check_gguf_file(path)
-        self._lib = _gguf_lib()
-        self._ctx = self._lib.gguf_init_from_file(str(self.path).encode(), _GgufInitParams(True, None))
-        if not self._ctx:
-            raise LatentLocalError(f"{self.path} is truncated or corrupt: ggml cannot read its GGUF "
-                                   "header; download or copy it again")
-
-    def __enter__(self) -> GGUFHeader:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self._ctx:
-            self._lib.gguf_free(self._ctx)
-            self._ctx = None
-
-    def _key(self, key: str) -> tuple[int, int] | None:
-        kid = self._lib.gguf_find_key(self._ctx, key.encode())
-        return None if kid < 0 else (kid, self._lib.gguf_get_kv_type(self._ctx, kid))
-
-    def string(self, key: str) -> str | None:
-        found = self._key(key)
-        if found is None or found[1] != _GGUF_STRING:
-            return None
-        return self._lib.gguf_get_val_str(self._ctx, found[0]).decode("utf-8", "replace")
-
-    def integer(self, key: str) -> int | None:
-        found = self._key(key)
-        if found is None or found[1] not in _GGUF_INT_GETTERS:
-            return None
-        return int(getattr(self._lib, _GGUF_INT_GETTERS[found[1]][0])(self._ctx, found[0]))
-
-    def array_len(self, key: str) -> int | None:
-        found = self._key(key)
-        if found is None or found[1] != _GGUF_ARRAY:
-            return None
-        return int(self._lib.gguf_get_arr_n(self._ctx, found[0]))
-
-    def tensor(self, name: str) -> TensorLocation | None:
-        tid = self._lib.gguf_find_tensor(self._ctx, name.encode())
-        if tid < 0:
-            return None
-        lib, ctx = self._lib, self._ctx
-        return TensorLocation(
-            offset=int(lib.gguf_get_data_offset(ctx) + lib.gguf_get_tensor_offset(ctx, tid)),
-            ggml_type=int(lib.gguf_get_tensor_type(ctx, tid)),
-            nbytes=int(lib.gguf_get_tensor_size(ctx, tid)),
-        )
-
-
-def locate_tensor(path: str | os.PathLike[str], name: str) -> TensorLocation | None:
-    """Where tensor ``name`` lies in a GGUF file, or None if it has none."""
-    with GGUFHeader(path) as h:
-        return h.tensor(name)
-
-
-def _ggml_base() -> ctypes.CDLL:
-    global _ggml
-    if _ggml is None:
-        lib_dir = Path(C.__file__).parent / "lib"
-        candidates = sorted(lib_dir.glob("libggml-base.*")) + sorted(lib_dir.glob("ggml-base.*"))
-        if not candidates:
-            raise LatentLocalError(
-                f"libggml-base not found in {lib_dir}; layer capture needs llama-cpp-python's "
-                "shared libraries: reinstall with ./install.sh"
-            )
-        lib = ctypes.CDLL(str(candidates[0]))
-        lib.ggml_get_name.argtypes = [ctypes.c_void_p]
-        lib.ggml_get_name.restype = ctypes.c_char_p
-        lib.ggml_nbytes.argtypes = [ctypes.c_void_p]
-        lib.ggml_nbytes.restype = ctypes.c_size_t
-        lib.ggml_backend_tensor_get.argtypes = [
-            ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t, ctypes.c_size_t,
-        ]
-        lib.ggml_backend_tensor_get.restype = None
-        _ggml = lib
-    return _ggml
-
-
-# ---------------------------------------------------------------------------------------------
 # Model
 # ---------------------------------------------------------------------------------------------
-
-
-def check_gguf_file(path: str | os.PathLike[str]) -> Path:
-    """Fail with a clear message before llama.cpp sees a file that is missing or not GGUF."""
-    p = Path(path).expanduser()
-    if not p.exists():
-        raise LatentLocalError(f"model file not found: {p}; pass --model PATH to an existing .gguf file")
-    if p.is_dir():
-        raise LatentLocalError(f"{p} is a folder, not a model file; pass --model PATH to a .gguf file")
-    with p.open("rb") as f:
-        magic = f.read(4)
-    if magic != b"GGUF":
-        raise LatentLocalError(
-            f"{p} is not a GGUF file (it does not start with the GGUF magic); "
-            "convert it with llama.cpp's convert_hf_to_gguf.py or pick a .gguf file"
-        )
-    return p
 
 
 @dataclass(frozen=True)
@@ -280,6 +118,10 @@ class Model:
         self._pieces: dict[int, bytes] = {}
         self._eog: dict[int, bool] = {}
         self._embeddings = None
+        # contexts open on these weights, and whether the last one to close frees them (an Engine
+        # that loaded this model owns it: Engine.open)
+        self._contexts = 0
+        self._free_when_unused = False
 
     # metadata -----------------------------------------------------------------------------
     def meta(self, key: str) -> str | None:
@@ -392,7 +234,12 @@ class Model:
                                               location=locate_tensor(self.path, "token_embd.weight"))
         return self._embeddings
 
+    @property
+    def closed(self) -> bool:
+        return not getattr(self, "_ptr", None)
+
     def close(self) -> None:
+        """Free the weights now (idempotent); contexts still open on them must not decode again."""
         if getattr(self, "_ptr", None):
             C.llama_model_free(self._ptr)
             self._ptr = None
@@ -462,8 +309,15 @@ def _logit_flags(n: int, spec: LogitsSpec) -> np.ndarray:
     return flags
 
 
+_DEFAULTS = EngineSettings()
+
+
 class Engine:
     """A llama.cpp context on a ``Model``: decoding, logits, sequences, capture and steering.
+
+    ``Engine.open(settings)`` loads the model and owns it: closing that engine (and any
+    ``sibling`` contexts on the same weights) frees the model too. ``Engine(model, ...)`` opens a
+    context on a model the caller keeps and frees.
 
     Positions are tracked per sequence so every decode continues where the sequence stands. One
     batch carries either token ids or embedding rows, never both (llama.cpp's rule).
@@ -472,17 +326,19 @@ class Engine:
     def __init__(
         self,
         model: Model,
-        n_ctx: int = 4096,
+        n_ctx: int = _DEFAULTS.n_ctx,
         n_batch: int = 512,
-        n_seq_max: int = 16,
-        n_threads: int | None = None,
-        seed: int = 0,
+        n_seq_max: int = _DEFAULTS.n_seq_max,
+        n_threads: int | None = _DEFAULTS.n_threads,
+        seed: int = _DEFAULTS.seed,
         capture_layers: Iterable[int] | None = None,
     ) -> None:
         self.model = model
         self.seed = seed
-        if not 1 <= n_seq_max <= 256:
-            raise LatentLocalError(f"n_seq_max must be between 1 and 256, not {n_seq_max}")
+        if model.closed:
+            raise LatentLocalError(f"the model {model.path.name} was closed; load it again")
+        if not 1 <= n_seq_max <= MAX_SEQUENCES:
+            raise LatentLocalError(f"n_seq_max must be between 1 and {MAX_SEQUENCES}, not {n_seq_max}")
         self.capture_layers = tuple(sorted(set(capture_layers or ())))
         for il in self.capture_layers:
             self._check_layer(il, "capture")
@@ -502,7 +358,7 @@ class Engine:
             self._cb = C.ggml_backend_sched_eval_callback(self._on_eval)
             params.cb_eval = self._cb
             params.cb_eval_user_data = None
-            _ggml_base()
+            self._ggml = ggml_base()
         ptr = C.llama_init_from_model(model._ptr, params)
         if not ptr:
             raise LatentLocalError(
@@ -510,6 +366,7 @@ class Engine:
                 "try a smaller --n-ctx (memory) or rerun with --verbose"
             )
         self._ctx = ptr
+        model._contexts += 1
         self._mem = C.llama_get_memory(ptr)
         self.n_ctx: int = C.llama_n_ctx(ptr)
         self.n_batch: int = C.llama_n_batch(ptr)
@@ -526,14 +383,22 @@ class Engine:
         self._blas_pinned = True
 
     @classmethod
-    def load(
-        cls,
-        path: str | os.PathLike[str],
-        n_gpu_layers: int = 0,
-        **kwargs,
-    ) -> Engine:
-        """Load a GGUF and open a context on it."""
-        return cls(Model(path, n_gpu_layers=n_gpu_layers), **kwargs)
+    def open(cls, settings: EngineSettings | None = None, **kwargs) -> Engine:
+        """Load the model ``settings`` name and open a context on it; the engine owns the model.
+
+        ``kwargs`` go to the constructor (``capture_layers``, ``n_batch``).
+        """
+        settings = settings or _DEFAULTS
+        set_verbose(settings.verbose)
+        model = Model(settings.model_path(), n_gpu_layers=settings.n_gpu_layers)
+        try:
+            engine = cls(model, n_ctx=settings.n_ctx, n_seq_max=settings.n_seq_max,
+                         n_threads=settings.n_threads, seed=settings.seed, **kwargs)
+        except BaseException:
+            model.close()
+            raise
+        model._free_when_unused = True
+        return engine
 
     def sibling(self, **kwargs) -> Engine:
         """Another context on the same weights (e.g. one that captures layers)."""
@@ -772,7 +637,7 @@ class Engine:
     # layer capture ----------------------------------------------------------------------------
     def _on_eval(self, tensor: ctypes.c_void_p, ask: bool, user_data: ctypes.c_void_p) -> bool:
         try:
-            g = _ggml
+            g = self._ggml
             il = self._wanted.get(g.ggml_get_name(tensor))
             if il is None:
                 return False if ask else True
@@ -805,13 +670,22 @@ class Engine:
         return np.concatenate(parts, axis=0)
 
     # teardown ---------------------------------------------------------------------------------
+    @property
+    def closed(self) -> bool:
+        return not getattr(self, "_ctx", None)
+
     def close(self) -> None:
+        """Free the context (idempotent), and the model when this engine loaded it and no sibling
+        context is still open on it."""
         if getattr(self, "_ctx", None):
             self._tok.free()
             if self._emb is not None:
                 self._emb.free()
             C.llama_free(self._ctx)
             self._ctx = None
+            self.model._contexts -= 1
+            if self.model._free_when_unused and self.model._contexts == 0:
+                self.model.close()
         if getattr(self, "_blas_pinned", False):
             self._blas_pinned = False
             single_thread_blas.__exit__()

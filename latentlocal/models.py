@@ -1,10 +1,9 @@
-"""Finding models (the bundled default, a user folder, any path), prompts and think markers."""
+"""Finding models: the bundled default, the user's models folder, any path."""
 
 from __future__ import annotations
 
 import importlib.util
 import os
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -70,51 +69,3 @@ def list_models() -> list[ModelEntry]:
     if folder.is_dir():
         out += [ModelEntry(p, False) for p in sorted(folder.rglob("*.gguf"))]
     return out
-
-
-# ---------------------------------------------------------------------------------------------
-# Prompts and the reasoning span
-# ---------------------------------------------------------------------------------------------
-
-ANSWER_MARKER = "Final answer:"
-
-COT_SYSTEM = (
-    "You are a careful math tutor. Solve the problem step by step. Write each step as its own "
-    "short paragraph and leave a blank line between steps. When you are done, write one last "
-    f"line of the form '{ANSWER_MARKER} <number>'."
-)
-
-
-@dataclass(frozen=True)
-class ReasoningFormat:
-    """Where thinking ends: a native ``</think>`` token, or the answer marker in plain text."""
-
-    think_end_token: int | None
-    think_end_text: str
-    answer_marker: str = ANSWER_MARKER
-
-    @property
-    def native(self) -> bool:
-        return self.think_end_token is not None
-
-
-def reasoning_format(model) -> ReasoningFormat:  # model: latentlocal.engine.Model
-    tok = model.find_token("</think>")
-    if tok is not None and model.find_token("<think>") is not None:
-        return ReasoningFormat(think_end_token=tok, think_end_text="</think>")
-    return ReasoningFormat(think_end_token=None, think_end_text=ANSWER_MARKER)
-
-
-def build_prompt(model, question: str, system: str | None = COT_SYSTEM) -> str:
-    """The chat-formatted prompt for one question, opening the thinking span where native."""
-    from latentlocal.engine import ChatMessage
-
-    messages = []
-    if system:
-        messages.append(ChatMessage("system", system))
-    messages.append(ChatMessage("user", question.strip()))
-    text = model.apply_chat(messages, add_generation_prompt=True)
-    fmt = reasoning_format(model)
-    if fmt.native and not re.search(r"<think>\s*$", text):
-        text += "<think>\n"
-    return text

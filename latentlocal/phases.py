@@ -24,10 +24,10 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
+from latentlocal.answers import extract_answer
 from latentlocal.errors import LatentLocalError
-from latentlocal.eval.answers import extract_answer
 from latentlocal.events import Notice
-from latentlocal.models import ReasoningFormat
+from latentlocal.prompts import ReasoningFormat
 
 log = logging.getLogger(__name__)
 

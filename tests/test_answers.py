@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from latentlocal.errors import LatentLocalError
-from latentlocal.eval.answers import (
+from latentlocal.answers import (
     extract_answer,
     gold_from_gsm8k,
     is_correct,

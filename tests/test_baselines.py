@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+from latentlocal.answers import majority_vote
 from latentlocal.events import SequenceDone, Summary, Token
 from latentlocal.methods.cot import CotConfig, SelfConsistencyConfig, run_cot, run_self_consistency
-from latentlocal.eval.answers import majority_vote
 from latentlocal.sampling import SamplingConfig
 
 Q = "Sara has 4 boxes with 6 pens each. How many pens does she have?"

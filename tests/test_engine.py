@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 
 from latentlocal.engine import Engine
+from latentlocal.engine_settings import EngineSettings
 from latentlocal.errors import LatentLocalError
-from latentlocal.methods.cot import CotConfig, prompt_tokens, run_cot
 from latentlocal.events import Summary, Token
+from latentlocal.methods.cot import CotConfig, prompt_tokens, run_cot
 
 QUESTION = "Tom has 3 apples and buys 5 more. How many apples does he have?"
 
@@ -170,16 +171,16 @@ def test_run_cot_summary(smol):
 
 def test_bad_inputs_get_clear_errors(smol, tmp_path, smol_path):
     with pytest.raises(LatentLocalError, match="not found"):
-        Engine.load(tmp_path / "nope.gguf")
+        Engine.open(EngineSettings(model=tmp_path / "nope.gguf"))
     junk = tmp_path / "junk.gguf"
     junk.write_bytes(b"this is not a model" * 10)
     with pytest.raises(LatentLocalError, match="not a GGUF"):
-        Engine.load(junk)
+        Engine.open(EngineSettings(model=junk))
     cut = tmp_path / "cut.gguf"
     with open(smol_path, "rb") as f:
         cut.write_bytes(f.read(2_000_000))
     with pytest.raises(LatentLocalError, match="truncated"):
-        Engine.load(cut)
+        Engine.open(EngineSettings(model=cut))
     with pytest.raises(LatentLocalError, match="width"):
         smol.decode_embeddings(np.zeros((2, smol.n_embd - 1)))
     with pytest.raises(LatentLocalError, match="out of range"):
@@ -197,7 +198,7 @@ def test_n_gpu_layers_without_gpu_warns_and_runs(smol_path):
     if gpu_offload_supported():
         pytest.skip("this build offloads to a GPU, so nothing to warn about")
     with pytest.warns(RuntimeWarning, match="no GPU support"):
-        e = Engine.load(smol_path, n_gpu_layers=99, n_ctx=256, n_seq_max=1)
+        e = Engine.open(EngineSettings(model=smol_path, n_gpu_layers=99, n_ctx=256, n_seq_max=1))
     e.decode_tokens([1, 2, 3])
     assert e.logits(-1).shape == (e.n_vocab,)
     e.close()
@@ -220,7 +221,7 @@ def test_engine_keeps_openblas_on_one_thread(smol_model):
 @pytest.mark.parametrize("which", ["smol_model", "gemma_model"])
 def test_embedding_table_from_ggml_header_matches_gguf_package(which, request, tmp_path):
     from latentlocal.embeddings import EmbeddingTable
-    from latentlocal.engine import locate_tensor
+    from latentlocal.gguf_header import locate_tensor
 
     model = request.getfixturevalue(which)
     fast = model.embeddings  # located through ggml's header reader
@@ -238,7 +239,7 @@ def test_embedding_table_from_ggml_header_matches_gguf_package(which, request, t
 
 @pytest.mark.parametrize("which", ["smol_model", "gemma_model"])
 def test_read_info_agrees_with_the_loaded_model(which, request, tmp_path):
-    from latentlocal.gguf_info import read_info
+    from latentlocal.gguf_header import read_info
 
     model = request.getfixturevalue(which)
     info = read_info(model.path)

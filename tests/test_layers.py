@@ -1,4 +1,5 @@
-"""The core/UI boundary: the library (``latentlocal``) never imports the terminal UI's toolkits.
+"""The library's layers: no import circles, no module importing a layer above it, and the core/UI
+boundary (``latentlocal`` never imports the terminal UI's toolkits).
 
 Checked two ways, because either alone has holes:
 
@@ -26,6 +27,64 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 UI_PACKAGES = ("textual", "rich", "tui")
+
+
+def import_cycles(package: str = "latentlocal") -> list[list[str]]:
+    """The import circles among ``package``'s modules: the strongly connected components of more
+    than one module in grimp's import graph (every import statement, those inside functions and
+    under ``TYPE_CHECKING`` included), found with Tarjan's algorithm."""
+    import grimp
+
+    graph = grimp.build_graph(package, cache_dir=None)
+    edges = {m: sorted(graph.find_modules_directly_imported_by(m) & graph.modules) for m in graph.modules}
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    circles: list[list[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on_stack.add(v)
+        for w in edges[v]:
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = []
+            while True:
+                w = stack.pop()
+                on_stack.discard(w)
+                component.append(w)
+                if w == v:
+                    break
+            if len(component) > 1:
+                circles.append(sorted(component))
+
+    for module in sorted(graph.modules):
+        if module not in index:
+            visit(module)
+    return sorted(circles)
+
+
+def test_no_import_circles():
+    assert import_cycles() == []
+
+
+def test_the_circle_count_sees_a_function_level_circle(tmp_path, monkeypatch):
+    """The count is not vacuous: a copy of the library where ``errors`` imports ``engine`` inside a
+    function (``engine`` imports ``errors``) has exactly that circle."""
+    shutil.copytree(ROOT / "latentlocal", tmp_path / "latentlocal", ignore=shutil.ignore_patterns("__pycache__"))
+    with (tmp_path / "latentlocal" / "errors.py").open("a") as f:
+        f.write("\n\ndef _late():\n    from latentlocal.engine import Engine  # noqa: F401\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    for name in [m for m in sys.modules if m == "latentlocal" or m.startswith("latentlocal.")]:
+        monkeypatch.delitem(sys.modules, name)
+    circles = import_cycles()
+    assert len(circles) == 1 and {"latentlocal.engine", "latentlocal.errors"} <= set(circles[0]), circles
 
 
 def _lint(cwd: Path) -> subprocess.CompletedProcess:

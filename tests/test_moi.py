@@ -27,7 +27,7 @@ from latentlocal.methods.soft_thinking import (
     moi_weights,
     run_soft_thinking,
 )
-from latentlocal.models import build_prompt
+from latentlocal.prompts import build_prompt
 from spies import EngineSpy
 
 Q = "Tom has 3 apples and buys 5 more. How many apples does he have?"

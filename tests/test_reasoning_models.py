@@ -21,8 +21,8 @@ from latentlocal.methods.cot import CotConfig, SelfConsistencyConfig, _Stream, r
 from latentlocal.methods.seal import SealConfig, is_delimiter, run_seal
 from latentlocal.methods.soft_reasoning import SoftReasoningConfig, run_soft_reasoning, verifier_prompt
 from latentlocal.methods.soft_thinking import SoftThinkingConfig, run_soft_thinking
-from latentlocal.models import ReasoningFormat, build_prompt, reasoning_format
 from latentlocal.phases import Budget, ThinkTracker, final_answer, split_thinking
+from latentlocal.prompts import ReasoningFormat, build_prompt, reasoning_format
 from latentlocal.sampling import SamplingConfig
 from thinkmodel import THINK_IDS, think_model_path
 

@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from latentlocal.engine import Engine
 from latentlocal.controlvector import ControlVector, export_gguf, import_gguf, read_manifest
+from latentlocal.engine import Engine
 from latentlocal.errors import LatentLocalError
 from latentlocal.events import PhaseChange, Progress, Summary, Thought, Token
 from latentlocal.methods.seal import (
@@ -26,7 +26,7 @@ from latentlocal.methods.seal import (
     work_dir,
 )
 from latentlocal.methods.seal.thoughts import text_thoughts
-from latentlocal.models import build_prompt
+from latentlocal.prompts import build_prompt
 
 # the first rows of GSM8K train (MIT, see data/GSM8K_LICENSE), so the tests need no outside data
 GSM8K = str(Path(__file__).parent / "data" / "gsm8k_train_head.jsonl")

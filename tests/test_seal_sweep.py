@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from latentlocal import controlvector as cvio
-from latentlocal import seal_sweep
 from latentlocal.errors import LatentLocalError
+from latentlocal.eval import seal_sweep
 
 
 def test_choose_scale_prefers_fewest_tokens_without_accuracy_loss():

@@ -10,9 +10,9 @@ import math
 import numpy as np
 import pytest
 
+from latentlocal.answers import extract_answer
 from latentlocal.engine import ChatMessage
 from latentlocal.errors import LatentLocalError
-from latentlocal.eval.answers import extract_answer
 from latentlocal.events import ColdStop, PhaseChange, Summary, Token
 from latentlocal.methods.cot import CotConfig, run_cot
 from latentlocal.methods.registry import canonical, make_runner
@@ -27,7 +27,7 @@ from latentlocal.methods.soft_thinking import (
     run_soft_thinking,
     thinking_end,
 )
-from latentlocal.models import COT_SYSTEM, ReasoningFormat, build_prompt
+from latentlocal.prompts import COT_SYSTEM, ReasoningFormat, build_prompt
 from spies import EngineSpy
 
 Q = "Tom has 3 apples and buys 5 more. How many apples does he have?"

@@ -29,7 +29,7 @@ from latentlocal.methods.swi_reasoning import (
     math_token_ids,
     run_swi_reasoning,
 )
-from latentlocal.models import build_prompt, reasoning_format
+from latentlocal.prompts import build_prompt, reasoning_format
 from latentlocal.sampling import SamplingConfig, entropy, softmax
 from thinkmodel import think_model_path
 from spies import EngineSpy

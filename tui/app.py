@@ -275,8 +275,7 @@ class LatentLocalApp(App):
         self.save_config()
         if self.job is None and self.engine is not None and self.engine is not self._given_engine:
             engine, self.engine = self.engine, None
-            engine.close()
-            engine.model.close()
+            engine.close()  # and its model: the Models tab opened it with Engine.open
 
 
 def main() -> int:

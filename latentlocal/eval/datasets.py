@@ -9,8 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
+from latentlocal.answers import gold_from_gsm8k
 from latentlocal.errors import LatentLocalError
-from latentlocal.eval.answers import gold_from_gsm8k
 
 __all__ = ["Problem", "load_problems"]
 

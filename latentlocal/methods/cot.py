@@ -13,12 +13,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from latentlocal.answers import majority_vote
 from latentlocal.engine import Engine, TextStream
-from latentlocal.eval.answers import majority_vote
 from latentlocal.events import Event, PhaseChange, SequenceDone, Summary, Token
 from latentlocal.markers import AnswerLineWatch
-from latentlocal.models import ANSWER_MARKER, COT_SYSTEM, ReasoningFormat, build_prompt, reasoning_format
+from latentlocal.methods.spec import MethodSpec, check_positive, opt
 from latentlocal.phases import DEFAULT_ANSWER_RESERVE, Budget, ThinkTracker, final_answer, fitted
+from latentlocal.prompts import ANSWER_MARKER, COT_SYSTEM, ReasoningFormat, build_prompt, reasoning_format
 from latentlocal.sampling import SamplingConfig, sample_token
 
 
@@ -247,8 +248,6 @@ def run_self_consistency(
 
 
 def _cot_from_args(args) -> Callable:
-    from latentlocal.methods.registry import check_positive, opt
-
     samples = opt(args, "samples", 1)
     if samples > 1:
         return _sc_from_args(args)
@@ -267,8 +266,6 @@ def _cot_from_args(args) -> Callable:
 
 
 def _sc_from_args(args) -> Callable:
-    from latentlocal.methods.registry import check_positive, opt
-
     max_tokens = opt(args, "max_tokens", 512)
     check_positive("max_tokens", max_tokens)
     samples = opt(args, "samples", 5)
@@ -291,17 +288,8 @@ def _add_cot_flags(g) -> None:
                    help="self-consistency chains (default 5; with --method cot, N > 1 switches to it)")
 
 
-def _registry_entries() -> list:
-    from latentlocal.methods.registry import MethodSpec
-
-    return [
-        MethodSpec("cot", "chain of thought, greedy unless --temperature > 0", _cot_from_args, _add_cot_flags),
-        MethodSpec("sc", "self-consistency: sampled chains in parallel, majority vote", _sc_from_args,
-                   aliases=("self-consistency",)),
-    ]
-
-
-def __getattr__(name: str):  # METHODS is built lazily: registry imports this module
-    if name == "METHODS":
-        return _registry_entries()
-    raise AttributeError(name)
+METHODS: list[MethodSpec] = [
+    MethodSpec("cot", "chain of thought, greedy unless --temperature > 0", _cot_from_args, _add_cot_flags),
+    MethodSpec("sc", "self-consistency: sampled chains in parallel, majority vote", _sc_from_args,
+               aliases=("self-consistency",)),
+]

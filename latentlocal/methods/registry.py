@@ -1,8 +1,8 @@
 """Method names, their command-line flags, and runners built from parsed options.
 
 The CLI, the benchmark and the TUI all build methods here, so a flag means the same everywhere.
-Each method module lists ``METHODS: list[MethodSpec]``; a spec's ``add_flags`` adds that method's
-own flags only. The flags every method shares are defined here with ``None`` defaults so each
+Each method module lists ``METHODS: list[MethodSpec]`` (``latentlocal.methods.spec``); a spec's
+``add_flags`` adds that method's own flags only. The flags every method shares are defined here with ``None`` defaults so each
 method applies its own default.
 """
 
@@ -10,26 +10,10 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import threading
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from typing import Any
 
 from latentlocal.errors import LatentLocalError
-from latentlocal.events import Event
-
-Runner = Callable[[Any, str, "threading.Event | None"], Iterator[Event]]
-
-
-
-@dataclass(frozen=True)
-class MethodSpec:
-    name: str
-    description: str
-    from_args: Callable[[Any], Runner]
-    add_flags: Callable[[Any], None] | None = None
-    aliases: tuple[str, ...] = ()
-
+from latentlocal.methods.spec import MethodSpec, Runner
 
 # modules holding methods, in the order the help text and the TUI list them
 _MODULES = (
@@ -80,22 +64,6 @@ def add_method_flags(p: argparse.ArgumentParser, with_method: bool = True) -> No
     for spec in specs():
         if spec.add_flags is not None:
             spec.add_flags(p.add_argument_group(f"{spec.name} options"))
-
-
-def opt(args: Any, name: str, default: Any) -> Any:
-    """``args.name`` unless unset (None or absent), else the method's own default."""
-    v = getattr(args, name, None)
-    return default if v is None else v
-
-
-def check_positive(name: str, value: float) -> None:
-    if value <= 0:
-        raise LatentLocalError(f"--{name.replace('_', '-')} must be positive, not {value}")
-
-
-def check_range(name: str, value: float, lo: float, hi: float) -> None:
-    if not lo <= value <= hi:
-        raise LatentLocalError(f"--{name.replace('_', '-')} must lie in [{lo}, {hi}], not {value}")
 
 
 def make_runner(method: str, args: Any) -> Runner:

@@ -32,16 +32,17 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from latentlocal.answers import extract_answer, majority_vote, normalize_number
 from latentlocal.bayesopt import BayesOpt
 from latentlocal.engine import ChatMessage, Engine, TextStream
 from latentlocal.errors import LatentLocalError
-from latentlocal.eval.answers import extract_answer, majority_vote, normalize_number
 from latentlocal.events import CandidateResult, Event, Notice, PhaseChange, Round, SequenceDone, Summary, Token
 from latentlocal.markers import AnswerLineWatch
 from latentlocal.methods.cot import _Stream
-from latentlocal.models import ANSWER_MARKER, COT_SYSTEM, ReasoningFormat, build_prompt, reasoning_format
+from latentlocal.methods.spec import MethodSpec, check_positive, opt
 from latentlocal.parity import check_embedding_input
 from latentlocal.phases import DEFAULT_ANSWER_RESERVE, Budget, final_answer, fitted, split_thinking
+from latentlocal.prompts import ANSWER_MARKER, COT_SYSTEM, ReasoningFormat, build_prompt, reasoning_format
 from latentlocal.sampling import softmax
 
 log = logging.getLogger(__name__)
@@ -416,8 +417,6 @@ def run_soft_reasoning(
 
 
 def _from_args(args) -> Callable:
-    from latentlocal.methods.registry import check_positive, opt
-
     cfg = SoftReasoningConfig(
         candidates=opt(args, "candidates", 5),
         rounds=opt(args, "rounds", 5),
@@ -449,14 +448,5 @@ def _add_flags(g) -> None:
     g.add_argument("--coherence-weight", type=float, default=None, help="reward weight of coherence (1)")
 
 
-def _registry_entries() -> list:
-    from latentlocal.methods.registry import MethodSpec
-
-    return [MethodSpec("soft-reasoning", "first-position embeddings searched by GP/EI, verifier + coherence",
-                       _from_args, _add_flags, aliases=("sr",))]
-
-
-def __getattr__(name: str):  # METHODS is built lazily: registry imports this module
-    if name == "METHODS":
-        return _registry_entries()
-    raise AttributeError(name)
+METHODS: list[MethodSpec] = [MethodSpec("soft-reasoning", "first-position embeddings searched by GP/EI, verifier + coherence",
+                   _from_args, _add_flags, aliases=("sr",))]

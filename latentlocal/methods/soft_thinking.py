@@ -109,9 +109,10 @@ from latentlocal.engine import Engine, TextStream
 from latentlocal.errors import LatentLocalError
 from latentlocal.events import ColdStop, Event, PhaseChange, Summary, Token
 from latentlocal.markers import AnswerLineWatch, MarkerWatch
-from latentlocal.models import ANSWER_MARKER, COT_SYSTEM, ReasoningFormat, build_prompt, reasoning_format
+from latentlocal.methods.spec import MethodSpec, opt
 from latentlocal.parity import check_embedding_input
 from latentlocal.phases import DEFAULT_ANSWER_RESERVE, Budget, final_answer, fitted
+from latentlocal.prompts import ANSWER_MARKER, COT_SYSTEM, ReasoningFormat, build_prompt, reasoning_format
 from latentlocal.sampling import SamplingConfig, entropy, filter_chain, sample_token, softmax
 
 NOISES = ("none", "gumbel", "dirichlet")
@@ -623,8 +624,6 @@ def run_soft_thinking(
 
 def config_from_args(args) -> SoftThinkingConfig:
     """A validated config from parsed CLI options (shared flags fall back to the paper's values)."""
-    from latentlocal.methods.registry import opt
-
     budget = opt(args, "think_budget", 0)
     return SoftThinkingConfig(
         max_tokens=opt(args, "max_tokens", 512),
@@ -683,21 +682,12 @@ def _add_flags(g) -> None:
                    help="temperature of the discrete answer (default 0 = greedy)")
 
 
-def _registry_entries() -> list:
-    from latentlocal.methods.registry import MethodSpec
-
-    return [
-        MethodSpec(
-            "soft-thinking",
-            "Soft Thinking: concept tokens (embedding mixtures) while thinking, Cold Stop, discrete answer",
-            _from_args,
-            _add_flags,
-            aliases=("st",),
-        ),
-    ]
-
-
-def __getattr__(name: str):  # METHODS is built lazily: registry imports this module
-    if name == "METHODS":
-        return _registry_entries()
-    raise AttributeError(name)
+METHODS: list[MethodSpec] = [
+    MethodSpec(
+        "soft-thinking",
+        "Soft Thinking: concept tokens (embedding mixtures) while thinking, Cold Stop, discrete answer",
+        _from_args,
+        _add_flags,
+        aliases=("st",),
+    ),
+]

@@ -123,9 +123,10 @@ from latentlocal.events import Event, PhaseChange, Summary, Token
 from latentlocal.markers import MarkerWatch
 from latentlocal.methods.cot import _Stream
 from latentlocal.methods.soft_thinking import ConceptFilter, forced_end_tokens
-from latentlocal.models import ANSWER_MARKER, COT_SYSTEM, build_prompt, reasoning_format
+from latentlocal.methods.spec import MethodSpec, opt
 from latentlocal.parity import check_embedding_input
 from latentlocal.phases import DEFAULT_ANSWER_RESERVE, Budget, final_answer, fitted
+from latentlocal.prompts import ANSWER_MARKER, COT_SYSTEM, build_prompt, reasoning_format
 from latentlocal.sampling import SamplingConfig, sample_token
 
 # gu:109-128, fed as tokens even in latent mode
@@ -512,8 +513,6 @@ def run_swi_reasoning(
 
 def config_from_args(args) -> SwiReasoningConfig:
     """A validated config from parsed CLI options (unset flags take the code's defaults)."""
-    from latentlocal.methods.registry import opt
-
     return SwiReasoningConfig(
         max_tokens=opt(args, "max_tokens", 512),
         temperature=opt(args, "temperature", 0.6),
@@ -561,21 +560,12 @@ def _add_flags(g) -> None:
                    help="never think in latent mode: the paper's sampled CoT baseline in the same loop")
 
 
-def _registry_entries() -> list:
-    from latentlocal.methods.registry import MethodSpec
-
-    return [
-        MethodSpec(
-            "swi-reasoning",
-            "SwiReasoning: latent (soft embeddings) or explicit thinking, switched by the entropy trend",
-            _from_args,
-            _add_flags,
-            aliases=("swir",),
-        ),
-    ]
-
-
-def __getattr__(name: str):  # METHODS is built lazily: registry imports this module
-    if name == "METHODS":
-        return _registry_entries()
-    raise AttributeError(name)
+METHODS: list[MethodSpec] = [
+    MethodSpec(
+        "swi-reasoning",
+        "SwiReasoning: latent (soft embeddings) or explicit thinking, switched by the entropy trend",
+        _from_args,
+        _add_flags,
+        aliases=("swir",),
+    ),
+]

@@ -48,7 +48,7 @@ def _cache_key(path: str) -> tuple[str, int, int]:
 
 def _read_info(path: str) -> tuple[dict | None, str | None]:
     """``read_info`` (cached per file size and mtime): (info, None) or (None, error)."""
-    from latentlocal.gguf_info import read_info
+    from latentlocal.gguf_header import read_info
 
     key = _cache_key(path)
     if key in _INFO_CACHE:
@@ -247,17 +247,17 @@ class ModelsView(Vertical):
     @work(thread=True, exclusive=True, group="engine")
     def _load(self, path: str, old, gpu: int, n_ctx: int, threads: int | None, parallel: int) -> None:
         from latentlocal.engine import Engine
+        from latentlocal.engine_settings import EngineSettings
 
         if old is not None:
-            old.close()
-            old.model.close()
+            old.close()  # and its model: the engine loaded it
         t0 = time.perf_counter()
         engine, error, notes = None, None, []
         try:
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
-                engine = Engine.load(path, n_gpu_layers=gpu, n_ctx=n_ctx, n_threads=threads,
-                                     n_seq_max=parallel)
+                engine = Engine.open(EngineSettings(model=path, n_gpu_layers=gpu, n_ctx=n_ctx,
+                                                    n_threads=threads, n_seq_max=parallel))
             notes = [str(w.message) for w in caught]
         except Exception as exc:  # noqa: BLE001
             error = error_text(exc)
@@ -279,7 +279,6 @@ class ModelsView(Vertical):
         app.end_job(app.job)
         if cancelled:
             msg.engine.close()
-            msg.engine.model.close()
             self.query_one("#load-status", Label).update("load cancelled")
             return
         for note in msg.warnings:

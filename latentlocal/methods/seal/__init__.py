@@ -48,6 +48,7 @@ from latentlocal.methods.seal.thoughts import (
     reasoning_length,
     segment_thoughts,
 )
+from latentlocal.methods.spec import MethodSpec, check_positive, opt
 from latentlocal.phases import DEFAULT_ANSWER_RESERVE
 from latentlocal.sampling import SamplingConfig
 
@@ -96,8 +97,6 @@ def vector_for_model(model) -> Path | None:  # model: latentlocal.engine.Model
 
 
 def _seal_from_args(args) -> Callable:
-    from latentlocal.methods.registry import check_positive, opt
-
     path = getattr(args, "vector", None)
     max_tokens = opt(args, "max_tokens", 512)
     check_positive("max_tokens", max_tokens)
@@ -155,16 +154,7 @@ def _add_seal_flags(g) -> None:
                    help="apply the vector to every token, as llama.cpp apps do with --control-vector")
 
 
-def _registry_entries() -> list:
-    from latentlocal.methods.registry import MethodSpec
-
-    return [
-        MethodSpec("seal", "SEAL: steer thought delimiters with a vector (--vector FILE)",
-                   _seal_from_args, _add_seal_flags),
-    ]
-
-
-def __getattr__(name: str):  # METHODS is built lazily: registry imports this module
-    if name == "METHODS":
-        return _registry_entries()
-    raise AttributeError(name)
+METHODS: list[MethodSpec] = [
+    MethodSpec("seal", "SEAL: steer thought delimiters with a vector (--vector FILE)",
+               _seal_from_args, _add_seal_flags),
+]

@@ -19,13 +19,13 @@ from latentlocal.errors import LatentLocalError
 from latentlocal.events import Event, Progress, Summary
 from latentlocal.markers import MarkerWatch
 from latentlocal.methods.cot import _Stream, prompt_tokens
-from latentlocal.models import ANSWER_MARKER, COT_SYSTEM, reasoning_format
-from latentlocal.phases import Budget, final_answer
-from latentlocal.sampling import SamplingConfig, sample_token
 from latentlocal.methods.seal.elicit import CuePicker
 from latentlocal.methods.seal.steer import default_layer
 from latentlocal.methods.seal.thoughts import CUES, count_labels, is_delimiter, reasoning_length, segment_thoughts
 from latentlocal.methods.seal.workdir import WORK_VERSION, WorkFolder, work_dir
+from latentlocal.phases import Budget, final_answer
+from latentlocal.prompts import ANSWER_MARKER, COT_SYSTEM, reasoning_format
+from latentlocal.sampling import SamplingConfig, sample_token
 
 
 @dataclass(frozen=True)
@@ -93,7 +93,7 @@ def _load_questions(cfg: ExtractConfig) -> list[_Question]:
             )
         gold = row.get(cfg.answer_field)
         if gold is not None:
-            from latentlocal.eval.answers import gold_from_gsm8k
+            from latentlocal.answers import gold_from_gsm8k
 
             try:
                 gold = gold_from_gsm8k(str(gold))

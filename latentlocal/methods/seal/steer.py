@@ -17,10 +17,10 @@ from latentlocal.errors import LatentLocalError
 from latentlocal.events import Event, PhaseChange, Summary, Thought, Token
 from latentlocal.markers import MarkerWatch
 from latentlocal.methods.cot import _Stream, prompt_tokens
-from latentlocal.models import ANSWER_MARKER, COT_SYSTEM, reasoning_format
-from latentlocal.phases import DEFAULT_ANSWER_RESERVE, Budget, fitted
-from latentlocal.sampling import SamplingConfig, sample_token
 from latentlocal.methods.seal.thoughts import ThoughtSpan, ThoughtSplitter, count_labels
+from latentlocal.phases import DEFAULT_ANSWER_RESERVE, Budget, fitted
+from latentlocal.prompts import ANSWER_MARKER, COT_SYSTEM, reasoning_format
+from latentlocal.sampling import SamplingConfig, sample_token
 
 
 PAPER_LAYER = 20  # Hugging Face hidden_states index used by the paper

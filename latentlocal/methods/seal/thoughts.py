@@ -7,7 +7,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from latentlocal.engine import Model
-from latentlocal.models import ANSWER_MARKER, reasoning_format
+from latentlocal.prompts import ANSWER_MARKER, reasoning_format
 
 
 LABELS = ("execution", "reflection", "transition")

@@ -5,14 +5,14 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Callable
 from typing import Any
 
+from latentlocal.cli.common import add_model_args, open_engine
 from latentlocal.errors import LatentLocalError
 from latentlocal.progress import ProgressBar
 
 
-def add_seal_parser(sub, add_model_args: Callable[[argparse.ArgumentParser], None]) -> None:
+def add_seal_parser(sub: Any) -> None:
     seal = sub.add_parser("seal", help="SEAL steering vectors: extract one from traces, inspect one")
     ssub = seal.add_subparsers(dest="seal_command", metavar="{extract,inspect,sweep}")
     seal.set_defaults(handler=lambda args: _usage(seal))
@@ -82,7 +82,6 @@ def _usage(parser: argparse.ArgumentParser) -> int:
 
 
 def cmd_extract(args: argparse.Namespace) -> int:
-    from latentlocal.cli import open_engine
     from latentlocal.events import Progress, Summary
     from latentlocal.methods.seal import ExtractConfig, extract
     from latentlocal.sampling import SamplingConfig
@@ -181,8 +180,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    from latentlocal.cli import open_engine
-    from latentlocal.seal_sweep import parse_scales, sweep
+    from latentlocal.eval.seal_sweep import parse_scales, sweep
 
     scales = parse_scales(args.scales)
     engine = open_engine(args)

@@ -19,10 +19,10 @@ from typing import Any
 
 import numpy as np
 
+from latentlocal.answers import is_correct
 from latentlocal.controlvector import sha256_file, write_manifest
 from latentlocal.engine import Engine
 from latentlocal.errors import LatentLocalError
-from latentlocal.eval.answers import is_correct
 from latentlocal.eval.datasets import load_problems
 from latentlocal.events import Summary
 from latentlocal.methods.seal import SealConfig, load_vector, run_seal

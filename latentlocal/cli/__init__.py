@@ -1,0 +1,52 @@
+"""The ``latentlocal`` command: one module per subcommand (run, models, tui, seal, bench)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import warnings
+from collections.abc import Sequence
+
+from latentlocal.cli.bench import add_bench_parser
+from latentlocal.cli.models import add_models_parser
+from latentlocal.cli.run import add_run_parser
+from latentlocal.cli.seal import add_seal_parser
+from latentlocal.cli.tui import add_tui_parser, cmd_tui
+from latentlocal.errors import LatentLocalError
+
+
+def _warning_line(message, category, filename, lineno, line=None) -> str:  # noqa: ANN001
+    return f"warning: {message}\n"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="latentlocal",
+        description="Latent-space reasoning for local GGUF models (Soft Thinking, SEAL, Soft Reasoning).",
+    )
+    sub = parser.add_subparsers(dest="command")
+    add_run_parser(sub)
+    add_models_parser(sub)
+    add_tui_parser(sub)
+    add_seal_parser(sub)
+    add_bench_parser(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    warnings.formatwarning = _warning_line
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    args.argv = list(argv) if argv is not None else sys.argv[1:]
+    handler = getattr(args, "handler", cmd_tui)  # no command: the terminal UI
+    try:
+        return handler(args)
+    except LatentLocalError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("\ninterrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 0
+

@@ -1,0 +1,69 @@
+"""``latentlocal bench``: compare methods on a dataset (resumable) and write a report."""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+from pathlib import Path
+from typing import Any
+
+from latentlocal.cli.common import add_method_args, add_model_args, open_engine
+from latentlocal.errors import LatentLocalError
+from latentlocal.eval.datasets import load_problems
+from latentlocal.eval.report import read_results, rebuild_report, write_report
+from latentlocal.eval.runner import parse_method_spec, run_bench
+from latentlocal.methods.registry import make_runner
+from latentlocal.progress import ProgressBar
+
+
+def add_bench_parser(sub: Any) -> None:
+    p = sub.add_parser("bench", help="compare methods on a dataset (resumable) and write a report")
+    p.add_argument("--methods", default="cot",
+                   help="comma-separated NAME[:key=value;...], e.g. cot,sc,sc:temperature=0.4 (default cot)")
+    p.add_argument("--data", help="JSONL file with question and answer fields (GSM8K format works)")
+    p.add_argument("--limit", type=int, default=None, help="problems to use")
+    p.add_argument("--offset", type=int, default=0, help="skip this many problems first")
+    p.add_argument("--shuffle-seed", type=int, default=None, help="shuffle the problems with this seed first")
+    p.add_argument("--question-field", default="question")
+    p.add_argument("--answer-field", default="answer")
+    p.add_argument("--id-field", default="id")
+    p.add_argument("--out", required=True, help="output folder: results.jsonl, report.md, report.png")
+    p.add_argument("--report-only", action="store_true", help="rebuild the report from --out, no model")
+    p.add_argument("--title", default=None)
+    add_model_args(p)
+    add_method_args(p, with_method=False)
+    p.set_defaults(handler=cmd_bench)
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    out = Path(args.out)
+    if args.report_only:
+        md, png = rebuild_report(out, title=args.title)
+        print(f"report: {md}  plot: {png}")
+        return 0
+    if not args.data:
+        raise LatentLocalError("bench needs --data FILE (a JSONL of questions and answers)")
+    title = args.title or f"{Path(args.data).name} offset {args.offset} limit {args.limit}"
+    command = "latentlocal " + shlex.join(getattr(args, "argv", sys.argv[1:]))
+    problems = load_problems(args.data, args.question_field, args.answer_field, args.id_field,
+                             limit=args.limit, offset=args.offset, shuffle_seed=args.shuffle_seed)
+    specs = [s for s in args.methods.split(",") if s.strip()]
+    methods = []
+    for spec in specs:
+        label, name, margs = parse_method_spec(spec, args)
+        methods.append((label, make_runner(name, margs)))  # validates options before the model loads
+    if len({m[0] for m in methods}) != len(methods):
+        raise LatentLocalError("the same method spec is listed twice in --methods")
+    engine = open_engine(args)
+    bar = ProgressBar(len(problems) * len(methods), unit="runs")
+    try:
+        results_path = run_bench(engine, problems, methods, out, progress=bar)
+    finally:
+        bar.close()
+    results = read_results(results_path)
+    dataset = f"{args.data} (offset {args.offset}, limit {args.limit}, shuffle {args.shuffle_seed})"
+    md, png = write_report(out, results, title=title, command=command, dataset=dataset)
+    print(md.read_text())
+    print(f"report: {md}  plot: {png}")
+    return 0

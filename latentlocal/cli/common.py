@@ -1,0 +1,47 @@
+"""What several commands share: the model flags, the method flags, and the engine they open."""
+
+from __future__ import annotations
+
+import argparse
+
+from latentlocal.engine import Engine
+from latentlocal.engine_settings import MAX_SEQUENCES, EngineSettings
+
+_DEFAULTS = EngineSettings()
+
+
+def add_model_args(p: argparse.ArgumentParser) -> None:
+    d = _DEFAULTS
+    g = p.add_argument_group("model")
+    g.add_argument("--model", default=d.model, help="path to a .gguf file (default: the bundled SmolLM2-135M)")
+    g.add_argument("--n-gpu-layers", type=int, default=d.n_gpu_layers,
+                   help="layers to offload to the GPU (CUDA/Metal builds)")
+    g.add_argument("--n-ctx", type=int, default=d.n_ctx, help=f"context size in tokens (default {d.n_ctx})")
+    g.add_argument("--threads", type=int, default=d.n_threads, help="CPU threads (default: all cores, at most 8)")
+    g.add_argument("--parallel", type=int, default=d.n_seq_max,
+                   help=f"parallel sequences the context holds (default {d.n_seq_max})")
+    g.add_argument("--verbose", action="store_true", help="show llama.cpp's own log")
+
+
+def add_method_args(p: argparse.ArgumentParser, with_method: bool = True) -> None:
+    from latentlocal.methods.registry import add_method_flags
+
+    add_method_flags(p, with_method=with_method)
+
+
+def engine_settings(args: argparse.Namespace) -> EngineSettings:
+    """The engine the model flags (and ``--seed``, where the command has it) describe."""
+    return EngineSettings(
+        model=args.model,
+        n_gpu_layers=args.n_gpu_layers,
+        n_ctx=args.n_ctx,
+        n_threads=args.threads,
+        n_seq_max=max(1, min(MAX_SEQUENCES, args.parallel)),
+        seed=getattr(args, "seed", _DEFAULTS.seed),
+        verbose=args.verbose,
+    )
+
+
+def open_engine(args: argparse.Namespace) -> Engine:
+    """Load the model the arguments name (run, bench, seal extract, seal sweep)."""
+    return Engine.open(engine_settings(args))
