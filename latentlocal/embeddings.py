@@ -1,7 +1,8 @@
 """Input embedding rows read straight from the GGUF's ``token_embd.weight``.
 
-Rows are dequantized on demand (``gguf.quants.dequantize`` on just the rows asked for) and
-cached, so a 150k-token vocabulary never becomes a float matrix at start-up.
+The tensor is found through the file's header (``gguf_header``) and memory-mapped; rows are
+dequantized on demand (``gguf.quants.dequantize`` on just the rows asked for) and cached, so a
+150k-token vocabulary never becomes a float matrix at start-up.
 """
 
 from __future__ import annotations
@@ -10,15 +11,12 @@ import math
 import os
 from collections import OrderedDict
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
 import numpy as np
 from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
 
 from latentlocal.errors import LatentLocalError
-
-if TYPE_CHECKING:
-    from latentlocal.gguf_header import TensorLocation
+from latentlocal.gguf_header import GGUFHeader, TensorLocation
 
 # Architectures whose graph multiplies by sqrt(n_embd) on the token path only (llama.cpp's
 # gemma3.cpp and friends: ``ggml_scale(inpL, ubatch.token ? sqrtf(n_embd) : 1.0f)``), so rows fed
@@ -42,52 +40,34 @@ class EmbeddingTable:
         cache_rows: int = 8192,
         location: TensorLocation | None = None,
     ) -> None:
-        """``location`` (from ``gguf_header.locate_tensor``, with ``arch`` and ``n_embd``) skips the gguf
-        package's full header parse, which takes seconds on large vocabularies."""
-        if location is not None and arch is not None and n_embd is not None:
-            self.qtype = GGMLQuantizationType(location.ggml_type)
-            block, type_size = GGML_QUANT_SIZES[self.qtype]
-            row_bytes = n_embd // block * type_size
-            if n_embd % block or location.nbytes % row_bytes:
+        """``arch``, ``n_embd`` and ``location`` (``gguf_header.locate_tensor``) are read from the
+        file's header when not given (a loaded ``Model`` knows the first two already)."""
+        if arch is None or n_embd is None or location is None:
+            with GGUFHeader(path) as h:
+                arch = arch or h.string("general.architecture") or "unknown"
+                n_embd = n_embd or h.integer(f"{arch}.embedding_length")
+                location = location or h.tensor("token_embd.weight")
+            if location is None:
                 raise LatentLocalError(
-                    f"token_embd.weight in {path} holds {location.nbytes} bytes, not whole rows of "
-                    f"width {n_embd}: the file is damaged"
-                )
-            self._data = np.memmap(path, dtype=np.uint8, mode="r", offset=location.offset,
-                                   shape=(location.nbytes // row_bytes, row_bytes))
-            self.n_vocab = self._data.shape[0]
-            self.n_embd = n_embd
-        else:
-            self._open_with_gguf(path, n_embd)
-            if arch is None:
-                arch = self._arch_from_file
+                    f"{path} has no token_embd.weight tensor, so its input embeddings cannot be read")
+            if not n_embd:
+                raise LatentLocalError(f"{path} does not record {arch}.embedding_length, the embedding width")
+        self.qtype = GGMLQuantizationType(location.ggml_type)
+        block, type_size = GGML_QUANT_SIZES[self.qtype]
+        row_bytes = n_embd // block * type_size
+        if n_embd % block or location.nbytes % row_bytes:
+            raise LatentLocalError(
+                f"token_embd.weight in {path} holds {location.nbytes} bytes, not whole rows of "
+                f"width {n_embd}: the file is damaged"
+            )
+        self._data = np.memmap(path, dtype=np.uint8, mode="r", offset=location.offset,
+                               shape=(location.nbytes // row_bytes, row_bytes))
+        self.n_vocab = self._data.shape[0]
+        self.n_embd = n_embd
         self.arch = arch
         self.scale = input_scale(arch, self.n_embd)
         self._cache: OrderedDict[int, np.ndarray] = OrderedDict()
         self._cache_rows = cache_rows
-
-    def _open_with_gguf(self, path: str | os.PathLike[str], n_embd: int | None) -> None:
-        from gguf import GGUFReader
-
-        try:
-            reader = GGUFReader(str(path), "r")
-        except Exception as exc:
-            raise LatentLocalError(f"cannot read GGUF tensors from {path}: {exc}") from exc
-        tensor = next((t for t in reader.tensors if t.name == "token_embd.weight"), None)
-        if tensor is None:
-            raise LatentLocalError(
-                f"{path} has no token_embd.weight tensor, so its input embeddings cannot be read"
-            )
-        field = reader.get_field("general.architecture")
-        self._arch_from_file = field.contents() if field is not None else "unknown"
-        self.qtype = tensor.tensor_type
-        self._data = tensor.data  # a memory map: (n_vocab, bytes_per_row) for quantized types
-        self.n_vocab = int(tensor.shape[-1])
-        self.n_embd = int(tensor.shape[0])
-        if n_embd is not None and n_embd != self.n_embd:
-            raise LatentLocalError(
-                f"token_embd.weight has width {self.n_embd}, the model reports n_embd {n_embd}"
-            )
 
     @property
     def source_bytes(self) -> int:

@@ -42,3 +42,28 @@ def test_models_lists_the_bundled_model(capsys, monkeypatch, tmp_path):
     assert bundled and bundled[0]["arch"] == "llama" and bundled[0]["n_layer"] == 30 and bundled[0]["n_embd"] == 576
     broken = [r for r in rows if r["path"].endswith("broken.gguf")]
     assert broken and "error" in broken[0]
+
+
+def test_model_flags_default_to_the_engine_settings():
+    """The engine defaults are written once (EngineSettings): the flags of every command that
+    opens a model start from them, and --parallel is clamped to what a context holds."""
+    from latentlocal.cli import build_parser
+    from latentlocal.cli.common import engine_settings
+    from latentlocal.engine_settings import MAX_SEQUENCES, EngineSettings
+
+    parser = build_parser()
+    for argv in (["run", "q"], ["bench", "--out", "o"], ["seal", "extract", "--data", "d", "--out", "o"],
+                 ["seal", "sweep", "v", "--data", "d"]):
+        assert engine_settings(parser.parse_args(argv)) == EngineSettings(), argv
+    args = parser.parse_args(["run", "q", "--n-ctx", "512", "--parallel", "999", "--threads", "3",
+                              "--seed", "7", "--n-gpu-layers", "5", "--model", "m.gguf", "--verbose"])
+    assert engine_settings(args) == EngineSettings(model="m.gguf", n_gpu_layers=5, n_ctx=512, n_threads=3,
+                                                   n_seq_max=MAX_SEQUENCES, seed=7, verbose=True)
+
+
+def test_the_tui_model_settings_start_from_the_engine_settings():
+    from latentlocal.engine_settings import EngineSettings
+    from tui.config import ModelSettings
+
+    m, e = ModelSettings(), EngineSettings()
+    assert (m.n_gpu_layers, m.n_ctx, m.threads or None, m.parallel) == (e.n_gpu_layers, e.n_ctx, e.n_threads, e.n_seq_max)

@@ -220,16 +220,27 @@ def test_engine_keeps_openblas_on_one_thread(smol_model):
 
 @pytest.mark.parametrize("which", ["smol_model", "gemma_model"])
 def test_embedding_table_from_ggml_header_matches_gguf_package(which, request, tmp_path):
-    from latentlocal.embeddings import EmbeddingTable
+    """Rows read through ggml's header reader and a memory map equal the gguf package's own full
+    parse and dequantization (an independent reader), times the architecture's input scale."""
+    from gguf import GGUFReader
+    from gguf.quants import dequantize
+
+    from latentlocal.embeddings import EmbeddingTable, input_scale
     from latentlocal.gguf_header import locate_tensor
 
     model = request.getfixturevalue(which)
-    fast = model.embeddings  # located through ggml's header reader
-    slow = EmbeddingTable(model.path)  # the gguf package's full parse
-    assert (fast.n_vocab, fast.n_embd, fast.scale, int(fast.qtype)) == \
-        (slow.n_vocab, slow.n_embd, slow.scale, int(slow.qtype))
-    ids = np.array([0, 1, 17, fast.n_vocab // 2, fast.n_vocab - 1])
-    np.testing.assert_array_equal(fast.rows(ids), slow.rows(ids))
+    table = model.embeddings
+    alone = EmbeddingTable(model.path)  # width, architecture and tensor all from the header
+    assert (alone.n_vocab, alone.n_embd, alone.arch, alone.scale, int(alone.qtype)) == \
+        (table.n_vocab, table.n_embd, table.arch, table.scale, int(table.qtype))
+    tensor = next(t for t in GGUFReader(str(model.path), "r").tensors if t.name == "token_embd.weight")
+    assert (int(tensor.shape[-1]), int(tensor.shape[0]), int(tensor.tensor_type)) == \
+        (table.n_vocab, table.n_embd, int(table.qtype))
+    ids = np.array([0, 1, 17, table.n_vocab // 2, table.n_vocab - 1])
+    want = dequantize(np.asarray(tensor.data[ids]), tensor.tensor_type).reshape(len(ids), -1)
+    want = (want * np.float32(input_scale(model.arch, model.n_embd))).astype(np.float32)
+    np.testing.assert_array_equal(table.rows(ids), want)
+    np.testing.assert_array_equal(alone.rows(ids), want)
     assert locate_tensor(model.path, "no.such.tensor") is None
     cut = tmp_path / "cut.gguf"
     cut.write_bytes(model.path.read_bytes()[:4096])
@@ -250,3 +261,34 @@ def test_read_info_agrees_with_the_loaded_model(which, request, tmp_path):
     bad.write_bytes(b"GGUF" + b"\xff" * 60)
     with pytest.raises(LatentLocalError, match="truncated or corrupt"):
         read_info(bad)
+
+
+def test_an_opened_engine_owns_and_frees_its_model(smol_path):
+    """Engine.open loaded the weights, so closing it frees them, but only once no sibling context
+    still decodes on them; a second close is harmless and a freed model opens no new context."""
+    engine = Engine.open(EngineSettings(model=smol_path, n_ctx=256, n_seq_max=1, n_threads=1))
+    model = engine.model
+    sibling = engine.sibling(n_ctx=128)
+    engine.close()
+    assert engine.closed and not model.closed
+    sibling.decode_tokens([1, 2, 3])
+    assert sibling.logits(-1).shape == (model.n_vocab,)
+    sibling.close()
+    assert model.closed
+    engine.close()
+    sibling.close()
+    with pytest.raises(LatentLocalError, match="was closed"):
+        Engine(model, n_ctx=128, n_seq_max=1)
+
+
+def test_an_engine_on_a_given_model_leaves_it_open(smol_model):
+    with Engine(smol_model, n_ctx=128, n_seq_max=1, n_threads=1) as engine:
+        engine.decode_tokens([1, 2])
+    assert engine.closed and not smol_model.closed
+
+
+def test_engine_settings_refuse_bad_values_before_loading():
+    for bad, match in [({"n_seq_max": 0}, "parallel sequences"), ({"n_seq_max": 257}, "parallel sequences"),
+                       ({"n_ctx": -1}, "context size"), ({"n_threads": -2}, "threads")]:
+        with pytest.raises(LatentLocalError, match=match):
+            EngineSettings(**bad)

@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from latentlocal.engine_settings import EngineSettings
 from latentlocal.models import config_dir
 
 try:
@@ -29,13 +30,16 @@ def config_path() -> Path:
     return config_dir() / FILE_NAME
 
 
+_ENGINE = EngineSettings()  # the engine defaults, written once there
+
+
 @dataclass
 class ModelSettings:
     path: str = ""          # last loaded model ("" = none yet)
-    n_gpu_layers: int = 0
-    n_ctx: int = 4096
-    threads: int = 0        # 0 = automatic (all cores, at most 8)
-    parallel: int = 16      # sequences the context holds (self-consistency samples, search candidates)
+    n_gpu_layers: int = _ENGINE.n_gpu_layers
+    n_ctx: int = _ENGINE.n_ctx
+    threads: int = 0        # 0 = automatic (all cores, at most 8); TOML has no None
+    parallel: int = _ENGINE.n_seq_max  # sequences the context holds (sc samples, search candidates)
     autoload: bool = True   # load the last model at start-up
 
 

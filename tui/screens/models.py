@@ -12,6 +12,7 @@ from textual.containers import Grid, Horizontal, Vertical
 from textual.message import Message
 from textual.widgets import Button, DataTable, Input, Label, ProgressBar, Static
 
+from latentlocal.engine_settings import MAX_SEQUENCES
 from latentlocal.errors import LatentLocalError
 from latentlocal.models import list_models, models_dir
 from tui.jobs import error_text
@@ -220,8 +221,8 @@ class ModelsView(Vertical):
         except LatentLocalError as exc:
             app.notify(str(exc), severity="error")
             return False
-        if parallel > 256:
-            app.notify("Parallel sequences must be 256 or fewer.", severity="error")
+        if parallel > MAX_SEQUENCES:
+            app.notify(f"Parallel sequences must be {MAX_SEQUENCES} or fewer.", severity="error")
             return False
         job = app.begin_job("load")
         if job is None:
