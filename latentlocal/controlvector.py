@@ -11,7 +11,7 @@ read it:
   runtime buffer has no slot for it, so llama.cpp rejects any file with a ``direction.0``.
 * Blocks without a tensor get zeros.
 
-Files are written atomically (temp file in the same directory, fsync, ``os.replace``) so an
+Files are written atomically (``latentlocal.atomic``: temp file beside it, fsync, ``os.replace``) so an
 interrupted extraction never leaves a half-written vector where the runtime would load it. A JSON
 manifest (how the vector was made, for which model file) can sit beside it as ``<stem>.json``.
 """
@@ -23,14 +23,14 @@ import hashlib
 import json
 import os
 import re
-import secrets
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, Iterator, Mapping
+from typing import IO, Any, Mapping
 
 import gguf
 import numpy as np
 
+from latentlocal.atomic import atomic_path, write_bytes_atomic
 from latentlocal.errors import LatentLocalError
 
 __all__ = [
@@ -184,65 +184,6 @@ class ControlVector:
 
 
 # --------------------------------------------------------------------------------------------
-# atomic file writing
-
-
-def _fsync_dir(directory: Path) -> None:
-    # Makes the rename itself durable; not every platform lets you open a directory (Windows).
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def _new_temp_path(target: Path) -> Path:
-    # Created by hand rather than with tempfile.mkstemp: mkstemp makes the file 0600, and that
-    # mode would survive os.replace; 0o666 here lets the umask decide like a plain open() would.
-    # Dot-prefixed and in the target's directory so os.replace is a same-filesystem rename.
-    for _ in range(100):
-        candidate = target.with_name(f".{target.name}.{secrets.token_hex(6)}.tmp")
-        try:
-            fd = os.open(candidate, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-        except FileExistsError:
-            continue
-        os.close(fd)
-        return candidate
-    raise LatentLocalError(f"could not create a temporary file beside {target}; check the directory")
-
-
-@contextlib.contextmanager
-def _atomic_target(path: Path) -> Iterator[Path]:
-    """Yield a temp path beside ``path``; on clean exit it replaces ``path``, otherwise it is removed.
-
-    The body must have fsynced the temp file's contents before returning.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _new_temp_path(path)
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    _fsync_dir(path.parent)
-
-
-def _write_bytes_atomic(path: Path, data: bytes) -> None:
-    with _atomic_target(path) as tmp:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-
-
-# --------------------------------------------------------------------------------------------
 # GGUF export
 
 
@@ -286,7 +227,7 @@ def export_gguf(cv: ControlVector, path: str | os.PathLike[str]) -> None:
     """Write ``cv`` as a llama.cpp control-vector GGUF at ``path``, atomically."""
     _check_exportable(cv)
     path = Path(path)
-    with _atomic_target(path) as tmp:
+    with atomic_path(path) as tmp:
         writer = gguf.GGUFWriter(tmp, ARCH)
         try:
             writer.add_string(KEY_MODEL_HINT, cv.model_hint)
@@ -562,7 +503,7 @@ def write_manifest(path_of_gguf: str | os.PathLike[str], data: dict[str, Any]) -
     target = manifest_path(path_of_gguf)
     # Serialise before touching the disk so a bad value cannot cost the old manifest.
     payload = _manifest_bytes(data)
-    _write_bytes_atomic(target, payload)
+    write_bytes_atomic(target, payload)
     return target
 
 
@@ -592,7 +533,7 @@ def save(cv: ControlVector, path: str | os.PathLike[str], manifest: dict[str, An
     payload = _manifest_bytes(manifest) if manifest is not None else None
     export_gguf(cv, path)
     if payload is not None:
-        _write_bytes_atomic(target, payload)
+        write_bytes_atomic(target, payload)
     else:
         # A manifest left from an earlier save would describe a different vector (other model
         # hash, other settings); none is better than a wrong one.

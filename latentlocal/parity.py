@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
+from latentlocal.atomic import write_text_atomic
 from latentlocal.engine import Engine, Model
 from latentlocal.errors import LatentLocalError
 
@@ -49,11 +49,7 @@ def _load_cache() -> dict[str, dict]:
 def _save_cache(entries: dict[str, dict]) -> None:
     path = _cache_file()
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-        with os.fdopen(fd, "w") as f:
-            json.dump(entries, f, indent=1)
-        os.replace(tmp, path)
+        write_text_atomic(path, json.dumps(entries, indent=1))
     except OSError:
         pass  # a read-only cache only costs the check again next time
 

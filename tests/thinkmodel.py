@@ -17,6 +17,8 @@ from pathlib import Path
 import numpy as np
 from gguf import GGUFReader, GGUFValueType, GGUFWriter, TokenType
 
+from latentlocal.atomic import atomic_path
+
 THINK_IDS = {7: "<think>", 8: "</think>"}
 # bump when the file written below changes, so a stale cached copy is rebuilt
 VERSION = 1
@@ -32,35 +34,37 @@ def build_think_model(src: Path, dst: Path, arch: str | None = None) -> Path:
     when given, for tests of unknown architectures; the file then only loads through our reader)."""
     reader = GGUFReader(str(src))
     src_arch = reader.get_field("general.architecture").contents()
-    tmp = dst.with_name(dst.name + ".tmp")
-    writer = GGUFWriter(str(tmp), arch=arch or src_arch, endianess=reader.endianess)
-    for field in reader.fields.values():
-        name = field.name
-        if name.startswith("GGUF.") or name == "general.architecture":
-            continue  # the writer writes these itself
-        value = field.contents()
-        if name == "tokenizer.ggml.tokens":
-            value = list(value)
-            for i, text in THINK_IDS.items():
-                value[i] = text
-        elif name == "tokenizer.ggml.token_type":
-            value = list(value)
-            for i in THINK_IDS:
-                value[i] = int(TokenType.USER_DEFINED)
-        if arch and name.startswith(src_arch + "."):
-            name = arch + name[len(src_arch):]
-        kind = field.types[0]
-        sub = field.types[-1] if kind == GGUFValueType.ARRAY else None
-        writer.add_key_value(name, value, kind, sub_type=sub)
-    for t in reader.tensors:
-        writer.add_tensor_info(t.name, t.data.shape, t.data.dtype, t.data.nbytes, t.tensor_type)
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_ti_data_to_file()
-    for t in reader.tensors:
-        writer.write_tensor_data(np.asarray(t.data))
-    writer.close()
-    os.replace(tmp, dst)
+    # A unique temp name: several test runs may build the same cached copy at once.
+    with atomic_path(dst) as tmp:
+        writer = GGUFWriter(str(tmp), arch=arch or src_arch, endianess=reader.endianess)
+        for field in reader.fields.values():
+            name = field.name
+            if name.startswith("GGUF.") or name == "general.architecture":
+                continue  # the writer writes these itself
+            value = field.contents()
+            if name == "tokenizer.ggml.tokens":
+                value = list(value)
+                for i, text in THINK_IDS.items():
+                    value[i] = text
+            elif name == "tokenizer.ggml.token_type":
+                value = list(value)
+                for i in THINK_IDS:
+                    value[i] = int(TokenType.USER_DEFINED)
+            if arch and name.startswith(src_arch + "."):
+                name = arch + name[len(src_arch):]
+            kind = field.types[0]
+            sub = field.types[-1] if kind == GGUFValueType.ARRAY else None
+            writer.add_key_value(name, value, kind, sub_type=sub)
+        for t in reader.tensors:
+            writer.add_tensor_info(t.name, t.data.shape, t.data.dtype, t.data.nbytes, t.tensor_type)
+        writer.write_header_to_file()
+        writer.write_kv_data_to_file()
+        writer.write_ti_data_to_file()
+        for t in reader.tensors:
+            writer.write_tensor_data(np.asarray(t.data))
+        writer.close()
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
     return dst
 
 

@@ -1,20 +1,19 @@
 """The TUI's settings, kept in ``config_dir()/config.toml``.
 
 Read with ``tomllib`` (``tomli`` on Python 3.10); written by a small TOML writer here (strings,
-numbers, booleans, lists of strings, one level of sub-tables) to a temp file in the same folder
-and moved into place with ``os.replace``, so a crash never leaves a half-written file.
+numbers, booleans, lists of strings, one level of sub-tables) atomically (``latentlocal.atomic``),
+so a crash never leaves a half-written file.
 """
 
 from __future__ import annotations
 
 import math
-import os
 import re
-import secrets
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from latentlocal.atomic import write_text_atomic
 from latentlocal.engine_settings import EngineSettings
 from latentlocal.models import config_dir
 
@@ -218,21 +217,7 @@ def dumps(cfg: Config) -> str:
 
 
 def save(cfg: Config, path: Path | None = None) -> Path:
-    """Write ``cfg`` atomically (temp file beside it, fsync, ``os.replace``)."""
+    """Write ``cfg`` atomically (``latentlocal.atomic``: a crash never leaves half a file)."""
     path = path or config_path()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    data = dumps(cfg).encode("utf-8")
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            tmp.unlink()
-        except FileNotFoundError:
-            pass
-        raise
+    write_text_atomic(path, dumps(cfg))
     return path

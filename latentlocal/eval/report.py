@@ -14,12 +14,12 @@ import json
 import math
 import os
 import sys
-import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from latentlocal.atomic import write_bytes_atomic
 from latentlocal.errors import LatentLocalError
 
 __all__ = [
@@ -426,24 +426,6 @@ def _render_png(rows: list[MethodRow], title: str) -> bytes:
     return buf.getvalue()
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    """Write via a temp file in the same directory + os.replace, so readers (a browser, the TUI,
-    a concurrent regeneration) never see a half-written report."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-
-
 def write_report(
     out_dir: str | os.PathLike[str],
     results: Sequence[dict[str, Any]],
@@ -465,8 +447,8 @@ def write_report(
         names = list(dict.fromkeys(str(r["dataset"]) for r in results if r.get("dataset")))
         dataset = ", ".join(names) or None
     md_path, png_path = out / "report.md", out / "report.png"
-    _atomic_write(png_path, _render_png(rows, title))
-    _atomic_write(md_path, _render_markdown(rows, results, title, command, dataset).encode("utf-8"))
+    write_bytes_atomic(png_path, _render_png(rows, title))
+    write_bytes_atomic(md_path, _render_markdown(rows, results, title, command, dataset).encode("utf-8"))
     return md_path, png_path
 
 

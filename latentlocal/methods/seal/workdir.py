@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from latentlocal.atomic import atomic_open, write_text_atomic
 from latentlocal.errors import LatentLocalError
 
 WORK_VERSION = 1
@@ -51,9 +52,7 @@ class WorkFolder:
             self.layers = list(old_layers)
         else:
             self.states.mkdir(parents=True, exist_ok=True)
-            tmp = settings_path.with_suffix(".tmp")
-            tmp.write_text(json.dumps(settings, indent=2) + "\n", encoding="utf-8")
-            os.replace(tmp, settings_path)
+            write_text_atomic(settings_path, json.dumps(settings, indent=2) + "\n")
             self.layers = list(settings["captured_layers"])
         self.states.mkdir(parents=True, exist_ok=True)
 
@@ -74,12 +73,8 @@ class WorkFolder:
     def add(self, rec: dict[str, Any], states: np.ndarray) -> None:
         name = f"states/{rec['k']:06d}.npy"
         target = self.root / name
-        tmp = target.with_name(target.name + ".tmp")
-        with open(tmp, "wb") as f:
+        with atomic_open(target, "wb") as f:
             np.save(f, states)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, target)
         rec["states"] = name
         line = json.dumps(rec, ensure_ascii=False) + "\n"
         with open(self.traces_path, "ab+") as f:
