@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from latentlocal.errors import LatentLocalError
-from latentlocal.eval.datasets import Problem, load_problems
+from latentlocal.datasets import Problem, load_problems
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 

@@ -197,7 +197,7 @@ def test_corrupt_middle_line_is_an_error(tmp_path: Path) -> None:
     path = tmp_path / "results.jsonl"
     lines = [json.dumps(rec("cot", "a", True, 5, 1.0)), '{"method": "cot", "id": ', json.dumps(rec("cot", "b", True, 5, 1.0))]
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    with pytest.raises(LatentLocalError, match=r"results\.jsonl:2: corrupt"):
+    with pytest.raises(LatentLocalError, match=r"results\.jsonl:2: bad JSON"):
         read_results(path)
 
 

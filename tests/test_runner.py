@@ -11,7 +11,7 @@ import pytest
 
 from latentlocal.errors import LatentLocalError
 from latentlocal.eval import runner as runner_mod
-from latentlocal.eval.datasets import Problem
+from latentlocal.datasets import Problem
 from latentlocal.eval.report import read_results, write_report
 from latentlocal.events import Summary, Token
 

@@ -10,7 +10,7 @@ from typing import Any
 
 from latentlocal.cli.common import add_method_args, add_model_args, open_engine
 from latentlocal.errors import LatentLocalError
-from latentlocal.eval.datasets import load_problems
+from latentlocal.datasets import load_problems
 from latentlocal.eval.report import read_results, rebuild_report, write_report
 from latentlocal.eval.runner import parse_method_spec, run_bench
 from latentlocal.methods.registry import make_runner

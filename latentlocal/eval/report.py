@@ -21,6 +21,7 @@ from typing import Any
 
 from latentlocal.atomic import write_bytes_atomic
 from latentlocal.errors import LatentLocalError
+from latentlocal.jsonl import append_object, read_objects
 
 __all__ = [
     "BASELINE",
@@ -85,88 +86,18 @@ def read_results(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
     is an error, because silently dropping finished work would bias the statistics.
     """
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8", errors="replace")
-    except FileNotFoundError:
-        raise LatentLocalError(f"results file {path} not found; pass the run directory that holds {RESULTS_NAME}") from None
-    except IsADirectoryError:
-        raise LatentLocalError(f"{path} is a directory; pass the results .jsonl file inside it") from None
-    lines = text.split("\n")
-    numbered = [(i + 1, line) for i, line in enumerate(lines) if line.strip()]
-    records = []
-    for pos, (lineno, line) in enumerate(numbered):
-        where = f"{path}:{lineno}"
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError as err:
-            if pos == len(numbered) - 1:
-                break  # truncated tail of a killed run; that problem simply is not done
-            raise LatentLocalError(
-                f"{where}: corrupt result line ({err.msg}); fix or delete that line and re-run"
-            ) from err
-        records.append(_check_record(rec, where))
-    return _dedupe(records)
-
-
-def _drop_partial_tail(path: Path) -> None:
-    """Make the file end at a line boundary before appending to it.
-
-    A kill mid-write leaves a partial last line; appending after it would glue the next record
-    onto it and turn a harmless truncated tail into a corrupt middle line.
-    """
-    with open(path, "r+b") as f:
-        size = f.seek(0, os.SEEK_END)
-        if size == 0:
-            return
-        f.seek(size - 1)
-        if f.read(1) == b"\n":
-            return
-        pos, cut = size, 0
-        while pos > 0:
-            start = max(0, pos - 65536)
-            f.seek(start)
-            idx = f.read(pos - start).rfind(b"\n")
-            if idx >= 0:
-                cut = start + idx + 1
-                break
-            pos = start
-        f.seek(cut)
-        tail = f.read()
-        try:
-            complete = isinstance(json.loads(tail.decode("utf-8")), dict)
-        except (UnicodeDecodeError, json.JSONDecodeError):
-            complete = False
-        if complete:
-            # A whole record that only lacks its newline (hand-edited file): keep it.
-            f.seek(size)
-            f.write(b"\n")
-        else:
-            f.truncate(cut)
-        f.flush()
-        os.fsync(f.fileno())
-
-
-def _json_default(obj: Any) -> Any:
-    # numpy scalars (token counts, scores) are common in records; store them as plain numbers.
-    if hasattr(obj, "item"):
-        return obj.item()
-    if hasattr(obj, "tolist"):
-        return obj.tolist()
-    raise TypeError(f"{type(obj).__name__} is not JSON serialisable")
+    if not path.exists():
+        raise LatentLocalError(f"results file {path} not found; pass the run directory that holds {RESULTS_NAME}")
+    if path.is_dir():
+        raise LatentLocalError(f"{path} is a directory; pass the results .jsonl file inside it")
+    rows = read_objects(path, fix="fix or delete that line and re-run", torn_tail_ok=True)
+    return _dedupe(_check_record(rec, f"{path}:{lineno}") for lineno, rec in rows)
 
 
 def append_result(path: str | os.PathLike[str], record: dict[str, Any]) -> None:
     """Append one record as a JSON line, flushed and fsynced so a killed run keeps finished work."""
-    path = Path(path)
     _check_record(record, "append_result")
-    line = json.dumps(record, ensure_ascii=False, default=_json_default) + "\n"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if path.exists():
-        _drop_partial_tail(path)
-    with open(path, "a", encoding="utf-8") as f:
-        f.write(line)
-        f.flush()
-        os.fsync(f.fileno())
+    append_object(path, record)
 
 
 def done_keys(path: str | os.PathLike[str]) -> set[tuple[str, str]]:

@@ -17,7 +17,7 @@ from typing import Any
 
 from latentlocal.answers import is_correct
 from latentlocal.errors import LatentLocalError
-from latentlocal.eval.datasets import Problem
+from latentlocal.datasets import Problem
 from latentlocal.eval.report import RESULTS_NAME, append_result, done_keys
 from latentlocal.events import Summary
 from latentlocal.progress import ProgressBar

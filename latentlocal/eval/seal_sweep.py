@@ -10,7 +10,6 @@ settings, so an interrupted sweep resumes.
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from collections.abc import Callable, Sequence
@@ -23,8 +22,9 @@ from latentlocal.answers import is_correct
 from latentlocal.controlvector import sha256_file, write_manifest
 from latentlocal.engine import Engine
 from latentlocal.errors import LatentLocalError
-from latentlocal.eval.datasets import load_problems
+from latentlocal.datasets import load_problems
 from latentlocal.events import Summary
+from latentlocal.jsonl import append_object, read_objects
 from latentlocal.methods.seal import SealConfig, load_vector, run_seal
 
 
@@ -50,11 +50,8 @@ def _load_done(path: Path, key: dict[str, Any]) -> dict[tuple[float, str], dict[
     done: dict[tuple[float, str], dict[str, Any]] = {}
     if not path.exists():
         return done
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError:
-            continue  # a line cut short by an interruption is simply redone
+    # a line cut short by an interruption is simply redone
+    for _, rec in read_objects(path, fix="delete that line to redo it", torn_tail_ok=True):
         if rec.get("key") == key:
             done[(float(rec["scale"]), str(rec["id"]))] = rec
     return done
@@ -85,24 +82,22 @@ def sweep(
     log = sweep_path(vector)
     done = _load_done(log, key)
     total, n = len(scales) * len(problems), 0
-    with log.open("a", encoding="utf-8") as out:
-        for scale in scales:
-            cfg = SealConfig(directions=cv.directions, alpha=scale, always_on=True, max_tokens=max_tokens)
-            for p in problems:
-                n += 1
-                new = (scale, p.id) not in done
-                if new:
-                    t0 = time.perf_counter()
-                    s = next(e for e in run_seal(engine, p.question, cfg) if isinstance(e, Summary))
-                    rec = {"key": key, "scale": scale, "id": p.id, "pred": s.answer, "gold": p.gold,
-                           "correct": is_correct(s.answer, p.gold),
-                           "reasoning_tokens": s.extra["reasoning_tokens"],
-                           "generated_tokens": s.generated_tokens, "wall_s": time.perf_counter() - t0}
-                    out.write(json.dumps(rec) + "\n")
-                    out.flush()
-                    done[(scale, p.id)] = rec
-                if on_problem is not None:
-                    on_problem(n, total, new)
+    for scale in scales:
+        cfg = SealConfig(directions=cv.directions, alpha=scale, always_on=True, max_tokens=max_tokens)
+        for p in problems:
+            n += 1
+            new = (scale, p.id) not in done
+            if new:
+                t0 = time.perf_counter()
+                s = next(e for e in run_seal(engine, p.question, cfg) if isinstance(e, Summary))
+                rec = {"key": key, "scale": scale, "id": p.id, "pred": s.answer, "gold": p.gold,
+                       "correct": is_correct(s.answer, p.gold),
+                       "reasoning_tokens": s.extra["reasoning_tokens"],
+                       "generated_tokens": s.generated_tokens, "wall_s": time.perf_counter() - t0}
+                append_object(log, rec)
+                done[(scale, p.id)] = rec
+            if on_problem is not None:
+                on_problem(n, total, new)
     rows = []
     for scale in scales:
         recs = [done[(scale, p.id)] for p in problems]

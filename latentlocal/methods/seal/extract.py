@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import threading
 import time
@@ -14,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from latentlocal.controlvector import ControlVector, save, sha256_file
+from latentlocal.datasets import load_problems
 from latentlocal.engine import Engine, Model
 from latentlocal.errors import LatentLocalError
 from latentlocal.events import Event, Progress, Summary
@@ -61,51 +61,19 @@ class _Question:
 
 
 def _load_questions(cfg: ExtractConfig) -> list[_Question]:
-    """Rows of a JSONL file that have the question field (an answer field is optional)."""
-    path = Path(cfg.data)
+    """The slice of the dataset to trace: the evaluation's loader and id rule, with the answer
+    optional (it is only recorded)."""
     if cfg.limit < 1:
         raise LatentLocalError(f"--limit must be at least 1, not {cfg.limit}")
     if cfg.offset < 0:
         raise LatentLocalError(f"--offset must be 0 or more, not {cfg.offset}")
-    if not path.is_file():
-        raise LatentLocalError(f"dataset file {path} not found; pass --data FILE.jsonl")
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as e:
-        raise LatentLocalError(f"cannot read dataset {path} ({e}); pass a UTF-8 JSONL file") from e
-    out: list[_Question] = []
-    index = -1
-    for lineno, line in enumerate(lines):
-        if not line.strip():
-            continue
-        index += 1
-        if index < cfg.offset:
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise LatentLocalError(f"{path}:{lineno + 1}: bad JSON ({e.msg}); one object per line") from e
-        q = row.get(cfg.question_field) if isinstance(row, dict) else None
-        if not isinstance(q, str) or not q.strip():
-            raise LatentLocalError(
-                f"{path}:{lineno + 1}: no non-empty string field {cfg.question_field!r}; "
-                "pick it with --question-field"
-            )
-        gold = row.get(cfg.answer_field)
-        if gold is not None:
-            from latentlocal.answers import gold_from_gsm8k
-
-            try:
-                gold = gold_from_gsm8k(str(gold))
-            except LatentLocalError:
-                gold = None
-        pid = str(row["id"]) if row.get("id") is not None else f"{path.stem}:{lineno}"
-        out.append(_Question(k=index, id=pid, question=q, gold=gold))
-        if len(out) >= cfg.limit:
-            break
-    if not out:
-        raise LatentLocalError(f"dataset {path} has no questions after offset {cfg.offset}")
-    return out
+    if not Path(cfg.data).is_file():
+        raise LatentLocalError(f"dataset file {cfg.data} not found; pass --data FILE.jsonl")
+    problems = load_problems(cfg.data, question_field=cfg.question_field, answer_field=cfg.answer_field,
+                             limit=cfg.limit, offset=cfg.offset, gold_required=False)
+    # Unshuffled, so problem i of the slice is row offset + i of the file.
+    return [_Question(k=cfg.offset + i, id=p.id, question=p.question, gold=p.gold)
+            for i, p in enumerate(problems)]
 
 
 # Instruction models write a few hundred tokens; reasoning models reflect late in traces of

@@ -12,6 +12,7 @@ import numpy as np
 
 from latentlocal.atomic import atomic_open, write_text_atomic
 from latentlocal.errors import LatentLocalError
+from latentlocal.jsonl import append_object, read_objects
 
 WORK_VERSION = 1
 
@@ -61,12 +62,9 @@ class WorkFolder:
         done: dict[str, dict[str, Any]] = {}
         if not self.traces_path.exists():
             return done
-        for line in self.traces_path.read_text(encoding="utf-8").splitlines():
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            if isinstance(rec, dict) and (self.root / rec.get("states", "")).is_file():
+        fix = "delete that line to redo its problem"
+        for _, rec in read_objects(self.traces_path, fix=fix, torn_tail_ok=True):
+            if (self.root / rec.get("states", "")).is_file():
                 done[rec["id"]] = rec
         return done
 
@@ -76,16 +74,7 @@ class WorkFolder:
         with atomic_open(target, "wb") as f:
             np.save(f, states)
         rec["states"] = name
-        line = json.dumps(rec, ensure_ascii=False) + "\n"
-        with open(self.traces_path, "ab+") as f:
-            f.seek(0, os.SEEK_END)
-            if f.tell():  # a line torn by a crash must not swallow this one
-                f.seek(-1, os.SEEK_END)
-                if f.read(1) != b"\n":
-                    line = "\n" + line
-            f.write(line.encode("utf-8"))
-            f.flush()
-            os.fsync(f.fileno())
+        append_object(self.traces_path, rec)
 
     def states_of(self, rec: dict[str, Any]) -> np.ndarray:
         return np.load(self.root / rec["states"])
