@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import numpy as np
+
 from latentlocal.answers import majority_vote
 from latentlocal.events import SequenceDone, Summary, Token
 from latentlocal.methods.cot import CotConfig, SelfConsistencyConfig, run_cot, run_self_consistency
@@ -85,3 +87,30 @@ def test_stop_strings_end_generation(smol):
     # it stops at the first token that brings a space into the text, whichever token that is
     assert summary.finish_reason == "stop" and summary.generated_tokens == len(tokens)
     assert " " in summary.text and " " not in "".join(t.text for t in tokens[:-1])
+
+
+def test_the_shared_decoding_loop_matches_the_batched_one_and_cancels(smol):
+    """cot and SEAL decode through ``_Stream.steps``; self-consistency has its own batched loop.
+    Sampled with one seed, one chain of each gives the same tokens (SEAL with a zero vector adds
+    nothing at its delimiters), so a step that fed a token twice, skipped one or drew the random
+    stream out of order in the shared loop shows here. A cancel before the first step stops both
+    with no token generated."""
+    import threading
+
+    from latentlocal.methods.seal import SealConfig, run_seal
+
+    sampling = SamplingConfig(temperature=0.9, top_k=40)
+    cot = CotConfig(max_tokens=24, sampling=sampling, seed=3, stop_after_answer=False)
+    sc = SelfConsistencyConfig(samples=1, max_tokens=24, sampling=sampling, seed=3, stop_after_answer=False)
+    seal = SealConfig(directions={5: np.zeros(smol.n_embd, np.float32)}, alpha=0.0, max_tokens=24,
+                      sampling=sampling, seed=3, stop_after_answer=False)
+    batched = _ids(run_self_consistency(smol, Q, sc), 0)
+    assert batched
+    assert _ids(run_cot(smol, Q, cot)) == batched
+    assert _ids(run_seal(smol, Q, seal)) == batched
+    cancel = threading.Event()
+    cancel.set()
+    for events in (list(run_cot(smol, Q, cot, cancel)), list(run_seal(smol, Q, seal, cancel))):
+        summary = events[-1]
+        assert isinstance(summary, Summary)
+        assert (summary.finish_reason, summary.generated_tokens) == ("cancelled", 0)

@@ -111,6 +111,35 @@ class _Stream:
             self.finish = "length"
         return piece
 
+    def steps(
+        self,
+        sampling: SamplingConfig,
+        rng: np.random.Generator,
+        cancel: threading.Event | None = None,
+        feed: Callable[[int], None] | None = None,
+    ) -> Iterator[tuple[int, str, float | None]]:
+        """The one-sequence discrete decoding loop (cot, SEAL, SEAL extraction).
+
+        Each step samples from the last logits, picks the token to feed (``choose``), records it
+        (``push``) and yields ``(token, text, prob)`` (prob None when the stream replaced the
+        sampled token); when the caller resumes and no stop rule has fired (the caller may set
+        ``finish`` too), the token is fed: ``feed(token)``, or one decode. A set ``cancel``
+        ends it before the next step with ``finish = "cancelled"``.
+        """
+        while self.finish is None:
+            if cancel is not None and cancel.is_set():
+                self.finish = "cancelled"
+                return
+            sampled, prob = sample_token(self.engine.logits(-1), sampling, rng)
+            tok = self.choose(sampled)
+            piece = self.push(tok)
+            yield tok, piece, (prob if tok == sampled else None)
+            if self.finish is None:
+                if feed is None:
+                    self.engine.decode_tokens([tok])
+                else:
+                    feed(tok)
+
     @property
     def answer(self) -> str | None:
         return final_answer(self.text, self.fmt)  # type: ignore[arg-type]
@@ -135,18 +164,10 @@ def run_cot(
     budget, notes = fitted(cfg.budget, engine.n_ctx, len(toks))
     yield from notes
     st = _Stream(engine, cfg.stop, cfg.answer_marker if cfg.stop_after_answer else None, budget)
-    while st.finish is None:
-        if cancel is not None and cancel.is_set():
-            st.finish = "cancelled"
-            break
-        sampled, prob = sample_token(engine.logits(-1), cfg.sampling, rng)
-        tok = st.choose(sampled)
-        piece = st.push(tok)
-        yield Token(text=piece, token_id=tok, phase=st.token_phase, prob=prob if tok == sampled else None)
+    for tok, piece, prob in st.steps(cfg.sampling, rng, cancel):
+        yield Token(text=piece, token_id=tok, phase=st.token_phase, prob=prob)
         if st.closed:
             yield PhaseChange(phase="answer", reason=st.closed)
-        if st.finish is None:
-            engine.decode_tokens([tok])
     elapsed = time.perf_counter() - t0
     yield Summary(
         method="cot" if cfg.sampling.greedy else "cot-sampled",

@@ -25,7 +25,7 @@ from latentlocal.methods.seal.thoughts import CUES, count_labels, is_delimiter, 
 from latentlocal.methods.seal.workdir import WORK_VERSION, WorkFolder, work_dir
 from latentlocal.phases import Budget, final_answer
 from latentlocal.prompts import ANSWER_MARKER, COT_SYSTEM, reasoning_format
-from latentlocal.sampling import SamplingConfig, sample_token
+from latentlocal.sampling import SamplingConfig
 
 
 @dataclass(frozen=True)
@@ -190,31 +190,20 @@ def _generate_trace(
     in_reasoning = True
     cues: dict[int, str] = {}
     propensity: list[list[float]] = []
-    while st.finish is None:
-        if cancel is not None and cancel.is_set():
-            st.finish = "cancelled"
-            break
-        tok = st.choose(sample_token(engine.logits(-1), cfg.sampling, rng)[0])
-        piece = st.push(tok)
-        delim = False
-        if in_reasoning:
-            if st.closed is not None if fmt.native else watch.push(piece):
-                in_reasoning = False
-            elif not model.is_eog(tok):
-                p = model.piece(tok)
-                delim = is_delimiter(p, last)
-                last = p[-1:] if p else last
-        if st.finish is not None:
-            break
+    delim = False
+
+    def feed(tok: int) -> None:
+        """Feed ``tok``; after a delimiter, maybe force a cue (which needs the logits after it)."""
+        nonlocal last
         engine.decode_tokens([tok])
         if not (delim and picker is not None):
-            continue
+            return
         logp = picker.propensity(engine.logits(-1))
         propensity.append(logp)
         label = picker.pick(logp, rng)
         cue = picker.cues[label] if label else []
         if not cue or len(st.tokens) + len(cue) >= cfg.max_tokens:
-            continue
+            return
         cues[len(st.tokens)] = label
         for t in cue:
             piece = st.push(t)
@@ -223,6 +212,16 @@ def _generate_trace(
         last = model.piece(cue[-1])[-1:]
         if st.finish is None:
             engine.decode_tokens(cue)
+
+    for tok, piece, _ in st.steps(cfg.sampling, rng, cancel, feed):
+        delim = False
+        if in_reasoning:
+            if st.closed is not None if fmt.native else watch.push(piece):
+                in_reasoning = False
+            elif not model.is_eog(tok):
+                p = model.piece(tok)
+                delim = is_delimiter(p, last)
+                last = p[-1:] if p else last
     return {"tokens": st.tokens, "text": st.text, "finish": st.finish, "cues": cues,
             "propensity": propensity}
 

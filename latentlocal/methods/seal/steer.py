@@ -20,7 +20,7 @@ from latentlocal.methods.cot import _Stream, prompt_tokens
 from latentlocal.methods.seal.thoughts import ThoughtSpan, ThoughtSplitter, count_labels
 from latentlocal.phases import DEFAULT_ANSWER_RESERVE, Budget, fitted
 from latentlocal.prompts import ANSWER_MARKER, COT_SYSTEM, reasoning_format
-from latentlocal.sampling import SamplingConfig, sample_token
+from latentlocal.sampling import SamplingConfig
 
 
 PAPER_LAYER = 20  # Hugging Face hidden_states index used by the paper
@@ -133,14 +133,7 @@ def run_seal(
         yield from notes
         st = _Stream(engine, cfg.stop, cfg.answer_marker if cfg.stop_after_answer else None,
                      budget, fmt)
-        while st.finish is None:
-            if cancel is not None and cancel.is_set():
-                st.finish = "cancelled"
-                break
-            sampled, prob = sample_token(engine.logits(-1), cfg.sampling, rng)
-            tok = st.choose(sampled)
-            prob = prob if tok == sampled else None
-            piece = st.push(tok)
+        for tok, piece, prob in st.steps(cfg.sampling, rng, cancel):
             delim = False
             ended: list[ThoughtSpan] = []
             if phase == "think":
@@ -175,7 +168,7 @@ def run_seal(
                 if delim:
                     steered_positions.append(len(st.tokens) - 1)
                     opened_by_steered = True
-            engine.decode_tokens([tok])
+            # resuming st.steps feeds tok, steered or not as set just above
     finally:
         engine.set_control_vector(None)
     if phase == "think":
