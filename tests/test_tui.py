@@ -131,6 +131,38 @@ def test_config_round_trip_and_atomic_save(home):
     assert fresh.model.n_ctx == 4096 and len(problems) == 2
 
 
+# config.toml as the app's own TOML writer wrote it before tomli-w (its escapes, quoted keys,
+# sub-tables): files users already have must keep loading to the same settings.
+OLD_WRITER_CONFIG = '# latentlocal terminal UI settings (written by the app; edits are kept)\n\n[model]\npath = "/models/Qwen 2.5 \\"coder\\".gguf"\nn_gpu_layers = 0\nn_ctx = 8192\nthreads = 0\nparallel = 16\nautoload = false\n\n[run]\nmethod = "soft-thinking"\nprompt = "quote \\" backslash \\\\ newline\\n tab\\t unicode é \\u0001 del \\u007f"\n\n[ui]\ntheme = "textual-dark"\ninline_candidates = true\nflush_ms = 50\n\n[compare]\nmethods = ["cot", "seal", "swi-reasoning"]\nmax_tokens = 0\n\n[vectors]\ndata = ""\nout = ""\nlimit = 20\nlayer = 19\nelicit = "cue"\nmax_tokens = 256\ninspect = ""\nexport_to = ""\n\n[methods."odd key.x"]\nt = -0.0\n\n[methods.seal]\nalways_on = true\nalpha = 1e-05\nvector = "C:\\\\vectors\\\\a.gguf"\n\n[methods.soft-thinking]\ncold_stop_entropy = 0.5\nnoise = "gumbel"\nmax_tokens = 300\n'
+
+
+def test_config_written_by_the_old_writer_loads_the_same_and_rewrites_stably(home):
+    want = cfgmod.Config()
+    want.model.path = '/models/Qwen 2.5 "coder".gguf'
+    want.model.n_ctx = 8192
+    want.model.autoload = False
+    want.run.method = "soft-thinking"
+    want.run.prompt = 'quote " backslash \\ newline\n tab\t unicode é \x01 del \x7f'
+    want.ui.inline_candidates = True
+    want.compare.methods = ["cot", "seal", "swi-reasoning"]
+    want.vectors.layer = 19
+    want.methods = {"soft-thinking": {"cold_stop_entropy": 0.5, "noise": "gumbel", "max_tokens": 300},
+                    "seal": {"always_on": True, "alpha": 1e-05, "vector": "C:\\vectors\\a.gguf"},
+                    "odd key.x": {"t": -0.0}}
+    path = cfgmod.config_path()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(OLD_WRITER_CONFIG, encoding="utf-8")
+    old, problems = cfgmod.load(path)
+    assert problems == [] and old == want
+    cfgmod.save(old, path)  # through tomli-w now
+    again, problems = cfgmod.load(path)
+    assert problems == [] and again == want
+    assert path.read_text(encoding="utf-8").startswith("# latentlocal terminal UI settings")
+    want.methods["seal"]["alpha"] = float("inf")  # not kept: it would not compare equal to itself
+    cfgmod.save(want, path)
+    assert "alpha" not in cfgmod.load(path)[0].methods["seal"]
+
+
 def test_forms_follow_the_registry():
     for spec in registry.specs():
         fields = forms.fields_for(spec.name)
@@ -418,6 +450,49 @@ def test_extraction_progress_and_cancel(home, engine, monkeypatch):
         assert not (home / "v" / "x.gguf").exists()  # no vector from a cancelled run
         assert app.engine is not None
         assert view.query_one("#vx-start").disabled is False
+
+    run(scenario, engine)
+
+
+def test_a_job_that_raises_ends_cleanly_in_every_view(home, engine, monkeypatch):
+    """Run, Compare and Vectors share one job base (tui.jobs.JobView): whatever the worker
+    raises, the error is shown, the app's job slot is freed and Start works again."""
+    def failing(engine, question, cancel=None):
+        raise LatentLocalError("the method broke")
+        yield  # a generator, like every runner
+
+    monkeypatch.setattr(forms, "make_runner", lambda *a, **k: failing)
+
+    async def scenario(app, pilot):
+        await wait_for(pilot, lambda: app.query_one("#tabs").active == "run", what="run tab")
+        await pilot.press("ctrl+r")
+        await wait_for(pilot, lambda: app.job is None and "the method broke" in app.query_one("#stream").plain,
+                       timeout=30, what="run failure")
+        assert str(app.query_one("#run-status").render()) == "failed"
+        assert app.query_one("#run-start").disabled is False
+
+        await pilot.press("f4")
+        view = app.query_one("#compare-view")
+        sel = app.query_one("#cmp-methods")
+        sel.deselect_all()
+        sel.select("cot")
+        await pilot.press("ctrl+r")
+        table = app.query_one("#cmp-table")
+        await wait_for(pilot, lambda: app.job is None and table.row_count == 1
+                       and "the method broke" in str(table.get_cell("cot", "finish")),
+                       timeout=30, what="compare failure")
+        assert view.results == {} and app.query_one("#cmp-start").disabled is False
+
+        await pilot.press("f5")
+        app.query_one("#vx-data").value = str(home / "missing.jsonl")
+        app.query_one("#vx-out").value = str(home / "v" / "x.gguf")
+        await pilot.press("ctrl+r")
+        log = app.query_one("#vx-log")
+        await wait_for(pilot, lambda: app.job is None and any("missing.jsonl" in line and "not found" in line
+                                                                for line in log.lines),
+                       timeout=30, what="extraction failure")
+        assert app.query_one("#vx-start").disabled is False
+        assert app.begin_job("run") is not None  # the slot is free
 
     run(scenario, engine)
 

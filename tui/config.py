@@ -1,17 +1,17 @@
 """The TUI's settings, kept in ``config_dir()/config.toml``.
 
-Read with ``tomllib`` (``tomli`` on Python 3.10); written by a small TOML writer here (strings,
-numbers, booleans, lists of strings, one level of sub-tables) atomically (``latentlocal.atomic``),
-so a crash never leaves a half-written file.
+Read with ``tomllib`` (``tomli`` on Python 3.10), written with ``tomli_w``, atomically
+(``latentlocal.atomic``), so a crash never leaves a half-written file.
 """
 
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
+
+import tomli_w
 
 from latentlocal.atomic import write_text_atomic
 from latentlocal.engine_settings import EngineSettings
@@ -161,59 +161,23 @@ def load(path: Path | None = None) -> tuple[Config, list[str]]:
 # writing
 # ---------------------------------------------------------------------------------------------
 
-_BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
-_ESCAPES = {'"': '\\"', "\\": "\\\\", "\n": "\\n", "\t": "\\t", "\r": "\\r", "\b": "\\b", "\f": "\\f"}
+_HEADER = "# latentlocal terminal UI settings (written by the app; edits are kept)\n\n"
 
 
-def _string(s: str) -> str:
-    out = []
-    for ch in s:
-        if ch in _ESCAPES:
-            out.append(_ESCAPES[ch])
-        elif ord(ch) < 0x20 or ord(ch) == 0x7F:
-            out.append(f"\\u{ord(ch):04x}")
-        else:
-            out.append(ch)
-    return '"' + "".join(out) + '"'
-
-
-def _key(k: str) -> str:
-    return k if _BARE_KEY.fullmatch(k) else _string(k)
-
-
-def _value(v: Any) -> str | None:
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, int):
-        return str(v)
-    if isinstance(v, float):
-        return repr(v) if math.isfinite(v) else None
-    if isinstance(v, str):
-        return _string(v)
-    if isinstance(v, (list, tuple)):
-        items = [_value(x) for x in v]
-        return "[" + ", ".join(i for i in items if i is not None) + "]"
-    return None
+def _writable(values: dict[str, Any]) -> dict[str, Any]:
+    # TOML has no null, and a non-finite float would not compare equal to itself on reading
+    # back; both are left out, so the setting falls back to its default.
+    return {k: v for k, v in values.items()
+            if v is not None and not (isinstance(v, float) and not math.isfinite(v))}
 
 
 def dumps(cfg: Config) -> str:
     """The TOML text of ``cfg``."""
-    lines = ["# latentlocal terminal UI settings (written by the app; edits are kept)", ""]
-
-    def table(header: str, values: dict[str, Any]) -> None:
-        lines.append(f"[{header}]")
-        for k, v in values.items():
-            text = _value(v)
-            if text is not None:
-                lines.append(f"{_key(k)} = {text}")
-        lines.append("")
-
-    for name in _SECTIONS:
-        table(name, asdict(getattr(cfg, name)))
-    for method in sorted(cfg.methods):
-        if cfg.methods[method]:
-            table(f"methods.{_key(method)}", cfg.methods[method])
-    return "\n".join(lines)
+    doc: dict[str, Any] = {name: _writable(asdict(getattr(cfg, name))) for name in _SECTIONS}
+    methods = {m: _writable(cfg.methods[m]) for m in sorted(cfg.methods) if cfg.methods[m]}
+    if methods:
+        doc["methods"] = methods
+    return _HEADER + tomli_w.dumps(doc)
 
 
 def save(cfg: Config, path: Path | None = None) -> Path:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from textual import on, work
+from textual import on
 from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
 from textual.message import Message
@@ -14,7 +14,7 @@ from latentlocal import events as ev
 from latentlocal.errors import LatentLocalError
 from latentlocal.methods import registry
 from tui import forms
-from tui.jobs import Job, JobDone, error_text, pump
+from tui.jobs import Job, JobView, error_text, pump
 from tui.widgets.method_form import title
 from tui.widgets.prompt import PromptArea
 
@@ -31,8 +31,10 @@ class CompareRow(Message):
             method, tokens, summary, error, started)
 
 
-class CompareView(Horizontal):
+class CompareView(JobView, Horizontal):
     """Each method runs with the settings it has on the Run tab; Max tokens overrides them all."""
+
+    JOB, PREFIX = "compare", "cmp"
 
     def compose(self) -> ComposeResult:
         cfg = self.app.config
@@ -59,7 +61,6 @@ class CompareView(Horizontal):
         table = self.query_one("#cmp-table", DataTable)
         for c in COLUMNS:
             table.add_column(c, key=c)
-        self.job: Job | None = None
         self.results: dict[str, ev.Summary] = {}
 
     def selected(self) -> list[str]:
@@ -83,13 +84,12 @@ class CompareView(Horizontal):
                 runners.append((m, forms.make_runner(m, app.config.methods.get(m, {}), overrides)))
             except LatentLocalError as exc:
                 problems.append((m, str(exc)))
-        job = app.begin_job("compare")
+        job = self.begin()
         if job is None:
             return False
         app.config.compare.methods = methods
         app.config.compare.max_tokens = int(max_text) if max_text.isdigit() else 0
         app.save_config()
-        self.job = job
         self.results.clear()
         table = self.query_one("#cmp-table", DataTable)
         table.clear()
@@ -97,17 +97,12 @@ class CompareView(Horizontal):
             table.add_row(title(m), "", "", "", "", "waiting", key=m)
         for m, err in problems:
             table.update_cell(m, "finish", f"error: {err}", update_width=True)
-        self._set_running(True, f"0 of {len(runners)} done")
-        self._compare(runners, question, job)
+        self.set_running(True, f"0 of {len(runners)} done")
+        self.launch(job, lambda job: self._compare(runners, question, job))
         return True
 
-    def _set_running(self, running: bool, status: str) -> None:
-        self.query_one("#cmp-start", Button).disabled = running
-        self.query_one("#cmp-cancel", Button).disabled = not running
-        self.query_one("#cmp-status", Label).update(status)
-
-    @work(thread=True, exclusive=True, group="engine")
     def _compare(self, runners, question: str, job: Job) -> None:
+        """The worker's body (on the engine thread); a method that raises is one row's error."""
         engine = self.app.engine
         interval = max(0.1, self.app.config.ui.flush_ms / 1000)
         for method, runner in runners:
@@ -127,7 +122,6 @@ class CompareView(Horizontal):
                 pump(runner(engine, question, job.cancel), on_batch, interval)
             except Exception as exc:  # noqa: BLE001
                 post(CompareRow(method, count, None, error_text(exc), t0))
-        self.post_message(JobDone("compare", job.cancel.is_set()))
 
     def on_compare_row(self, msg: CompareRow) -> None:
         table = self.query_one("#cmp-table", DataTable)
@@ -158,30 +152,17 @@ class CompareView(Horizontal):
         except Exception:
             return None
 
-    def on_job_done(self, msg: JobDone) -> None:
-        if msg.job != "compare":
-            return
+    def finish_job(self, cancelled: bool) -> str:
         table = self.query_one("#cmp-table", DataTable)
         for key in list(table.rows):
             if key.value not in self.results and table.get_cell(key, "finish") in ("waiting", "running…"):
-                table.update_cell(key, "finish", "cancelled" if msg.cancelled else "not run")
-        self._set_running(False, ("cancelled; " if msg.cancelled else "")
-                          + f"{len(self.results)} of {table.row_count} done")
-        self.app.end_job(self.job)
-        self.job = None
+                table.update_cell(key, "finish", "cancelled" if cancelled else "not run")
+        return ("cancelled; " if cancelled else "") + f"{len(self.results)} of {table.row_count} done"
 
     @on(DataTable.RowHighlighted, "#cmp-table")
     def _show(self, event: DataTable.RowHighlighted) -> None:
         s = self.results.get(event.row_key.value) if event.row_key is not None else None
         self.query_one("#cmp-detail", TextArea).text = s.text if s is not None else ""
-
-    @on(Button.Pressed, "#cmp-start")
-    def _start_pressed(self) -> None:
-        self.start()
-
-    @on(Button.Pressed, "#cmp-cancel")
-    def _cancel_pressed(self) -> None:
-        self.app.cancel_job()
 
     @on(SelectionList.SelectedChanged)
     def _methods_changed(self) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from textual import on, work
+from textual import on
 from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
 from textual.widgets import Button, Label
@@ -10,15 +10,17 @@ from textual.widgets import Button, Label
 from latentlocal import events as ev
 from latentlocal.errors import LatentLocalError
 from tui import forms
-from tui.jobs import Events, Job, JobDone, JobFailed, error_text, pump
+from tui.jobs import Events, Job, JobView, pump
 from tui.widgets.method_form import MethodForm, title
 from tui.widgets.metrics import MetricsPanel
 from tui.widgets.prompt import PromptArea
 from tui.widgets.stream import ERROR_STYLE, StreamView
 
 
-class RunView(Horizontal):
+class RunView(JobView, Horizontal):
     """Ctrl+R runs the prompt through the chosen method; Escape cancels."""
+
+    JOB = PREFIX = "run"
 
     def compose(self) -> ComposeResult:
         cfg = self.app.config
@@ -39,7 +41,6 @@ class RunView(Horizontal):
         self.query_one("#metrics", MetricsPanel).border_title = "Metrics"
         self.query_one("#run-form", MethodForm).border_title = "Method"
         self._ticker = self.set_interval(0.5, self._tick, pause=True)
-        self.job: Job | None = None
         self.last_summary: ev.Summary | None = None
 
     @property
@@ -67,24 +68,20 @@ class RunView(Horizontal):
         except LatentLocalError as exc:
             app.notify(str(exc), title=f"{title(method)}: bad setting", severity="error", timeout=10)
             return False
-        job = app.begin_job("run")
+        job = self.begin()
         if job is None:
             return False
         app.config.run.method = method
         app.config.run.prompt = self.prompt
         app.save_config()
-        self.job = job
         self.last_summary = None
         self.query_one("#stream", StreamView).clear()
         self.query_one("#metrics", MetricsPanel).reset(method)
-        self._set_running(True, "running…")
-        self._generate(runner, question, job)
+        self.set_running(True, "running…")
+        self.launch(job, lambda job: self._generate(runner, question, job))
         return True
 
-    def _set_running(self, running: bool, status: str) -> None:
-        self.query_one("#run-start", Button).disabled = running
-        self.query_one("#run-cancel", Button).disabled = not running
-        self.query_one("#run-status", Label).update(status)
+    def running_changed(self, running: bool) -> None:
         if running:
             self._ticker.resume()
         else:
@@ -95,58 +92,35 @@ class RunView(Horizontal):
         if m.summary is None:
             m.query_one("#m-stats").update(m.stats_text())
 
-    @work(thread=True, exclusive=True, group="engine")
     def _generate(self, runner, question: str, job: Job) -> None:
+        """The worker's body (on the engine thread)."""
         engine = self.app.engine
         interval = self.app.config.ui.flush_ms / 1000
-        try:
-            pump(runner(engine, question, job.cancel),
-                 lambda batch: self.post_message(Events("run", batch)), interval)
-        except Exception as exc:  # noqa: BLE001 - shown to the user, the app keeps running
-            self.post_message(JobFailed("run", error_text(exc)))
-        finally:
-            self.post_message(JobDone("run", job.cancel.is_set()))
+        pump(runner(engine, question, job.cancel),
+             lambda batch: self.post_message(Events("run", batch)), interval)
 
     # -- streaming -----------------------------------------------------------------------------
-    def on_events(self, msg: Events) -> None:
-        if msg.job != "run":
-            return
-        self.query_one("#stream", StreamView).feed(msg.events)
-        self.query_one("#metrics", MetricsPanel).feed(msg.events)
-        for e in msg.events:
+    def job_events(self, events: list[ev.Event]) -> None:
+        self.query_one("#stream", StreamView).feed(events)
+        self.query_one("#metrics", MetricsPanel).feed(events)
+        for e in events:
             if isinstance(e, ev.ColdStop):
                 self.app.notify(f"Cold Stop fired at step {e.step}: entropy stayed below "
                                 f"{e.threshold:g} nats for {e.patience} steps.", title="Cold Stop")
             elif isinstance(e, ev.Summary):
                 self.last_summary = e
 
-    def on_job_failed(self, msg: JobFailed) -> None:
-        if msg.job == "run":
-            self.query_one("#stream", StreamView).note(f"error: {msg.error}", ERROR_STYLE)
-            self.app.notify(msg.error, title="Run failed", severity="error", timeout=10)
+    def job_failed(self, error: str) -> None:
+        self.query_one("#stream", StreamView).note(f"error: {error}", ERROR_STYLE)
+        self.app.notify(error, title="Run failed", severity="error", timeout=10)
 
-    def on_job_done(self, msg: JobDone) -> None:
-        if msg.job != "run":
-            return
+    def finish_job(self, cancelled: bool) -> str:
         s = self.last_summary
         if s is None:
-            status = "failed" if not msg.cancelled else "cancelled"
-        elif s.finish_reason == "cancelled":
-            status = "cancelled"
-        else:
-            status = f"done: {s.finish_reason}"
-        self._set_running(False, status)
-        self.app.end_job(self.job)
-        self.job = None
-
-    # -- buttons -------------------------------------------------------------------------------
-    @on(Button.Pressed, "#run-start")
-    def _start_pressed(self) -> None:
-        self.start()
-
-    @on(Button.Pressed, "#run-cancel")
-    def _cancel_pressed(self) -> None:
-        self.app.cancel_job()
+            return "failed" if not cancelled else "cancelled"
+        if s.finish_reason == "cancelled":
+            return "cancelled"
+        return f"done: {s.finish_reason}"
 
     @on(MethodForm.Changed)
     def _form_changed(self) -> None:

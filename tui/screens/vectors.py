@@ -7,7 +7,7 @@ import shlex
 from pathlib import Path
 
 import numpy as np
-from textual import on, work
+from textual import on
 from textual.app import ComposeResult
 from textual.containers import Grid, Horizontal, Vertical, VerticalScroll
 from textual.suggester import SuggestFromList
@@ -16,7 +16,7 @@ from textual.widgets import Button, Input, Label, Log, ProgressBar, Select, Stat
 from latentlocal import controlvector as cvio
 from latentlocal import events as ev
 from latentlocal.errors import LatentLocalError
-from tui.jobs import Events, Job, JobDone, JobFailed, error_text, pump
+from tui.jobs import Events, Job, JobView, error_text, pump
 from tui.paths import known_vectors, short, vectors_dir
 
 
@@ -34,8 +34,10 @@ def llama_cli_command(model: str, vector: str, scale: float) -> str:
             f"--control-vector-scaled {shlex.quote(vector)} {scale:g}")
 
 
-class VectorsView(Horizontal):
+class VectorsView(JobView, Horizontal):
     """Left: extraction; right: inspect and export."""
+
+    JOB, PREFIX = "extract", "vx"
 
     def compose(self) -> ComposeResult:
         v = self.app.config.vectors
@@ -89,7 +91,6 @@ class VectorsView(Horizontal):
         self.query_one("#vec-extract").border_title = "Extract a SEAL vector"
         self.query_one("#vec-inspect").border_title = "Inspect"
         self.query_one("#vec-export").border_title = "Export"
-        self.job: Job | None = None
         self.inspected: tuple[cvio.ControlVector, dict | None, str] | None = None
         self.command = ""
         if _seal() is None:
@@ -129,13 +130,12 @@ class VectorsView(Horizontal):
         except (ValueError, LatentLocalError) as exc:
             app.notify(str(exc), severity="error")
             return False
-        job = app.begin_job("extract")
+        job = self.begin()
         if job is None:
             return False
         v = app.config.vectors
         v.data, v.out, v.limit, v.layer, v.elicit, v.max_tokens = data, out, limit, layer or 0, elicit, max_tokens
         app.save_config()
-        self.job = job
         self.query_one("#vx-out", Input).value = out
         Path(cfg.out).parent.mkdir(parents=True, exist_ok=True)
         bar = self.query_one("#vx-progress", ProgressBar)
@@ -143,36 +143,28 @@ class VectorsView(Horizontal):
         log = self.query_one("#vx-log", Log)
         log.clear()
         log.write_line(f"extracting from {short(cfg.data)} into {short(cfg.out)}")
-        self._set_running(True, "extracting…")
-        self._extract(seal, cfg, job)
+        self.set_running(True, "extracting…")
+        self._out = cfg.out
+        self.launch(job, lambda job: self._extract(seal, cfg, job))
         return True
 
-    def _set_running(self, running: bool, status: str) -> None:
-        self.query_one("#vx-start", Button).disabled = running
-        self.query_one("#vx-cancel", Button).disabled = not running
-        self.query_one("#vx-status", Label).update(status)
-
-    @work(thread=True, exclusive=True, group="engine")
     def _extract(self, seal, cfg, job: Job) -> None:
-        try:
-            pump(seal.extract(self.app.engine, cfg, job.cancel),
-                 lambda batch: self.post_message(Events("extract", batch)), 0.1)
-        except Exception as exc:  # noqa: BLE001
-            if job.cancel.is_set():
-                work = seal.work_dir(cfg.out) if hasattr(seal, "work_dir") else None
-                kept = f"; traces so far are kept in {short(work)} and reused next time" if work else ""
-                self.post_message(JobFailed("extract", f"cancelled{kept}"))
-            else:
-                self.post_message(JobFailed("extract", error_text(exc)))
-        finally:
-            self.post_message(JobDone("extract", job.cancel.is_set()))
+        """The worker's body (on the engine thread)."""
+        pump(seal.extract(self.app.engine, cfg, job.cancel),
+             lambda batch: self.post_message(Events("extract", batch)), 0.1)
 
-    def on_events(self, msg: Events) -> None:
-        if msg.job != "extract":
-            return
+    def failure_text(self, exc: BaseException, job: Job) -> str:
+        if not job.cancel.is_set():
+            return error_text(exc)
+        seal = _seal()
+        work = seal.work_dir(self._out) if seal is not None and hasattr(seal, "work_dir") else None
+        kept = f"; traces so far are kept in {short(work)} and reused next time" if work else ""
+        return f"cancelled{kept}"
+
+    def job_events(self, events: list[ev.Event]) -> None:
         bar = self.query_one("#vx-progress", ProgressBar)
         log = self.query_one("#vx-log", Log)
-        for e in msg.events:
+        for e in events:
             if isinstance(e, ev.Progress):
                 bar.update(total=e.total, progress=e.done)
                 log.write_line(f"[{e.done}/{e.total}] {e.what}")
@@ -184,18 +176,10 @@ class VectorsView(Horizontal):
                 self.inspect(str(path))
                 self.app.notify(f"SEAL vector written to {short(path)}", title="Extraction done")
 
-    def on_job_failed(self, msg: JobFailed) -> None:
-        if msg.job == "extract":
-            self.query_one("#vx-log", Log).write_line(msg.error)
-            if not msg.error.startswith("cancelled"):
-                self.app.notify(msg.error, title="Extraction failed", severity="error", timeout=12)
-
-    def on_job_done(self, msg: JobDone) -> None:
-        if msg.job != "extract":
-            return
-        self._set_running(False, "cancelled" if msg.cancelled else "done")
-        self.app.end_job(self.job)
-        self.job = None
+    def job_failed(self, error: str) -> None:
+        self.query_one("#vx-log", Log).write_line(error)
+        if not error.startswith("cancelled"):
+            self.app.notify(error, title="Extraction failed", severity="error", timeout=12)
 
     # -- inspect -------------------------------------------------------------------------------
     def inspect(self, path: str, quiet: bool = False) -> bool:
@@ -306,14 +290,6 @@ class VectorsView(Horizontal):
         return dest
 
     # -- buttons -------------------------------------------------------------------------------
-    @on(Button.Pressed, "#vx-start")
-    def _start(self) -> None:
-        self.start()
-
-    @on(Button.Pressed, "#vx-cancel")
-    def _cancel(self) -> None:
-        self.app.cancel_job()
-
     @on(Button.Pressed, "#vi-open")
     @on(Input.Submitted, "#vi-path")
     def _open(self) -> None:
