@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import random
 import time
 from pathlib import Path
 
@@ -347,6 +349,27 @@ def test_cancel_keeps_model_and_next_run_works(home, engine, monkeypatch):
 
 
 
+def test_notices_reach_the_user(home, engine):
+    """A Notice (here: --max-tokens cut to fit the context) is shown as a notification, not
+    dropped: the CLI prints it to stderr, the Run tab must show it too."""
+    async def scenario(app, pilot):
+        shown: list[tuple[str, dict]] = []
+        real_notify = app.notify
+        app.notify = lambda message, **k: (shown.append((message, k)), real_notify(message, **k))
+        form = app.query_one("#run-form")
+        await form.select_method("cot")
+        form.set_value("max_tokens", 50_000)  # far beyond the engine's 1024-token context
+        await pilot.press("ctrl+r")
+        await wait_for(pilot, lambda: any("--n-ctx" in m for m, _ in shown), timeout=30,
+                       what="the context notice")
+        await pilot.press("escape")
+        await wait_for(pilot, lambda: app.job is None, timeout=30, what="cancel")
+        message, kw = next((m, k) for m, k in shown if "--n-ctx" in m)
+        assert kw.get("severity") == "warning"
+
+    run(scenario, engine)
+
+
 def test_compare_methods_side_by_side(home, engine):
     async def scenario(app, pilot):
         await pilot.press("f4")
@@ -542,3 +565,67 @@ def test_metric_lines_fit_the_panel():
     assert len(long) == TOKEN_CELLS and long.endswith("…") and long.startswith("' mult")
     assert MetricsPanel.token_cell("7") == "'7'".rjust(TOKEN_CELLS)
     assert TOKEN_CELLS + 1 + BAR_CELLS + 1 + len("0.123") <= 30
+
+
+def test_stream_wraps_incrementally_as_a_whole_text_wraps():
+    """The Output view re-wraps only the line still being written (issue 14: re-wrapping and
+    re-laying-out everything per batch was most of the UI's time). Fed random tokens in random
+    batches, at two widths, with a resize in between, its lines must be exactly the lines of the
+    whole text wrapped at once, and the screen must show them (a bug in the finished-line rule
+    moves, drops or repeats words)."""
+    from textual.app import App
+
+    from latentlocal import events as ev
+    from tui.widgets.stream import StreamView
+
+    rng = random.Random(7)
+    words = ["a", "bb", "ccc", "dddddd", "x" * 23, "1,234", "=", "step:", "\t", "  ", "\n", "\n\n",
+             "éé", "中文", "(3+4)*2"]
+
+    class Host(App):
+        def compose(self):
+            yield StreamView(id="s")
+
+    async def main():
+        app = Host()
+        async with app.run_test(size=(44, 12)) as pilot:
+            view = app.query_one(StreamView)
+            for width in (44, 31):
+                await pilot.resize_terminal(width, 12)
+                await pilot.pause()
+                view.clear()
+                for _ in range(60):
+                    batch = [ev.Token(text=rng.choice(words) + rng.choice(["", " ", ""]), token_id=0,
+                                      phase="think") for _ in range(rng.randint(1, 6))]
+                    view.feed(batch)
+                    await pilot.pause()
+                    whole = view._text.wrap(app.console, view.scrollable_content_region.width)
+                    # (spaces at a line's end are not drawn; rich trims them by where the text ends)
+                    got = [view._line(y).plain.rstrip() for y in range(view.line_count)]
+                    assert got == [line.plain.rstrip() for line in whole]
+                assert view.virtual_size.height == view.line_count
+                # what is drawn: the last line on screen is the text's last line
+                await pilot.pause()
+                last = view.line_count - 1
+                assert view.render_line(last - int(view.scroll_y)).text.rstrip() == got[-1].rstrip()
+
+    asyncio.run(main())
+
+
+def test_spin_less_respects_the_user_and_the_load_order(monkeypatch):
+    """The app's OpenMP spin setting (latentlocal.openmp) is made only where it can work (before
+    llama.cpp loads: libgomp reads it once) and never over the user's own setting."""
+    import sys
+
+    from latentlocal.openmp import spin_less
+
+    monkeypatch.delenv("GOMP_SPINCOUNT", raising=False)
+    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    monkeypatch.setitem(sys.modules, "llama_cpp", sys.modules.get("llama_cpp", object()))
+    assert not spin_less() and "GOMP_SPINCOUNT" not in os.environ  # too late: loaded already
+    monkeypatch.delitem(sys.modules, "llama_cpp")
+    monkeypatch.setenv("OMP_WAIT_POLICY", "passive")
+    assert not spin_less() and "GOMP_SPINCOUNT" not in os.environ  # the user's choice
+    monkeypatch.delenv("OMP_WAIT_POLICY")
+    assert spin_less(123) and os.environ["GOMP_SPINCOUNT"] == "123"
+    assert not spin_less(456) and os.environ["GOMP_SPINCOUNT"] == "123"

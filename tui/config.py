@@ -52,7 +52,9 @@ class RunSettings:
 class UiSettings:
     theme: str = "textual-dark"
     inline_candidates: bool = False  # show each soft step's top candidates inside the trace
-    flush_ms: int = 50               # how often streamed tokens reach the screen
+    # how often streamed tokens reach the screen: each frame costs the UI thread ~10 ms, taken
+    # from the cores the model decodes on (bench/bench_tui.py: 50 ms frames cost 20-25% of a core)
+    flush_ms: int = 200
 
 
 @dataclass

@@ -88,9 +88,7 @@ class RunView(JobView, Horizontal):
             self._ticker.pause()
 
     def _tick(self) -> None:
-        m = self.query_one("#metrics", MetricsPanel)
-        if m.summary is None:
-            m.query_one("#m-stats").update(m.stats_text())
+        self.query_one("#metrics", MetricsPanel).tick()
 
     def _generate(self, runner, question: str, job: Job) -> None:
         """The worker's body (on the engine thread)."""
@@ -107,6 +105,9 @@ class RunView(JobView, Horizontal):
             if isinstance(e, ev.ColdStop):
                 self.app.notify(f"Cold Stop fired at step {e.step}: entropy stayed below "
                                 f"{e.threshold:g} nats for {e.patience} steps.", title="Cold Stop")
+            elif isinstance(e, ev.Notice):  # e.g. --max-tokens cut to fit the context
+                self.app.notify(e.message, title=e.kind.replace("_", " ").capitalize(),
+                                severity="warning", timeout=10)
             elif isinstance(e, ev.Summary):
                 self.last_summary = e
 

@@ -19,10 +19,19 @@ SPARK_POINTS = 240
 # token (10) + space + bar (12) + space + weight (5) so it never wraps.
 TOKEN_CELLS = 10
 BAR_CELLS = 12
+CONCEPT_ROWS = 8  # candidates of the current concept token shown
+# While tokens stream the panel redraws at most this often (the output text itself follows every
+# batch): its sparkline and bars cost several ms a frame, and on a 2-core machine the UI thread's
+# time is taken from the threads decoding the model. Shorter than the batches' default 200 ms, so
+# that it redraws in the frame that draws a batch's text, not in a frame of its own. The final
+# state is drawn at once.
+REFRESH_S = 0.15
 
 
 class MetricsPanel(VerticalScroll):
-    """Fed with the same event batches as the stream; everything is recomputed per batch."""
+    """Fed with the same event batches as the stream; everything is recomputed per batch, and a
+    widget is updated only when what it shows changed, laid out again only when its height did
+    (a layout of the whole screen per batch was most of the UI's time while a model streamed)."""
 
     def compose(self) -> ComposeResult:
         yield Static("no run yet", id="m-stats")
@@ -65,6 +74,12 @@ class MetricsPanel(VerticalScroll):
         self.cold_stop: ev.ColdStop | None = None
         self.phase_reason = ""
         self.focus_seq: int | None = None
+        self._concept_rows = 0
+        self._shown: dict[str, tuple] = {}   # widget id -> (what it shows, its height in lines)
+        self._drawn_at = -math.inf
+        if getattr(self, "_redraw", None) is not None:
+            self._redraw.stop()
+        self._redraw = None
         self.query_one("#m-rounds", DataTable).clear()
         self._refresh_view()
 
@@ -101,7 +116,22 @@ class MetricsPanel(VerticalScroll):
                 table.move_cursor(row=table.row_count - 1)
             elif isinstance(e, ev.Summary):
                 self.summary = e
-        self._refresh_view()
+        self._refresh_soon()
+
+    def _refresh_soon(self) -> None:
+        """Redraw now if the last redraw is REFRESH_S old (or the run ended). Otherwise a later
+        batch will, in the frame that draws its text; a timer catches the last batch of a burst."""
+        wait = self._drawn_at + REFRESH_S - time.monotonic()
+        if wait <= 0 or self.summary is not None:
+            self._refresh_view()
+        elif self._redraw is None:
+            self._redraw = self.set_timer(wait + REFRESH_S / 2, self._refresh_view)
+
+    def tick(self) -> None:
+        """The running clock: redraw the stats when no batch has for a while (not between batches:
+        a frame of its own costs as much as a batch's)."""
+        if self.summary is None and self.method and time.monotonic() - self._drawn_at >= 2 * REFRESH_S:
+            self.refresh_stats()
 
     # -- rendering -----------------------------------------------------------------------------
     @property
@@ -126,16 +156,44 @@ class MetricsPanel(VerticalScroll):
             lines.append(f"[b #87d7ff]❄ Cold Stop[/] at step {self.cold_stop.step}")
         return "\n".join(lines)
 
+    def _put(self, wid: str, content: str | Text) -> None:
+        """Show ``content`` in the Static ``#wid`` if it differs from what it shows."""
+        text = Text.from_markup(content) if isinstance(content, str) else content
+        key = (text.plain, tuple(text.spans))
+        shown = self._shown.get(wid)
+        if shown is not None and shown[0] == key:
+            return
+        widget = self.query_one(f"#{wid}", Static)
+        width = widget.content_region.width
+        height = len(text.wrap(self.app.console, width)) if width > 0 else -1
+        widget.update(text, layout=shown is None or height != shown[1] or height < 0)
+        self._shown[wid] = (key, height)
+
+    def _spark(self, wid: str, data: list[float]) -> None:
+        spark = self.query_one(f"#{wid}", Sparkline)
+        if spark.data != data:
+            spark.data = data
+
+    @staticmethod
+    def _show(box, on: bool) -> None:
+        if box.display != on:
+            box.display = on
+
+    def refresh_stats(self) -> None:
+        self._put("m-stats", self.stats_text())
+
     def _refresh_view(self) -> None:
-        self.query_one("#m-stats", Static).update(self.stats_text())
-        spark = self.query_one("#m-spark", Sparkline)
-        label = self.query_one("#m-spark-label", Label)
+        if self._redraw is not None:
+            self._redraw.stop()
+            self._redraw = None
+        self._drawn_at = time.monotonic()
+        self.refresh_stats()
         if self.entropies or not self.probs:
-            label.update(self.spark_title("entropy", self.entropies, " nats"))
-            spark.data = list(self.entropies[-SPARK_POINTS:])
+            self._put("m-spark-label", self.spark_title("entropy", self.entropies, " nats"))
+            self._spark("m-spark", self.entropies[-SPARK_POINTS:])
         else:
-            label.update(self.spark_title("p(token)", self.probs))
-            spark.data = list(self.probs[-SPARK_POINTS:])
+            self._put("m-spark-label", self.spark_title("p(token)", self.probs))
+            self._spark("m-spark", self.probs[-SPARK_POINTS:])
 
         t = Text()
         for name in ("execution", "reflection", "transition"):
@@ -145,30 +203,32 @@ class MetricsPanel(VerticalScroll):
             t.append(f"⚑ {self.steered} after a steered delimiter\n")
         if not any(self.thoughts.values()):
             t.append("(SEAL reports thought boundaries)", style="dim")
-        self.query_one("#m-thoughts", Static).update(t)
+        self._put("m-thoughts", t)
 
-        box = self.query_one("#m-concept-box")
-        box.display = bool(self.concept)
+        self._show(self.query_one("#m-concept-box"), bool(self.concept))
         if self.concept:
             lines = Text()
-            for tok, w in self.concept[:8]:
+            shown = self.concept[:CONCEPT_ROWS]
+            for tok, w in shown:
                 lines.append(f"{self.token_cell(tok)} ", style="bold")
                 lines.append(f"{'█' * max(1, round(w * BAR_CELLS)):<{BAR_CELLS}} {w:.3f}\n", style="#5fafaf")
-            self.query_one("#m-concept", Static).update(lines)
+            # as many rows as the longest concept of this run: a list that shrinks and grows
+            # from step to step would lay the screen out again on every batch
+            self._concept_rows = max(self._concept_rows, len(shown))
+            lines.append("\n" * (self._concept_rows - len(shown)))
+            self._put("m-concept", lines)
 
-        box = self.query_one("#m-samples-box")
-        box.display = bool(self.samples)
+        self._show(self.query_one("#m-samples-box"), bool(self.samples))
         if self.samples:
-            self.query_one("#m-samples", Static).update("\n".join(
+            self._put("m-samples", "\n".join(
                 f"seq {d.seq}: {d.answer if d.answer is not None else '—'}  "
                 f"({d.generated_tokens} tok, {d.finish_reason})" for d in self.samples[-12:]))
 
-        box = self.query_one("#m-rounds-box")
-        box.display = bool(self.rounds)
+        self._show(self.query_one("#m-rounds-box"), bool(self.rounds))
         if self.rounds:
-            self.query_one("#m-best", Sparkline).data = list(self.best)
-            self.query_one("#m-best-text", Static).update(
-                " → ".join(f"{b:.3f}" for b in self.best[-8:]) + f"   ({len(self.rounds)} rounds)")
+            self._spark("m-best", list(self.best))
+            self._put("m-best-text", " → ".join(f"{b:.3f}" for b in self.best[-8:])
+                      + f"   ({len(self.rounds)} rounds)")
 
     @staticmethod
     def spark_title(name: str, values: list[float], unit: str = "") -> str:

@@ -1,15 +1,31 @@
 """The streamed output of a run: thinking and answer text styled apart, soft steps' candidates,
-SEAL thought classes, Cold Stop and phase changes marked inline."""
+SEAL thought classes, Cold Stop and phase changes marked inline.
+
+The view draws its own lines (Textual's Line API) and wraps text incrementally: a batch of
+tokens re-wraps only the line still being written, and repaints only the lines that changed.
+A ``Static`` holding the whole text re-wrapped all of it and re-laid-out the whole screen on every
+batch, which on a 2-core machine took the cores the model decodes on (issue 14).
+"""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
+from rich.cells import cell_len
+from rich.style import Style
 from rich.text import Text
-from textual.containers import VerticalScroll
-from textual.widgets import Static
+from textual.geometry import Size
+from textual.scroll_view import ScrollView
+from textual.selection import Selection
+from textual.strip import Strip
 
 from latentlocal import events as ev
+
+try:  # the break offsets rich's own wrapping uses (to keep finished lines of a paragraph)
+    from rich._wrap import divide_line
+except ImportError:  # pragma: no cover - a rich without it: the open paragraph is re-wrapped whole
+    divide_line = None
 
 THOUGHT_STYLES = {
     "execution": "bold #000000 on #5faf5f",
@@ -40,27 +56,38 @@ def _candidates(top: tuple[tuple[str, float], ...], n: int = 4) -> str:
     return "⟨" + " ".join(f"{show(t)}:{w:.2f}" for t, w in top[:n]) + "⟩"
 
 
-class StreamView(VerticalScroll, can_focus=True):
+_LAST_WORD = re.compile(r"\S+\s*$")
+
+
+class StreamView(ScrollView, can_focus=True):
     """Append-only view of one run's events: the first sequence that produces tokens is shown
     (self-consistency's sample 0, Soft Reasoning's candidate 0 of each round); the metrics panel
     summarises the others."""
 
-    DEFAULT_CSS = "StreamView > Static { width: 1fr; }"
+    ALLOW_SELECT = True
+    # the gutter is kept for the scrollbar: text wrapped before it appeared would run under it
+    DEFAULT_CSS = "StreamView { overflow-x: hidden; scrollbar-gutter: stable; }"
 
     def __init__(self, *, id: str | None = None, inline_candidates: bool = False) -> None:
         super().__init__(id=id)
         self.inline_candidates = inline_candidates
         self._pieces: list[_Piece] = []
-        self._text = Text()
-        self._built = 0
+        self._text = Text()           # everything shown, styled (tabs expanded)
+        self._column = 0              # cells after the last newline of _text
+        self._built = 0               # pieces already in _text
         self._dirty_all = False
+        # _text wrapped at _width: lines that can no longer change, then the lines of _tail (the
+        # text after the last finished line, re-wrapped when more arrives)
+        self._width = 0
+        self._fixed: list[Text] = []
+        self._tail = Text()
+        self._tail_lines: list[Text] = []
+        self._strips: dict[int, Strip] = {}  # rendered lines, by line index
+        self._strips_style: Style | None = None
         self.tokens_shown = 0
         self.plain_answer = ""
         self.focus_seq: int | None = None
         self._phase: str | None = None
-
-    def compose(self):
-        yield Static(id="stream-body")
 
     # -- feeding -----------------------------------------------------------------------------
     def clear(self) -> None:
@@ -163,25 +190,159 @@ class StreamView(VerticalScroll, can_focus=True):
         self.render_now()
 
     def _append(self, p: _Piece) -> None:
-        self._text.append(p.text, style=p.style or None)
+        parts = [(p.text, p.style or None)]
         if self.inline_candidates and p.top:
-            self._text.append(_candidates(p.top), style=CANDIDATE_STYLE)
+            parts.append((_candidates(p.top), CANDIDATE_STYLE))
+        for s, style in parts:
+            s = self._expand_tabs(s)
+            self._text.append(s, style=style)
+            self._tail.append(s, style=style)
+
+    def _expand_tabs(self, s: str) -> str:
+        """Tabs as spaces to the next multiple of 8 cells of their line (as rich would expand
+        them), so that wrapping part of a paragraph again does not move its tab stops."""
+        out = []
+        for i, chunk in enumerate(s.split("\t")):
+            if i:
+                n = 8 - self._column % 8
+                out.append(" " * n)
+                self._column += n
+            out.append(chunk)
+            if "\n" in chunk:
+                self._column = cell_len(chunk.rsplit("\n", 1)[1])
+            else:
+                self._column += cell_len(chunk)
+        return "".join(out)
 
     def render_now(self) -> None:
         if self._dirty_all:
             self._text = Text()
+            self._column = 0
             self._built = 0
+            self._width = 0  # re-wrap everything
             self._dirty_all = False
         for p in self._pieces[self._built:]:
             self._append(p)
         self._built = len(self._pieces)
-        follow = self.scroll_y >= self.max_scroll_y - 1
-        try:
-            self.query_one("#stream-body", Static).update(self._text.copy())
-        except Exception:  # not mounted yet
+        self._layout_lines()
+
+    def on_resize(self) -> None:
+        self._layout_lines()
+
+    @property
+    def line_count(self) -> int:
+        return len(self._fixed) + len(self._tail_lines)
+
+    def _layout_lines(self) -> None:
+        """Wrap what is new, repaint the lines that changed, follow the end if it was in view."""
+        if not self.is_mounted:
             return
-        if follow:
-            self.call_after_refresh(self.scroll_end, animate=False)
+        width = self.scrollable_content_region.width
+        if width <= 0:
+            return
+        if width != self._width:
+            self._width = width
+            self._fixed = []
+            self._tail = self._text.copy()
+            self._strips.clear()
+        before = self.line_count
+        first = len(self._fixed)
+        self._wrap_tail()
+        for y in [y for y in self._strips if y >= first]:
+            del self._strips[y]
+        follow = self.scroll_y >= self.max_scroll_y - 1
+        n = self.line_count
+        if n != before or self.virtual_size.width != width:
+            self._set_virtual_size(Size(width, n))
+        if max(n, before) > first:
+            self.refresh_lines(first, max(n, before) - first)
+        if follow and n > self.scrollable_content_region.height:
+            self.scroll_end(animate=False, immediate=False, x_axis=False)
+
+    def _set_virtual_size(self, size: Size) -> None:
+        """Grow the scrollable area, laying the screen out again only when the scrollbar appears
+        or goes: ``virtual_size`` is a layout-reactive, and a layout of the Run tab (its forms
+        are over a hundred widgets) per new line of text was the largest part of the UI's
+        time while a model streamed."""
+        scrollbar = size.height > self.scrollable_content_region.height
+        if scrollbar != self.show_vertical_scrollbar or size.width != self.virtual_size.width:
+            self.virtual_size = size
+            return
+        self.set_reactive(ScrollView.virtual_size, size)
+        self._scroll_update(size)  # the scrollbar's thumb and the scroll limits
+        self.refresh()
+
+    def _wrap_tail(self) -> None:
+        """Move finished lines of _tail to _fixed; wrap the rest into _tail_lines.
+
+        A line is finished when a newline follows it, or when it ends before the start of the
+        paragraph's last word: rich wraps greedily, so later text can only move that word (which
+        may still grow, with the spaces after it) and what follows it. The rest is wrapped again
+        from the start of a line that begins with a word, where it wraps as in the whole paragraph.
+        """
+        console, width = self.app.console, self._width
+        parts = self._tail.split("\n", allow_blank=True)
+        for part in parts[:-1]:
+            self._fixed.extend(part.wrap(console, width))
+        last = parts[-1]
+        lines = list(last.wrap(console, width))
+        plain = last.plain
+        if len(lines) > 1 and divide_line is not None:
+            starts = [0, *divide_line(plain, width, fold=True)]
+            if len(starts) == len(lines):
+                m = _LAST_WORD.search(plain)
+                word = m.start() if m else len(plain)
+                # the last line that starts at or before that word, at the start of a word (not
+                # inside a word folded over lines, nor at the spaces it left over)
+                k = max((i for i, o in enumerate(starts) if o <= word and not plain[o].isspace()
+                         and plain[o - 1].isspace()), default=0)
+                if k:
+                    self._fixed.extend(lines[:k])
+                    lines = lines[k:]
+                    last = last[starts[k]:]
+        self._tail = last
+        self._tail_lines = lines
+
+    def _line(self, y: int) -> Text | None:
+        n = len(self._fixed)
+        if y < n:
+            return self._fixed[y]
+        y -= n
+        return self._tail_lines[y] if y < len(self._tail_lines) else None
+
+    def render_line(self, y: int) -> Strip:
+        scroll_x, scroll_y = self.scroll_offset
+        y += scroll_y
+        width = self.scrollable_content_region.width
+        style = self.rich_style
+        pad = Style.from_color(bgcolor=style.bgcolor)  # blank cells: the background only
+        if style != self._strips_style:  # e.g. another theme
+            self._strips.clear()
+            self._strips_style = style
+        selection = self.text_selection
+        strip = None if selection is not None else self._strips.get(y)
+        if strip is None:
+            line = self._line(y)
+            if line is None:
+                return Strip.blank(width, pad)
+            if selection is not None and (span := selection.get_span(y)) is not None:
+                start, end = span
+                line = line.copy()
+                line.stylize(self.screen.get_component_rich_style("screen--selection"), start,
+                             len(line) if end == -1 else end)
+            strip = Strip(line.render(self.app.console), cell_len(line.plain))
+            strip = strip.apply_style(style).apply_offsets(0, y)  # offsets: selection by mouse
+            if selection is None:
+                self._strips[y] = strip
+        return strip.crop_extend(scroll_x, scroll_x + width, pad)
+
+    def get_selection(self, selection: Selection) -> tuple[str, str] | None:
+        text = "\n".join(self._line(y).plain for y in range(self.line_count))
+        return selection.extract(text), "\n"
+
+    def selection_updated(self, selection: Selection | None) -> None:
+        self._strips.clear()
+        self.refresh()
 
     @property
     def plain(self) -> str:
