@@ -289,12 +289,12 @@ def test_vectors_for_another_model_are_refused(smol):
 
 def test_scripted_trace_gives_thoughts_phases_and_toggles(smol, monkeypatch):
     """A scripted generation (sampling replaced) exercises the online bookkeeping exactly."""
-    import latentlocal.methods.seal.steer as seal
+    import latentlocal.methods.cot as decoding  # SEAL samples in the shared loop, cot's _Stream.steps
 
     m = smol.model
     script = m.tokenize("Add: 3 + 5 = 8.\n\nWait, let me check: 8.\n\nFinal answer: 8\nmore", add_special=False)
     it = iter(script)
-    monkeypatch.setattr(seal, "sample_token", lambda logits, cfg, rng: (next(it), 1.0))
+    monkeypatch.setattr(decoding, "sample_token", lambda logits, cfg, rng: (next(it), 1.0))
     il = default_layer(smol.n_layer)
     cfg = SealConfig(directions={il: np.zeros(smol.n_embd, np.float32)}, max_tokens=64)
     before = smol.cvec_changes
@@ -344,7 +344,7 @@ def test_an_end_of_generation_token_is_no_thought_text(smol, monkeypatch):
     """A trace that ends with the end-of-generation token (scripted, so every build sees it): the
     token's text ("<|im_end|>") enters neither the last thought nor the summary, and the thoughts
     still equal the text segmentation."""
-    import latentlocal.methods.seal.steer as seal
+    import latentlocal.methods.cot as decoding  # SEAL samples in the shared loop, cot's _Stream.steps
 
     m = smol.model
     eog_tokens = _tokens_ending_generation(m)
@@ -352,7 +352,7 @@ def test_an_end_of_generation_token_is_no_thought_text(smol, monkeypatch):
     for eog in eog_tokens:
         script = m.tokenize("Add 3 and 5.\n\nThat is 8.\nStill 8.\n\nWait, check it.", add_special=False) + [eog]
         it = iter(script)
-        monkeypatch.setattr(seal, "sample_token", lambda logits, cfg, rng: (next(it), 1.0))
+        monkeypatch.setattr(decoding, "sample_token", lambda logits, cfg, rng: (next(it), 1.0))
         cfg = SealConfig(directions={5: np.zeros(smol.n_embd, np.float32)}, alpha=0.0, max_tokens=64)
         events = list(run_seal(smol, QUESTION, cfg))
         summary = events[-1]
