@@ -146,6 +146,7 @@ def test_config_written_by_the_old_writer_loads_the_same_and_rewrites_stably(hom
     want.run.method = "soft-thinking"
     want.run.prompt = 'quote " backslash \\ newline\n tab\t unicode é \x01 del \x7f'
     want.ui.inline_candidates = True
+    want.ui.flush_ms = 50  # the default when the old writer wrote the file
     want.compare.methods = ["cot", "seal", "swi-reasoning"]
     want.vectors.layer = 19
     want.methods = {"soft-thinking": {"cold_stop_entropy": 0.5, "noise": "gumbel", "max_tokens": 300},
