@@ -21,11 +21,11 @@ TOKEN_CELLS = 10
 BAR_CELLS = 12
 CONCEPT_ROWS = 8  # candidates of the current concept token shown
 # While tokens stream the panel redraws at most this often (the output text itself follows every
-# batch): its sparkline and bars cost several ms a frame, and on a 2-core machine the UI thread's
-# time is taken from the threads decoding the model. Shorter than the batches' default 200 ms, so
-# that it redraws in the frame that draws a batch's text, not in a frame of its own. The final
-# state is drawn at once.
-REFRESH_S = 0.15
+# batch): its sparkline and concept bars cost several ms a frame, and on a 2-core machine the UI
+# thread's time is taken from the threads decoding the model (bench/bench_tui.py, soft-thinking:
+# Run tab / CLI median 0.83 at 0.15 s, 0.91-0.98 at 0.5 s). A redraw waits for a batch's frame
+# (its timer fires only when batches stop); the final state is drawn at once.
+REFRESH_S = 0.5
 
 
 class MetricsPanel(VerticalScroll):
