@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Union
 
 from latentlocal.engine import ChatMessage, Model
+
+# a question, or a whole conversation (the server's chat messages)
+Question = Union[str, Sequence[ChatMessage]]
 
 ANSWER_MARKER = "Final answer:"
 
@@ -36,13 +41,33 @@ def reasoning_format(model: Model) -> ReasoningFormat:
     return ReasoningFormat(think_end_token=None, think_end_text=ANSWER_MARKER)
 
 
-def build_prompt(model: Model, question: str, system: str | None = COT_SYSTEM) -> str:
-    """The chat-formatted prompt for one question, opening the thinking span where native."""
-    messages = []
-    if system:
-        messages.append(ChatMessage("system", system))
-    messages.append(ChatMessage("user", question.strip()))
-    text = model.apply_chat(messages, add_generation_prompt=True)
+def conversation(question: Question, system: str | None = COT_SYSTEM) -> list[ChatMessage]:
+    """The chat messages a prompt is built from.
+
+    ``question`` is the user's question, or a whole conversation as a sequence of messages (what
+    the server receives). ``system`` comes first unless the conversation brings its own.
+    """
+    if isinstance(question, str):
+        messages = [ChatMessage("user", question.strip())]
+    else:
+        messages = list(question)
+    if system and not any(m.role == "system" for m in messages):
+        messages.insert(0, ChatMessage("system", system))
+    return messages
+
+
+def question_text(question: Question) -> str:
+    """The question itself: the text, or a conversation's last user message."""
+    if isinstance(question, str):
+        return question.strip()
+    users = [m.content for m in question if m.role == "user"]
+    return users[-1].strip() if users else ""
+
+
+def build_prompt(model: Model, question: Question, system: str | None = COT_SYSTEM) -> str:
+    """The chat-formatted prompt for one question or conversation (:func:`conversation`),
+    opening the thinking span where native."""
+    text = model.apply_chat(conversation(question, system), add_generation_prompt=True)
     fmt = reasoning_format(model)
     if fmt.native and not re.search(r"<think>\s*$", text):
         text += "<think>\n"

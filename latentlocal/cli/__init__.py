@@ -1,4 +1,4 @@
-"""The ``latentlocal`` command: one module per subcommand (run, models, tui, seal, bench)."""
+"""The ``latentlocal`` command: one module per subcommand (run, models, tui, seal, bench, serve)."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from latentlocal.cli.bench import add_bench_parser
 from latentlocal.cli.models import add_models_parser
 from latentlocal.cli.run import add_run_parser
 from latentlocal.cli.seal import add_seal_parser
+from latentlocal.cli.serve import add_serve_parser
 from latentlocal.cli.tui import add_tui_parser, cmd_tui
 from latentlocal.errors import LatentLocalError
 
@@ -30,6 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_tui_parser(sub)
     add_seal_parser(sub)
     add_bench_parser(sub)
+    add_serve_parser(sub)
     return parser
 
 

@@ -42,7 +42,14 @@ from latentlocal.methods.cot import _Stream
 from latentlocal.methods.spec import MethodSpec, check_positive, opt
 from latentlocal.parity import check_embedding_input
 from latentlocal.phases import DEFAULT_ANSWER_RESERVE, Budget, final_answer, fitted, split_thinking
-from latentlocal.prompts import ANSWER_MARKER, COT_SYSTEM, ReasoningFormat, build_prompt, reasoning_format
+from latentlocal.prompts import (
+    ANSWER_MARKER,
+    COT_SYSTEM,
+    ReasoningFormat,
+    build_prompt,
+    question_text,
+    reasoning_format,
+)
 from latentlocal.sampling import softmax
 
 log = logging.getLogger(__name__)
@@ -235,7 +242,7 @@ def _verify(
     for i, c in enumerate(cands, 1):
         parts.append(f"Solution {i}:\n{_shown(c.text, fmt)}")
     user = (
-        f"Problem: {question.strip()}\n\nProposed solutions:\n\n" + "\n\n".join(parts)
+        f"Problem: {question_text(question)}\n\nProposed solutions:\n\n" + "\n\n".join(parts)
         + f"\n\nWhich final answer is correct? Check briefly, then write one last line of the form "
         f"'{ANSWER_MARKER} <number>'."
     )

@@ -1,0 +1,298 @@
+"""An OpenAI chat-completions request body -> what the scheduler runs, or a 400 naming the field.
+
+OpenAI's own fields map onto the method settings of the same meaning (``max_tokens`` and
+``max_completion_tokens``, ``temperature``, ``top_p``, ``seed``); every other top-level field is a
+setting of the request's ``method``, under its CLI long-flag name with underscores
+(``"max_topk": 5``), which an OpenAI client passes with ``extra_body``. The registry checks those
+settings, so a setting means exactly what its flag means on the command line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from latentlocal.engine import ChatMessage
+from latentlocal.errors import LatentLocalError
+from latentlocal.methods.cot import CotConfig
+from latentlocal.methods.spec import Runner
+
+# methods whose seq-0 tokens are the answer as it is written; the others (sc, soft-reasoning)
+# choose their answer among several sequences at the end, and their text is sent then
+LIVE_METHODS = frozenset({"cot", "seal", "soft-thinking", "swi-reasoning"})
+
+# OpenAI field -> the method setting it sets
+OPENAI_SETTINGS = {
+    "max_tokens": "max_tokens",
+    "max_completion_tokens": "max_tokens",
+    "temperature": "temperature",
+    "top_p": "top_p",
+    "seed": "seed",
+}
+# OpenAI fields that change nothing here (a client's bookkeeping) and are accepted as sent
+IGNORED = frozenset({"model", "user", "metadata", "store", "service_tier", "parallel_tool_calls",
+                     "stream_options", "stream", "n", "stop", "messages", "method"})
+# OpenAI fields accepted only at their neutral value, since nothing here implements them
+NEUTRAL: dict[str, tuple[Any, ...]] = {
+    "frequency_penalty": (0, 0.0, None),
+    "presence_penalty": (0, 0.0, None),
+    "logprobs": (False, None),
+    "top_logprobs": (0, None),
+    "logit_bias": (None,),
+    "tools": (None,),
+    "tool_choice": (None, "none"),
+    "functions": (None,),
+    "function_call": (None, "none"),
+    "response_format": (None,),
+    "audio": (None,),
+    "modalities": (None,),
+    "prediction": (None,),
+}
+ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant"}
+MAX_STOP = 4  # OpenAI's limit
+
+
+class RequestError(Exception):
+    """A request the server refuses: an OpenAI error body with ``param`` naming the field."""
+
+    def __init__(self, message: str, param: str | None = None, status: int = 400,
+                 code: str | None = None, kind: str = "invalid_request_error") -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+        self.status = status
+        self.code = code
+        self.kind = kind
+
+    def body(self) -> dict[str, Any]:
+        return {"error": {"message": self.message, "type": self.kind, "param": self.param,
+                          "code": self.code}}
+
+
+@dataclass(frozen=True)
+class ChatRequest:
+    """A validated request, before it meets the model."""
+
+    messages: tuple[ChatMessage, ...]
+    method: str                      # the registry's canonical name
+    options: dict[str, Any]          # method settings by option name
+    n: int = 1
+    stream: bool = False
+    include_usage: bool = False
+    stop: tuple[str, ...] = ()
+
+    @property
+    def live(self) -> bool:
+        """Tokens stream to the client as they are decoded (else the chosen text comes at the end)."""
+        return self.method in LIVE_METHODS or (self.method == "sc" and self.n > 1)
+
+
+def _messages(raw: Any) -> tuple[ChatMessage, ...]:
+    if not isinstance(raw, list) or not raw:
+        raise RequestError("'messages' must be a non-empty list of {role, content} objects", "messages")
+    out = []
+    for i, m in enumerate(raw):
+        where = f"messages[{i}]"
+        if not isinstance(m, dict):
+            raise RequestError(f"{where} must be an object with 'role' and 'content'", where)
+        role = ROLES.get(m.get("role"))  # type: ignore[arg-type]
+        if role is None:
+            raise RequestError(f"{where}.role {m.get('role')!r} is not supported; use one of "
+                               f"{', '.join(ROLES)} (tools are not supported)", f"{where}.role")
+        content = m.get("content")
+        if isinstance(content, list):  # content parts: only text parts can be read here
+            texts = []
+            for j, part in enumerate(content):
+                if not isinstance(part, dict) or part.get("type") != "text" or not isinstance(part.get("text"), str):
+                    raise RequestError(f"{where}.content[{j}] is not a text part; this server reads "
+                                       "text only", f"{where}.content")
+                texts.append(part["text"])
+            content = "".join(texts)
+        if content is None and role == "assistant":
+            content = ""
+        if not isinstance(content, str):
+            raise RequestError(f"{where}.content must be a string or a list of text parts", f"{where}.content")
+        out.append(ChatMessage(role, content))
+    return tuple(out)
+
+
+def _int_field(body: Mapping[str, Any], name: str, default: int, lo: int, hi: int | None = None) -> int:
+    v = body.get(name, default)
+    if v is None:
+        return default
+    if isinstance(v, bool) or not isinstance(v, int) or v < lo or (hi is not None and v > hi):
+        bound = f"between {lo} and {hi}" if hi is not None else f"at least {lo}"
+        raise RequestError(f"'{name}' must be an integer {bound}, not {v!r}", name)
+    return v
+
+
+def _stop(raw: Any) -> tuple[str, ...]:
+    if raw is None:
+        return ()
+    stops = [raw] if isinstance(raw, str) else raw
+    if (not isinstance(stops, list) or len(stops) > MAX_STOP
+            or not all(isinstance(s, str) and s for s in stops)):
+        raise RequestError(f"'stop' must be a non-empty string or a list of up to {MAX_STOP} of them", "stop")
+    return tuple(stops)
+
+
+def parse_request(body: Any, default_method: str = "cot") -> ChatRequest:
+    """Check the request's shape and sort its fields; method settings are checked later by
+    :func:`plan`, which knows the method's own."""
+    from latentlocal.methods.registry import canonical
+
+    if not isinstance(body, dict):
+        raise RequestError("the request body must be a JSON object")
+    messages = _messages(body.get("messages"))
+    for name, ok in NEUTRAL.items():
+        if name in body and body[name] not in ok:
+            raise RequestError(f"'{name}' is not supported by latentlocal; leave it out", name)
+    method_name = body.get("method", default_method)
+    if not isinstance(method_name, str):
+        raise RequestError("'method' must be a method name such as cot or soft-thinking", "method")
+    try:
+        method = canonical(method_name)
+    except LatentLocalError as exc:
+        raise RequestError(str(exc), "method") from None
+    options: dict[str, Any] = {}
+    for name, value in body.items():
+        if name in IGNORED or name in NEUTRAL:
+            continue
+        key = OPENAI_SETTINGS.get(name, name)
+        if key in options and value is not None and options[key] != value:
+            raise RequestError(f"'{name}' contradicts another field setting {key}; send one", name)
+        if value is not None:
+            options[key] = value
+    stream = body.get("stream", False)
+    if not isinstance(stream, bool):
+        raise RequestError("'stream' must be true or false", "stream")
+    so = body.get("stream_options") or {}
+    if not isinstance(so, dict):
+        raise RequestError("'stream_options' must be an object", "stream_options")
+    n = _int_field(body, "n", 1, 1, 16)
+    return ChatRequest(messages=messages, method=method, options=options, n=n, stream=stream,
+                       include_usage=bool(so.get("include_usage")), stop=_stop(body.get("stop")))
+
+
+# ---------------------------------------------------------------------------------------------
+# settings -> runner
+# ---------------------------------------------------------------------------------------------
+
+
+def resolve_vector(name: Any, folders: Sequence[Path]) -> Path:
+    """A SEAL vector by its file name (with or without ``.seal.gguf``) inside ``folders``; a path,
+    or a name that leaves its folder, is refused, so a request can read nothing else."""
+    if not isinstance(name, str) or not name:
+        raise RequestError("'vector' must be the name of a vector file in the server's vectors "
+                           "folder", "vector")
+    if name != os.path.basename(name) or name.startswith(".") or "\\" in name:
+        raise RequestError(f"'vector' must be a file name in the vectors folder, not a path: {name!r}",
+                           "vector")
+    for folder in folders:
+        base = folder.resolve()
+        for candidate in (name, name + ".seal.gguf", name + ".gguf"):
+            path = (base / candidate).resolve()
+            if path.is_file() and path.parent == base:
+                return path
+    known = sorted({p.name for f in folders if f.is_dir() for p in f.glob("*.gguf")})
+    raise RequestError(f"no vector named {name!r} in {', '.join(map(str, folders))}; available: "
+                       f"{', '.join(known) or 'none'}", "vector")
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How a request runs: batched chains of thought (``cot``) or the method's runner alone."""
+
+    runner: Runner | None
+    cot: CotConfig | None
+
+
+def _namespace(method: str, options: Mapping[str, Any]) -> argparse.Namespace:
+    """The CLI's parsed-flags namespace for ``options``, through the registry's own flag
+    definitions (their types and choices)."""
+    from latentlocal.methods.registry import add_method_flags
+
+    p = argparse.ArgumentParser(add_help=False, exit_on_error=False)
+    add_method_flags(p, with_method=False)
+    actions = {a.dest: a for a in p._actions if a.option_strings}
+    argv: list[str] = []
+    for name, value in options.items():
+        a = actions.get(name)
+        if a is None:
+            raise RequestError(f"unknown setting {name!r} for method {method}; settings are the "
+                               "CLI's long flags with underscores (see `latentlocal run --help`)", name)
+        flag = a.option_strings[-1]
+        if a.nargs == 0:
+            if not isinstance(value, bool):
+                raise RequestError(f"'{name}' must be true or false, not {value!r}", name)
+            argv += [flag] if value else []
+        elif isinstance(value, (dict, list, bool)):
+            raise RequestError(f"'{name}' must be a number or a string, not {value!r}", name)
+        else:
+            argv += [flag, str(value)]
+    try:
+        ns, extra = p.parse_known_args(argv)
+    except argparse.ArgumentError as exc:
+        dest = next((a.dest for a in actions.values() if exc.argument_name in a.option_strings), None)
+        raise RequestError(f"'{dest}': {exc.message}", dest) from None
+    if extra:
+        raise RequestError(f"cannot read settings {extra}", None)
+    ns.method = method
+    return ns
+
+
+def plan(req: ChatRequest, vector_dirs: Sequence[Path]) -> Plan:
+    """Check the request's settings against its method; raises RequestError naming the field."""
+    from latentlocal.methods.registry import make_runner
+
+    options = dict(req.options)
+    if "vector" in options:
+        if req.method != "seal":
+            raise RequestError("'vector' is a setting of method seal", "vector")
+        options["vector"] = str(resolve_vector(options["vector"], vector_dirs))
+    if req.n > 1:
+        if req.method == "sc":
+            if options.setdefault("samples", req.n) != req.n:
+                raise RequestError(f"'n' ({req.n}) and 'samples' ({options['samples']}) disagree: with "
+                                   "method sc, n is the number of samples; send one of them", "n")
+        elif req.method != "cot":
+            raise RequestError(f"method {req.method} gives one answer per request; 'n' must be 1 "
+                               "(cot gives n independent chains, sc n samples)", "n")
+    try:
+        ns = _namespace(req.method, options)
+        if req.method == "cot":
+            if options.get("samples", 1) != 1:
+                raise RequestError("with method cot, ask for several chains with 'n' (or use method "
+                                   "sc for a vote over 'samples')", "samples")
+            return Plan(None, dataclasses.replace(_cot_config(ns), stop=req.stop))
+        return Plan(make_runner(req.method, ns), None)
+    except LatentLocalError as exc:
+        raise RequestError(str(exc), _named_field(str(exc), options)) from None
+
+
+def _cot_config(ns: argparse.Namespace) -> CotConfig:
+    from latentlocal.methods.spec import check_positive, opt
+    from latentlocal.phases import DEFAULT_ANSWER_RESERVE
+    from latentlocal.sampling import SamplingConfig
+
+    max_tokens = opt(ns, "max_tokens", 512)
+    check_positive("max_tokens", max_tokens)
+    cfg = CotConfig(max_tokens=max_tokens, seed=opt(ns, "seed", 0),
+                    sampling=SamplingConfig(opt(ns, "temperature", 0.0), opt(ns, "top_k", 40),
+                                            opt(ns, "top_p", 0.95), opt(ns, "min_p", 0.05)),
+                    answer_reserve=opt(ns, "answer_reserve", DEFAULT_ANSWER_RESERVE))
+    cfg.budget  # noqa: B018 - validates the reserve
+    return cfg
+
+
+def _named_field(message: str, options: Mapping[str, Any]) -> str | None:
+    """The setting a registry message names (it names flags as ``--max-topk``)."""
+    for name in options:
+        if f"--{name.replace('_', '-')}" in message:
+            return name
+    return None

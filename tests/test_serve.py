@@ -1,0 +1,386 @@
+"""`latentlocal serve`: the real server (uvicorn on a free loopback port, in a thread) spoken to with
+the official `openai` client. Token budgets are tiny so the suite stays quick; every comparison
+is between two paths computed here (the server and the library, streamed and not)."""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import threading
+import time
+from collections.abc import Iterator
+
+import httpx
+import openai
+import pytest
+import uvicorn
+
+from latentlocal.engine import ChatMessage, Engine, Model
+from latentlocal.events import Summary, Token
+from latentlocal.methods.cot import CotConfig, run_cot
+from latentlocal.prompts import COT_SYSTEM, build_prompt, reasoning_format
+from latentlocal.server import ServerConfig, Service, create_app, is_loopback
+from latentlocal.server.choices import ChoiceText
+from thinkmodel import think_model_path
+
+Q = "What is 2 + 3?"
+MSG = [{"role": "user", "content": Q}]
+SEAL_VECTOR = "smollm2-135m-instruct.seal.gguf"  # shipped in vectors/
+
+
+@contextlib.contextmanager
+def running(engine: Engine, config: ServerConfig = ServerConfig()) -> Iterator[tuple[str, Service]]:
+    """A real server on a free loopback port; yields its base URL and its service."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    service = Service(engine, config)
+    server = uvicorn.Server(uvicorn.Config(create_app(service), host="127.0.0.1", port=port,
+                                           log_level="warning", lifespan="on"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 60
+    while not server.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "the server did not start"
+        time.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{port}", service
+    finally:
+        server.should_exit = True
+        thread.join(timeout=60)
+
+
+def wait_for(predicate, what: str, timeout: float = 120.0):
+    """Poll ``predicate`` until it returns something true (the tests wait for states)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
+@pytest.fixture(scope="module")
+def engine(smol_model):
+    e = Engine(smol_model, n_ctx=2048, n_seq_max=8, n_threads=2)
+    yield e
+    e.close()
+
+
+@pytest.fixture(scope="module")
+def think_engine(smol_path):
+    """The think-token copy of the bundled model: it never closes its thinking itself, so a
+    request with an answer reserve R and max_tokens M decodes at least M - R tokens, whatever
+    the model writes (no early end of text or answer line), which the tests of long jobs need."""
+    e = Engine(Model(think_model_path(smol_path)), n_ctx=2048, n_seq_max=4, n_threads=2)
+    yield e
+    e.close()
+
+
+LONG_JOB = {"max_tokens": 400, "extra_body": {"answer_reserve": 200}}  # >= 199 tokens on think_engine
+
+
+@pytest.fixture(scope="module")
+def server(engine):
+    with running(engine, ServerConfig(time_limit=120)) as (url, service):
+        yield url, service
+
+
+@pytest.fixture(scope="module")
+def client(server) -> openai.OpenAI:
+    return openai.OpenAI(base_url=server[0] + "/v1", api_key="unused", max_retries=0, timeout=300)
+
+
+def _stream(client, **kw):
+    """Streamed chat: (reasoning, content, finish reasons by choice, final chunk's latentlocal, usage)."""
+    reasoning: dict[int, str] = {}
+    content: dict[int, str] = {}
+    finish: dict[int, str] = {}
+    info = usage = None
+    for chunk in client.chat.completions.create(stream=True, stream_options={"include_usage": True}, **kw):
+        if chunk.usage is not None:
+            usage = chunk.usage
+        for ch in chunk.choices:
+            d = ch.delta
+            reasoning[ch.index] = reasoning.get(ch.index, "") + (getattr(d, "reasoning_content", None) or "")
+            content[ch.index] = content.get(ch.index, "") + (d.content or "")
+            if ch.finish_reason:
+                finish[ch.index] = ch.finish_reason
+                info = getattr(chunk, "latentlocal", None)
+    return reasoning, content, finish, info, usage
+
+
+def _lone_cot(engine, max_tokens: int) -> Summary:
+    events = list(run_cot(engine, [ChatMessage("user", Q)], CotConfig(max_tokens=max_tokens)))
+    return events[-1]
+
+
+# ---------------------------------------------------------------------------------------------
+# chat, streamed and not
+# ---------------------------------------------------------------------------------------------
+
+
+def test_cot_chat_is_the_library_run_streamed_or_not(server, client, smol_model):
+    """Catches a server that builds another prompt, seed or budget than `latentlocal run`, or
+    whose stream and whole answer disagree."""
+    reply = client.chat.completions.create(model="any", messages=MSG, max_tokens=8)
+    with Engine(smol_model, n_ctx=2048, n_seq_max=1, n_threads=2) as alone:
+        lone = _lone_cot(alone, 8)
+        prompt_len = len(alone.model.tokenize(build_prompt(alone.model, Q, COT_SYSTEM)))
+    choice = reply.choices[0]
+    assert choice.message.content == lone.text
+    assert reply.usage.prompt_tokens == prompt_len
+    assert reply.usage.completion_tokens == lone.generated_tokens
+    assert choice.finish_reason == ("length" if lone.finish_reason == "length" else "stop")
+    assert reply.latentlocal["method"] == "cot" and reply.latentlocal["answer"] == lone.answer
+    reasoning, content, finish, info, usage = _stream(client, model="any", messages=MSG, max_tokens=8)
+    assert content == {0: lone.text} and finish == {0: choice.finish_reason}
+    assert usage.completion_tokens == reply.usage.completion_tokens
+    assert info["generated_tokens"] == lone.generated_tokens
+
+
+METHODS = {
+    "soft-thinking": ({"max_topk": 3}, "cold_stop"),
+    "seal": ({"vector": SEAL_VECTOR}, "thoughts"),
+    "soft-reasoning": ({"candidates": 2, "rounds": 1, "dim": 4}, "rounds"),
+}
+
+
+@pytest.mark.parametrize("method", sorted(METHODS))
+def test_latent_methods_stream_what_they_answer(client, method):
+    """Each method's streamed text equals its whole answer (both greedy), and the response
+    carries the method's summary."""
+    settings, key = METHODS[method]
+    body = {"method": method, **settings}
+    reply = client.chat.completions.create(model="any", messages=MSG, max_tokens=8, extra_body=body)
+    msg = reply.choices[0].message
+    info = reply.latentlocal
+    assert info["method"] == method and key in info
+    assert reply.usage.completion_tokens == info["generated_tokens"] > 0
+    reasoning, content, finish, sinfo, _ = _stream(client, model="any", messages=MSG, max_tokens=8,
+                                                   extra_body=body)
+    assert content[0] == msg.content
+    assert reasoning[0] == (getattr(msg, "reasoning_content", None) or "")
+    assert finish[0] == reply.choices[0].finish_reason
+    assert sinfo["method"] == method
+
+
+def test_stop_strings_cut_the_content(server, client):
+    """The stop string ends the job as done, not as a cancelled one (the worker stops it early)."""
+    before = _jobs(server[0])
+    reply = client.chat.completions.create(model="any", messages=MSG, max_tokens=12, stop=[" "])
+    assert " " not in reply.choices[0].message.content
+    assert reply.choices[0].finish_reason == "stop"
+    assert reply.latentlocal["generated_tokens"] < 12  # the chain stopped when the content did
+    after = _jobs(server[0])
+    assert after["done"] == before["done"] + 1 and after["cancelled"] == before["cancelled"]
+
+
+def test_n_gives_chains_for_cot_and_samples_for_sc(client):
+    reply = client.chat.completions.create(model="any", messages=MSG, max_tokens=6, n=2, temperature=1.0)
+    assert [c.index for c in reply.choices] == [0, 1]
+    assert reply.usage.completion_tokens == sum(c["generated_tokens"] for c in reply.latentlocal["choices"])
+    sc = client.chat.completions.create(model="any", messages=MSG, max_tokens=6, n=3, extra_body={"method": "sc"})
+    assert len(sc.choices) == 3 and len(sc.latentlocal["answers"]) == 3
+
+
+def test_concurrent_cot_requests_share_decode_steps(server, client, engine, monkeypatch):
+    """Three clients at once: their chains are decoded in the same llama_decode steps."""
+    sizes: list[int] = []
+    real = engine.decode_step
+
+    def step(seqs, tokens=None, rows=None):
+        sizes.append(len(seqs))
+        return real(seqs, tokens=tokens, rows=rows)
+
+    monkeypatch.setattr(engine, "decode_step", step)
+    replies: list = [None] * 3
+    barrier = threading.Barrier(3)
+
+    def ask(i):
+        barrier.wait()
+        replies[i] = client.chat.completions.create(
+            model="any", max_tokens=10, messages=[{"role": "user", "content": f"What is {i} + 4?"}])
+
+    threads = [threading.Thread(target=ask, args=(i,)) for i in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert all(r is not None and r.choices[0].message.content for r in replies)
+    assert max(sizes) >= 2, f"no step decoded two requests together: {sizes}"
+
+
+# ---------------------------------------------------------------------------------------------
+# thinking models
+# ---------------------------------------------------------------------------------------------
+
+
+def test_thinking_goes_to_reasoning_content(think_engine):
+    """On a model with native think tokens the span before </think> is reasoning_content and the
+    rest content, streamed or not; </think> itself is in neither (the library run shows the split)."""
+    think = think_engine
+    fmt = reasoning_format(think.model)
+    events = list(run_cot(think, [ChatMessage("user", Q)], CotConfig(max_tokens=12, answer_reserve=4)))
+    tokens = [e for e in events if isinstance(e, Token)]
+    want_reasoning = "".join(t.text for t in tokens if t.phase == "think" and t.token_id != fmt.think_end_token)
+    want_content = "".join(t.text for t in tokens if t.phase == "answer")
+    assert want_reasoning and any(t.token_id == fmt.think_end_token for t in tokens)
+    with running(think) as (url, _):
+        c = openai.OpenAI(base_url=url + "/v1", api_key="x", max_retries=0)
+        body = {"answer_reserve": 4}
+        reply = c.chat.completions.create(model="m", messages=MSG, max_tokens=12, extra_body=body)
+        msg = reply.choices[0].message
+        assert msg.reasoning_content == want_reasoning and msg.content == want_content
+        assert "</think>" not in msg.content + msg.reasoning_content
+        reasoning, content, _, _, _ = _stream(c, model="m", messages=MSG, max_tokens=12, extra_body=body)
+        assert reasoning[0] == want_reasoning and content[0] == want_content
+
+
+# ---------------------------------------------------------------------------------------------
+# bad requests
+# ---------------------------------------------------------------------------------------------
+
+LONG = " ".join(["apple"] * 3000)
+BAD = [
+    ({"method": "telepathy"}, "method"),
+    ({"bogus_setting": 1}, "bogus_setting"),
+    ({"method": "soft-thinking", "max_topk": "many"}, "max_topk"),
+    ({"max_tokens": 0}, "max_tokens"),
+    ({"method": "seal", "vector": "../vectors/" + SEAL_VECTOR}, "vector"),
+    ({"method": "seal", "vector": "/etc/passwd"}, "vector"),
+    ({"method": "seal", "vector": "no-such-vector"}, "vector"),
+    ({"method": "soft-thinking", "n": 2}, "n"),
+    ({"messages": [{"role": "user", "content": LONG}]}, "messages"),
+    ({"messages": []}, "messages"),
+    ({"messages": [{"role": "tool", "content": "x"}]}, "messages[0].role"),
+    ({"tools": [{"type": "function", "function": {"name": "f"}}]}, "tools"),
+]
+
+
+@pytest.mark.parametrize("fields,param", BAD, ids=[p for _, p in BAD])
+def test_bad_requests_get_a_400_naming_the_field(server, client, fields, param):
+    body = {"model": "any", "messages": MSG, **fields}
+    r = httpx.post(server[0] + "/v1/chat/completions", json=body, timeout=120)
+    assert r.status_code == 400, r.text
+    err = r.json()["error"]
+    assert err["param"] == param and err["type"] == "invalid_request_error" and err["message"]
+    std = {k: v for k, v in body.items() if k in ("model", "messages", "max_tokens", "n", "tools")}
+    extra = {k: v for k, v in body.items() if k not in std}
+    with pytest.raises(openai.BadRequestError) as caught:  # and the client reports it as such
+        client.chat.completions.create(**std, extra_body=extra)
+    assert caught.value.body["param"] == param
+
+
+def test_not_json_and_unknown_routes(server):
+    r = httpx.post(server[0] + "/v1/chat/completions", content=b"{nope", timeout=30)
+    assert r.status_code == 400 and "JSON" in r.json()["error"]["message"]
+    r = httpx.get(server[0] + "/v1/embeddings", timeout=30)
+    assert r.status_code == 404 and "/v1/chat/completions" in r.json()["error"]["message"]
+
+
+# ---------------------------------------------------------------------------------------------
+# the API key, the queue, the time limit, disconnects
+# ---------------------------------------------------------------------------------------------
+
+
+def test_api_key_is_required_everywhere_but_health(smol_model):
+    with Engine(smol_model, n_ctx=512, n_seq_max=2, n_threads=2) as e, \
+            running(e, ServerConfig(api_key="s3cret")) as (url, _):
+        assert httpx.get(url + "/health").status_code == 200
+        for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "s3cret"}):
+            assert httpx.get(url + "/v1/models", headers=headers).status_code == 401
+            r = httpx.post(url + "/v1/chat/completions", json={"messages": MSG}, headers=headers)
+            assert r.status_code == 401 and r.json()["error"]["code"] == "invalid_api_key"
+        with pytest.raises(openai.AuthenticationError):
+            openai.OpenAI(base_url=url + "/v1", api_key="wrong", max_retries=0).models.list()
+        good = openai.OpenAI(base_url=url + "/v1", api_key="s3cret", max_retries=0)
+        assert [m.id for m in good.models.list()] == [smol_model.path.name]
+        assert good.chat.completions.create(model="m", messages=MSG, max_tokens=2).choices[0].message.content
+
+
+def _jobs(url: str) -> dict:
+    return httpx.get(url + "/health", timeout=30).json()["jobs"]
+
+
+def test_disconnect_cancels_the_job_and_the_next_request_starts(think_engine):
+    with running(think_engine) as (url, _):
+        c = openai.OpenAI(base_url=url + "/v1", api_key="x", max_retries=0)
+        stream = c.chat.completions.create(model="m", messages=MSG, stream=True, **LONG_JOB)
+        chunks = iter(stream)
+        next(chunks)
+        next(chunks)  # it is decoding
+        assert _jobs(url)["running"] == 1
+        stream.close()
+        wait_for(lambda: (j := _jobs(url))["cancelled"] == 1 and j["running"] == 0 and j["batched_sequences"] == 0,
+                 "the job to be cancelled")
+        reply = c.chat.completions.create(model="m", messages=MSG, max_tokens=2)
+        assert reply.usage.completion_tokens == 2
+        assert _jobs(url)["done"] == 1
+
+
+def test_full_queue_answers_503_with_retry_after(think_engine):
+    with running(think_engine, ServerConfig(queue_size=1, retry_after=7)) as (url, _):
+        c = openai.OpenAI(base_url=url + "/v1", api_key="x", max_retries=0)
+        # soft-thinking runs alone, so the request behind it waits in the queue
+        stream = c.chat.completions.create(model="m", messages=MSG, stream=True, max_tokens=400,
+                                           extra_body={"method": "soft-thinking", "answer_reserve": 200})
+        chunks = iter(stream)
+        next(chunks)
+        waiting = threading.Thread(target=lambda: c.chat.completions.create(model="m", messages=MSG, max_tokens=1))
+        waiting.start()
+        wait_for(lambda: _jobs(url)["queued"] == 1, "the second request to queue")
+        r = httpx.post(url + "/v1/chat/completions", json={"messages": MSG, "max_tokens": 1})
+        assert r.status_code == 503 and r.headers["retry-after"] == "7"
+        assert r.json()["error"]["code"] == "queue_full"
+        stream.close()
+        waiting.join(timeout=120)
+        assert not waiting.is_alive()
+        jobs = _jobs(url)
+        assert jobs["rejected"] == 1 and jobs["cancelled"] == 1 and jobs["done"] == 1
+
+
+@pytest.mark.parametrize("method", ["cot", "soft-thinking"])
+def test_time_limit_ends_a_request_with_length(think_engine, method):
+    """Batched (cot) or alone (soft-thinking): past the limit a request ends, finish 'length'."""
+    with running(think_engine, ServerConfig(time_limit=0.5)) as (url, _):
+        c = openai.OpenAI(base_url=url + "/v1", api_key="x", max_retries=0)
+        reply = c.chat.completions.create(model="m", messages=MSG, max_tokens=400,
+                                          extra_body={"method": method, "answer_reserve": 200})
+        assert reply.choices[0].finish_reason == "length"
+        assert reply.latentlocal["time_limit_s"] == 0.5
+        assert reply.latentlocal["generated_tokens"] < 199
+        assert _jobs(url)["timed_out"] == 1
+
+
+# ---------------------------------------------------------------------------------------------
+# pure parts
+# ---------------------------------------------------------------------------------------------
+
+
+def test_stop_string_split_across_tokens_is_never_sent(smol_model):
+    fmt = reasoning_format(smol_model)
+    ch = ChoiceText(["STOP"], fmt)
+    sent = [ch.push(Token(text=t, token_id=0))[1] for t in ["ab", "cS", "TO", "Pxyz"]]
+    assert "".join(sent) == "abc" and ch.content == "abc" and ch.stopped
+    ch = ChoiceText(["STOP"], fmt)
+    sent = [ch.push(Token(text=t, token_id=0))[1] for t in ["aS", "Tb"]] + [ch.flush()]
+    assert "".join(sent) == "aSTb" and not ch.stopped  # a prefix that did not become a stop string
+
+
+def test_loopback_addresses():
+    assert is_loopback("127.0.0.1") and is_loopback("::1") and is_loopback("localhost")
+    assert not is_loopback("0.0.0.0") and not is_loopback("192.168.1.10")
+
+
+def test_a_reachable_address_without_a_key_warns(engine, monkeypatch, capsys):
+    import latentlocal.server as srv
+
+    started = []
+    monkeypatch.setattr(uvicorn, "run", lambda app, host, port, log_level: started.append(host))
+    srv.serve(engine, ServerConfig(), host="0.0.0.0", port=1)
+    assert "without an API key" in capsys.readouterr().err
+    srv.serve(engine, ServerConfig(api_key="k"), host="0.0.0.0", port=1)
+    srv.serve(engine, ServerConfig(), host="127.0.0.1", port=1)
+    assert "warning" not in capsys.readouterr().err and started == ["0.0.0.0"] * 2 + ["127.0.0.1"]
