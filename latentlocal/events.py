@@ -122,6 +122,8 @@ class Summary:
     elapsed_s: float
     finish_reason: str
     extra: dict[str, Any] = field(default_factory=dict)
+    # the method's settings by option name, as the registry built it (empty for a direct call)
+    settings: dict[str, Any] = field(default_factory=dict)
 
     @property
     def tokens_per_s(self) -> float:

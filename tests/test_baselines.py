@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
+
 import numpy as np
 
 from latentlocal.answers import majority_vote
@@ -20,7 +22,7 @@ def test_greedy_self_consistency_chains_equal_greedy_cot(smol):
     """Batched parallel decoding over a shared prompt is exact on SmolLM2: every greedy chain
     decoded together equals the greedy chain decoded alone."""
     greedy = _ids(run_cot(smol, Q, CotConfig(max_tokens=40, stop_after_answer=False)))
-    cfg = SelfConsistencyConfig(samples=3, max_tokens=40, sampling=SamplingConfig(), stop_after_answer=False)
+    cfg = SelfConsistencyConfig(samples=3, max_tokens=40, **asdict(SamplingConfig()), stop_after_answer=False)
     events = list(run_self_consistency(smol, Q, cfg))
     for s in range(3):
         assert _ids(events, s) == greedy
@@ -74,9 +76,9 @@ def test_self_consistency_answers_with_the_majority(smol, monkeypatch):
 
 def test_sampled_cot_depends_on_the_seed(smol):
     sampling = SamplingConfig(temperature=1.0, top_k=50, top_p=0.95)
-    one = _ids(run_cot(smol, Q, CotConfig(max_tokens=20, sampling=sampling, seed=1)))
-    again = _ids(run_cot(smol, Q, CotConfig(max_tokens=20, sampling=sampling, seed=1)))
-    other = _ids(run_cot(smol, Q, CotConfig(max_tokens=20, sampling=sampling, seed=2)))
+    one = _ids(run_cot(smol, Q, CotConfig(max_tokens=20, **asdict(sampling), seed=1)))
+    again = _ids(run_cot(smol, Q, CotConfig(max_tokens=20, **asdict(sampling), seed=1)))
+    other = _ids(run_cot(smol, Q, CotConfig(max_tokens=20, **asdict(sampling), seed=2)))
     assert one == again and one != other
 
 
@@ -100,10 +102,10 @@ def test_the_shared_decoding_loop_matches_the_batched_one_and_cancels(smol):
     from latentlocal.methods.seal import SealConfig, run_seal
 
     sampling = SamplingConfig(temperature=0.9, top_k=40)
-    cot = CotConfig(max_tokens=24, sampling=sampling, seed=3, stop_after_answer=False)
-    sc = SelfConsistencyConfig(samples=1, max_tokens=24, sampling=sampling, seed=3, stop_after_answer=False)
+    cot = CotConfig(max_tokens=24, **asdict(sampling), seed=3, stop_after_answer=False)
+    sc = SelfConsistencyConfig(samples=1, max_tokens=24, **asdict(sampling), seed=3, stop_after_answer=False)
     seal = SealConfig(directions={5: np.zeros(smol.n_embd, np.float32)}, alpha=0.0, max_tokens=24,
-                      sampling=sampling, seed=3, stop_after_answer=False)
+                      **asdict(sampling), seed=3, stop_after_answer=False)
     batched = _ids(run_self_consistency(smol, Q, sc), 0)
     assert batched
     assert _ids(run_cot(smol, Q, cot)) == batched

@@ -16,11 +16,10 @@ import pytest
 
 from latentlocal.errors import LatentLocalError
 from latentlocal.events import Token
+from latentlocal.methods import registry
 from latentlocal.methods.soft_thinking import (
     ConceptFilter,
     SoftThinkingConfig,
-    _add_flags,
-    config_from_args,
     dirichlet_concept,
     moi_mixture,
     moi_raw_prior,
@@ -178,12 +177,12 @@ def test_settings_defaults_flags_and_validation():
     with pytest.raises(LatentLocalError, match="--dirichlet-on"):
         SoftThinkingConfig(noise="dirichlet", dirichlet_on="everywhere")
     parser = argparse.ArgumentParser()
-    _add_flags(parser)
+    registry.add_method_flags(parser)
     args = parser.parse_args(["--mix", "moi", "--moi-prior", "filtered", "--moi-beta", "2",
                               "--noise", "none", "--dirichlet-on", "kept"])
-    cfg = config_from_args(args)
+    cfg = registry.config_from_options("soft-thinking", registry.options_from_args("soft-thinking", args))
     assert (cfg.mix, cfg.moi_prior, cfg.moi_beta, cfg.dirichlet_on) == ("moi", "filtered", 2.0, "kept")
-    assert config_from_args(argparse.Namespace()).moi_prior == "raw"
+    assert registry.config_from_options("soft-thinking", {}).moi_prior == "raw"
 
 
 # ---------------------------------------------------------------------------------------------

@@ -104,8 +104,8 @@ def test_records_count_thoughts_from_text_when_the_method_does_not():
 
 def test_method_specs_parse_overrides():
     base = argparse.Namespace(temperature=None, samples=None, max_tokens=None)
-    label, name, args = runner_mod.parse_method_spec("sc:temperature=0.4;samples=3", base)
-    assert (label, name, args.temperature, args.samples) == ("sc:temperature=0.4;samples=3", "sc", 0.4, 3)
+    label, name, options = runner_mod.parse_method_spec("sc:temperature=0.4;samples=3", base)
+    assert (label, name, options) == ("sc:temperature=0.4;samples=3", "sc", {"temperature": 0.4, "samples": 3})
     assert base.temperature is None
     with pytest.raises(LatentLocalError, match="unknown option"):
         runner_mod.parse_method_spec("sc:colour=red", base)

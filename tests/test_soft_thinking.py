@@ -585,9 +585,9 @@ def test_registry_builds_the_method_from_flags():
         make_runner("st", argparse.Namespace(noise="gumbel", mix="moi"))
     with pytest.raises(LatentLocalError, match="--max-topk"):
         make_runner("soft-thinking", argparse.Namespace(max_topk=0))
-    from latentlocal.methods.soft_thinking import config_from_args
+    from latentlocal.methods.registry import config_from_options
 
-    cfg = config_from_args(argparse.Namespace(seed=0))
+    cfg = config_from_options("soft-thinking", {"seed": 0})
     assert (cfg.temperature, cfg.top_p, cfg.top_k, cfg.min_p, cfg.max_topk) == (0.6, 0.95, 30, 0.001, 10)
     assert (cfg.cold_stop_entropy, cfg.cold_stop_patience, cfg.noise, cfg.mix) == (0.01, 256, "none", "concept")
     assert cfg.answer_sampling.greedy

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from dataclasses import asdict
 
 import numpy as np
 import pytest
@@ -21,7 +22,7 @@ from latentlocal.events import PhaseChange, Summary, Token
 from latentlocal.markers import MarkerWatch
 from latentlocal.methods import swi_reasoning as swir
 from latentlocal.methods.cot import CotConfig, run_cot
-from latentlocal.methods.registry import canonical, make_runner, method_names
+from latentlocal.methods.registry import canonical, config_from_options, make_runner, method_names
 from latentlocal.methods.soft_thinking import forced_end_tokens
 from latentlocal.methods.swi_reasoning import (
     SwiReasoningConfig,
@@ -288,7 +289,7 @@ def test_explicit_only_is_chain_of_thought_token_for_token(smol):
     assert all(t.mode == "discrete" for t in _tokens(ex)) and ex[-1].extra["latent_tokens"] == 0
     for seed in (3, 4):
         sampled = SamplingConfig(temperature=0.6, top_k=20, top_p=0.95, min_p=0.0)
-        cot = list(run_cot(smol, Q, CotConfig(max_tokens=40, sampling=sampled, seed=seed), prompt=prompt))
+        cot = list(run_cot(smol, Q, CotConfig(max_tokens=40, **asdict(sampled), seed=seed), prompt=prompt))
         ex = list(run_swi_reasoning(smol, Q, SwiReasoningConfig(max_tokens=40, explicit_only=True, seed=seed),
                                     prompt=prompt))
         assert _ids(ex) == _ids(cot), seed
@@ -459,7 +460,7 @@ def test_bad_options_are_clear_errors(field, value, flag):
 
 def test_registry_defaults_are_the_codes():
     assert "swi-reasoning" in method_names() and canonical("swir") == canonical("SwiR") == "swi-reasoning"
-    cfg = swir.config_from_args(argparse.Namespace(seed=0))
+    cfg = config_from_options("swi-reasoning", {"seed": 0})
     assert (cfg.temperature, cfg.top_k, cfg.top_p, cfg.min_p) == (0.6, 20, 0.95, 0.0)
     assert (cfg.alpha, cfg.beta, cfg.window, cfg.max_switch_count, cfg.termination_max_tokens) == \
         (1.0, 0.7, 512, None, 32)
@@ -469,11 +470,11 @@ def test_registry_defaults_are_the_codes():
     from latentlocal.eval.runner import parse_method_spec
     from tui import forms
 
-    base = forms.build_parser().parse_args([])
-    label, method, args = parse_method_spec("swi-reasoning:max_switch_count=2;switch_window=8", base)
-    cfg = swir.config_from_args(args)
+    label, method, options = parse_method_spec("swi-reasoning:max_switch_count=2;switch_window=8",
+                                               argparse.Namespace())
+    cfg = config_from_options(method, options)
     assert method == "swi-reasoning" and (cfg.max_switch_count, cfg.window) == (2, 8)
-    fields = {f.dest: f for f in forms.fields_for("swi-reasoning")}
+    fields = {f.name: f for f in forms.fields_for("swi-reasoning")}
     assert fields["switch_window"].default_text == "512"
     assert fields["max_switch_count"].default_text.startswith("none")
     assert fields["swir_alpha"].default_text.startswith("1.0") and fields["explicit_only"].kind == "bool"

@@ -169,16 +169,18 @@ def test_config_written_by_the_old_writer_loads_the_same_and_rewrites_stably(hom
 def test_forms_follow_the_registry():
     for spec in registry.specs():
         fields = forms.fields_for(spec.name)
-        dests = [f.dest for f in fields]
+        dests = [f.name for f in fields]
         assert dests[:2] == ["max_tokens", "seed"], spec.name  # the shared group comes first
-    st = {f.dest: f for f in forms.fields_for("soft-thinking")}
+    st = {f.name: f for f in forms.fields_for("soft-thinking")}
     assert st["noise"].kind == "choice" and "gumbel" in st["noise"].choices
     assert st["cold_stop_patience"].default_text == "256"
-    ns = forms.namespace("soft-thinking", {"max_tokens": 7, "noise": "gumbel", "temperature": None})
-    assert ns.max_tokens == 7 and ns.noise == "gumbel" and ns.temperature is None
-    assert "samples" in [f.dest for f in forms.fields_for("sc")]
-    with pytest.raises(LatentLocalError):
-        forms.namespace("cot", {"max_tokens": "many"})
+    opts = forms.options("soft-thinking", {"max_tokens": 7, "noise": "gumbel", "temperature": None, "gone": 1})
+    assert opts == {"max_tokens": 7, "noise": "gumbel"}  # unset and no-longer-declared values left out
+    cfg = registry.config_from_options("soft-thinking", opts)
+    assert (cfg.max_tokens, cfg.noise, cfg.temperature) == (7, "gumbel", 0.6)
+    assert "samples" in [f.name for f in forms.fields_for("sc")]
+    with pytest.raises(LatentLocalError, match="--max-tokens takes a whole number"):
+        forms.make_runner("cot", {"max_tokens": forms.typed(st["max_tokens"], "many")})
 
 
 def test_pump_coalesces_tokens():
@@ -250,7 +252,7 @@ def test_run_each_method(home, engine, method):
         form = app.query_one("#run-form")
         await form.select_method(method)
         await pilot.pause()
-        present = {f.dest for f in form.fields}
+        present = {f.name for f in form.fields}
         for dest, value in SMALL.items():
             if dest in present:
                 form.set_value(dest, value)

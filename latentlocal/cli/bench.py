@@ -13,7 +13,7 @@ from latentlocal.errors import LatentLocalError
 from latentlocal.datasets import load_problems
 from latentlocal.eval.report import read_results, rebuild_report, write_report
 from latentlocal.eval.runner import parse_method_spec, run_bench
-from latentlocal.methods.registry import make_runner
+from latentlocal.methods.registry import runner_from_options
 from latentlocal.progress import ProgressBar
 
 
@@ -51,8 +51,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
     specs = [s for s in args.methods.split(",") if s.strip()]
     methods = []
     for spec in specs:
-        label, name, margs = parse_method_spec(spec, args)
-        methods.append((label, make_runner(name, margs)))  # validates options before the model loads
+        label, name, options = parse_method_spec(spec, args)
+        methods.append((label, runner_from_options(name, options)))  # checked before the model loads
     if len({m[0] for m in methods}) != len(methods):
         raise LatentLocalError("the same method spec is listed twice in --methods")
     engine = open_engine(args)

@@ -37,7 +37,8 @@ def engine_settings(args: argparse.Namespace) -> EngineSettings:
         n_ctx=args.n_ctx,
         n_threads=args.threads,
         n_seq_max=max(1, min(MAX_SEQUENCES, args.parallel)),
-        seed=getattr(args, "seed", _DEFAULTS.seed),
+        # --seed seeds the engine and the method; unset (None), the engine keeps its default
+        seed=_DEFAULTS.seed if getattr(args, "seed", None) is None else args.seed,
         verbose=args.verbose,
     )
 

@@ -8,7 +8,6 @@ label in ``results.jsonl`` and in the report.
 from __future__ import annotations
 
 import argparse
-import copy
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -27,35 +26,25 @@ from latentlocal.progress import ProgressBar
 _KEEP_TYPES = (int, float, str, bool, type(None))
 
 
-def parse_method_spec(spec: str, base: argparse.Namespace) -> tuple[str, str, argparse.Namespace]:
-    """``name:key=value;...`` -> (label, canonical name, a copy of ``base`` with the overrides)."""
-    from latentlocal.methods.registry import canonical
+def parse_method_spec(spec: str, base: argparse.Namespace) -> tuple[str, str, dict[str, Any]]:
+    """``name:key=value;...`` -> (label, canonical name, the method's options: those set on the
+    command line, then the label's, each typed and checked by the method's settings)."""
+    from latentlocal.methods.registry import canonical, options_from_args, parse_options
 
     label = spec.strip()
     name, _, rest = label.partition(":")
     method = canonical(name)
-    args = copy.copy(base)
+    overrides: dict[str, str] = {}
     for item in filter(None, (x.strip() for x in rest.split(";"))):
         key, eq, raw = item.partition("=")
         if not eq:
             raise LatentLocalError(f"method option {item!r} in {spec!r} needs the form key=value")
-        attr = key.strip().replace("-", "_")
-        if not hasattr(base, attr):
-            raise LatentLocalError(f"unknown option {key!r} in {spec!r}; use the long flag name, e.g. temperature")
-        setattr(args, attr, _parse_value(raw.strip()))
-    return label, method, args
-
-
-def _parse_value(raw: str) -> Any:
-    low = raw.lower()
-    if low in ("true", "false"):
-        return low == "true"
-    for kind in (int, float):
-        try:
-            return kind(raw)
-        except ValueError:
-            pass
-    return raw
+        overrides[key.strip()] = raw.strip()
+    try:
+        options = {**options_from_args(method, base), **parse_options(method, overrides)}
+    except LatentLocalError as exc:
+        raise LatentLocalError(f"in {spec!r}: {exc}") from None
+    return label, method, options
 
 
 def record_for(label: str, problem: Problem, summary: Summary, wall_s: float) -> dict[str, Any]:
@@ -77,6 +66,8 @@ def record_for(label: str, problem: Problem, summary: Summary, wall_s: float) ->
             for sub, v in val.items():
                 if isinstance(v, _KEEP_TYPES) and f"{key}.{sub}" not in rec:
                     rec[f"{key}.{sub}"] = v
+    if summary.settings:
+        rec["settings"] = dict(summary.settings)  # the method's settings as run, one JSON object
     if "thoughts" not in summary.extra:
         # Methods that do not segment while decoding get SEAL's counts from their text, so a
         # report can put unsteered and steered thought counts side by side.

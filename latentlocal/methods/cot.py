@@ -6,9 +6,10 @@ answer extraction with the methods.
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -17,7 +18,8 @@ from latentlocal.answers import majority_vote
 from latentlocal.engine import Engine, TextStream
 from latentlocal.events import Event, PhaseChange, SequenceDone, Summary, Token
 from latentlocal.markers import AnswerLineWatch
-from latentlocal.methods.spec import MethodSpec, check_positive, opt
+from latentlocal.methods import settings
+from latentlocal.methods.spec import MethodSpec
 from latentlocal.phases import DEFAULT_ANSWER_RESERVE, Budget, ThinkTracker, final_answer, fitted
 from latentlocal.prompts import ANSWER_MARKER, COT_SYSTEM, ReasoningFormat, build_prompt, reasoning_format
 from latentlocal.sampling import SamplingConfig, sample_token
@@ -25,14 +27,28 @@ from latentlocal.sampling import SamplingConfig, sample_token
 
 @dataclass(frozen=True)
 class CotConfig:
-    max_tokens: int = 512
-    sampling: SamplingConfig = SamplingConfig()
-    seed: int | None = None
+    # chains decoded; more than one is self-consistency (the registry runs sc with sc's defaults)
+    samples: int = settings.setting(1, help="chains decoded; more than 1 runs self-consistency (sc)",
+                                    bounds=settings.at_least(1))
+    max_tokens: int = settings.max_tokens(512)
+    temperature: float = settings.temperature(0.0)
+    top_k: int = settings.top_k(40)
+    top_p: float = settings.top_p(0.95)
+    min_p: float = settings.min_p(0.05)
+    seed: int | None = settings.seed()
+    answer_reserve: int = settings.answer_reserve(DEFAULT_ANSWER_RESERVE)  # thinking models: answer room
     stop: tuple[str, ...] = ()
     stop_after_answer: bool = True
     system: str | None = COT_SYSTEM
     answer_marker: str = ANSWER_MARKER
-    answer_reserve: int = DEFAULT_ANSWER_RESERVE  # thinking models: positions kept for the answer
+
+    def __post_init__(self) -> None:
+        settings.validate(self)
+        self.budget  # noqa: B018 - the reserve against max_tokens
+
+    @functools.cached_property
+    def sampling(self) -> SamplingConfig:
+        return SamplingConfig(self.temperature, self.top_k, self.top_p, self.min_p)
 
     @property
     def budget(self) -> Budget:
@@ -41,15 +57,26 @@ class CotConfig:
 
 @dataclass(frozen=True)
 class SelfConsistencyConfig:
-    samples: int = 5
-    max_tokens: int = 512
-    sampling: SamplingConfig = SamplingConfig(temperature=0.8, top_k=40, top_p=0.95, min_p=0.05)
-    seed: int | None = None
+    samples: int = settings.setting(5, help="self-consistency chains", bounds=settings.at_least(1))
+    max_tokens: int = settings.max_tokens(512)
+    temperature: float = settings.temperature(0.8)
+    top_k: int = settings.top_k(40)
+    top_p: float = settings.top_p(0.95)
+    min_p: float = settings.min_p(0.05)
+    seed: int | None = settings.seed()
+    answer_reserve: int = settings.answer_reserve(DEFAULT_ANSWER_RESERVE)
     stop: tuple[str, ...] = ()
     stop_after_answer: bool = True
     system: str | None = COT_SYSTEM
     answer_marker: str = ANSWER_MARKER
-    answer_reserve: int = DEFAULT_ANSWER_RESERVE
+
+    def __post_init__(self) -> None:
+        settings.validate(self)
+        self.budget  # noqa: B018 - the reserve against max_tokens
+
+    @functools.cached_property
+    def sampling(self) -> SamplingConfig:
+        return SamplingConfig(self.temperature, self.top_k, self.top_p, self.min_p)
 
     @property
     def budget(self) -> Budget:
@@ -268,49 +295,12 @@ def run_self_consistency(
 # ---------------------------------------------------------------------------------------------
 
 
-def _cot_from_args(args) -> Callable:
-    samples = opt(args, "samples", 1)
-    if samples > 1:
-        return _sc_from_args(args)
-    max_tokens = opt(args, "max_tokens", 512)
-    check_positive("max_tokens", max_tokens)
-    sampling = SamplingConfig(
-        temperature=opt(args, "temperature", 0.0),
-        top_k=opt(args, "top_k", 40),
-        top_p=opt(args, "top_p", 0.95),
-        min_p=opt(args, "min_p", 0.05),
-    )
-    cfg = CotConfig(max_tokens=max_tokens, sampling=sampling, seed=opt(args, "seed", 0),
-                    answer_reserve=opt(args, "answer_reserve", DEFAULT_ANSWER_RESERVE))
-    cfg.budget  # noqa: B018 - validates the reserve before the model loads
-    return lambda engine, q, cancel=None: run_cot(engine, q, cfg, cancel)
-
-
-def _sc_from_args(args) -> Callable:
-    max_tokens = opt(args, "max_tokens", 512)
-    check_positive("max_tokens", max_tokens)
-    samples = opt(args, "samples", 5)
-    check_positive("samples", samples)
-    sampling = SamplingConfig(
-        temperature=opt(args, "temperature", 0.8),
-        top_k=opt(args, "top_k", 40),
-        top_p=opt(args, "top_p", 0.95),
-        min_p=opt(args, "min_p", 0.05),
-    )
-    cfg = SelfConsistencyConfig(samples=samples, max_tokens=max_tokens, sampling=sampling,
-                                seed=opt(args, "seed", 0),
-                                answer_reserve=opt(args, "answer_reserve", DEFAULT_ANSWER_RESERVE))
-    cfg.budget  # noqa: B018 - validates the reserve before the model loads
-    return lambda engine, q, cancel=None: run_self_consistency(engine, q, cfg, cancel)
-
-
-def _add_cot_flags(g) -> None:
-    g.add_argument("--samples", type=int, default=None,
-                   help="self-consistency chains (default 5; with --method cot, N > 1 switches to it)")
-
-
 METHODS: list[MethodSpec] = [
-    MethodSpec("cot", "chain of thought, greedy unless --temperature > 0", _cot_from_args, _add_cot_flags),
-    MethodSpec("sc", "self-consistency: sampled chains in parallel, majority vote", _sc_from_args,
+    MethodSpec("cot", "CoT (greedy)", "chain of thought, greedy unless --temperature > 0", CotConfig,
+               lambda cfg: lambda engine, q, cancel=None: run_cot(engine, q, cfg, cancel),
+               delegate=lambda options: "sc" if options.get("samples", CotConfig.samples) > 1 else None),
+    MethodSpec("sc", "Self-consistency", "self-consistency: sampled chains in parallel, majority vote",
+               SelfConsistencyConfig,
+               lambda cfg: lambda engine, q, cancel=None: run_self_consistency(engine, q, cfg, cancel),
                aliases=("self-consistency",)),
 ]

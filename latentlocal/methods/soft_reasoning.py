@@ -27,7 +27,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -38,8 +38,9 @@ from latentlocal.engine import ChatMessage, Engine, TextStream
 from latentlocal.errors import LatentLocalError
 from latentlocal.events import CandidateResult, Event, Notice, PhaseChange, Round, SequenceDone, Summary, Token
 from latentlocal.markers import AnswerLineWatch
+from latentlocal.methods import settings
 from latentlocal.methods.cot import _Stream
-from latentlocal.methods.spec import MethodSpec, check_positive, opt
+from latentlocal.methods.spec import MethodSpec
 from latentlocal.parity import check_embedding_input
 from latentlocal.phases import DEFAULT_ANSWER_RESERVE, Budget, final_answer, fitted, split_thinking
 from latentlocal.prompts import (
@@ -57,25 +58,33 @@ log = logging.getLogger(__name__)
 VERIFIER_SYSTEM = "You check solutions to math problems carefully and decide which final answer is right."
 
 
+SPACES = ("subspace", "around-token")
+
+
 @dataclass(frozen=True)
 class SoftReasoningConfig:
-    candidates: int = 5
-    rounds: int = 5
-    space: str = "subspace"  # or "around-token"
-    dim: int = 50
+    candidates: int = settings.setting(5, help="candidates per round", bounds=settings.at_least(1))
+    rounds: int = settings.setting(5, help="optimiser rounds at most", bounds=settings.at_least(1))
+    space: str = settings.setting("subspace", choices=SPACES,
+                                  help="search space: subspace (GP over u) or around-token (paper, random)")
+    dim: int = settings.setting(50, help="subspace dimension d", bounds=settings.at_least(1))
     # At 0.5 Qwen2.5-0.5B's greedy continuation ignored 90% of perturbations (the same text within
     # 32 tokens) and SmolLM2's 43%, leaving the search nothing to choose from; at 2.0, 26% and 4%
     # (SVAMP dev [430:440), a tuning slice no table reports).
-    sigma: float = 2.0
-    verifier_weight: float = 1.0
-    coherence_weight: float = 1.0
-    max_tokens: int = 300
-    answer_reserve: int = DEFAULT_ANSWER_RESERVE  # thinking models: each candidate's answer room
+    sigma: float = settings.setting(2.0, help="perturbation size relative to |e_z|", bounds=settings.positive())
+    verifier_weight: float = settings.setting(1.0, help="reward weight of verifier agreement")
+    coherence_weight: float = settings.setting(1.0, help="reward weight of coherence")
+    max_tokens: int = settings.max_tokens(300)
+    answer_reserve: int = settings.answer_reserve(DEFAULT_ANSWER_RESERVE)  # each candidate's answer room
     verifier_max_tokens: int = 160
     min_improvement: float = 0.01
     reuse_prefix: int = 24
-    seed: int = 0
+    seed: int = settings.seed(0)
     system: str | None = COT_SYSTEM
+
+    def __post_init__(self) -> None:
+        settings.validate(self)
+        Budget(self.max_tokens, self.answer_reserve)  # the reserve against max_tokens
 
 
 @dataclass
@@ -95,12 +104,7 @@ class _Cand:
 
 
 def _check(cfg: SoftReasoningConfig, engine: Engine) -> None:
-    if cfg.space not in ("subspace", "around-token"):
-        raise LatentLocalError(f"--space must be subspace or around-token, not {cfg.space!r}")
-    if cfg.candidates < 1 or cfg.rounds < 1 or cfg.dim < 1 or cfg.max_tokens < 1:
-        raise LatentLocalError("--candidates, --rounds, --dim and --max-tokens must be at least 1")
-    if cfg.sigma <= 0:
-        raise LatentLocalError(f"--sigma must be positive, not {cfg.sigma}")
+    # the settings themselves were checked when the config was made (settings.validate)
     if cfg.candidates + 2 > engine.n_seq_max:
         raise LatentLocalError(
             f"{cfg.candidates} candidates need {cfg.candidates + 2} parallel sequences, this engine "
@@ -423,37 +427,9 @@ def run_soft_reasoning(
 # ---------------------------------------------------------------------------------------------
 
 
-def _from_args(args) -> Callable:
-    cfg = SoftReasoningConfig(
-        candidates=opt(args, "candidates", 5),
-        rounds=opt(args, "rounds", 5),
-        space=opt(args, "space", "subspace"),
-        dim=opt(args, "dim", 50),
-        sigma=opt(args, "sigma", SoftReasoningConfig.sigma),
-        verifier_weight=opt(args, "verifier_weight", 1.0),
-        coherence_weight=opt(args, "coherence_weight", 1.0),
-        max_tokens=opt(args, "max_tokens", 300),
-        answer_reserve=opt(args, "answer_reserve", DEFAULT_ANSWER_RESERVE),
-        seed=opt(args, "seed", 0),
-    )
-    Budget(cfg.max_tokens, cfg.answer_reserve)  # validates the reserve before the model loads
-    for name in ("candidates", "rounds", "dim", "sigma", "max_tokens"):
-        check_positive(name, getattr(cfg, name))
-    if cfg.space not in ("subspace", "around-token"):
-        raise LatentLocalError(f"--space must be subspace or around-token, not {cfg.space!r}")
-    return lambda engine, q, cancel=None: run_soft_reasoning(engine, q, cfg, cancel)
-
-
-def _add_flags(g) -> None:
-    g.add_argument("--candidates", type=int, default=None, help="candidates per round (default 5)")
-    g.add_argument("--rounds", type=int, default=None, help="optimiser rounds at most (default 5)")
-    g.add_argument("--space", choices=("subspace", "around-token"), default=None,
-                   help="search space: subspace (GP over u, default) or around-token (paper, random)")
-    g.add_argument("--dim", type=int, default=None, help="subspace dimension d (default 50)")
-    g.add_argument("--sigma", type=float, default=None, help="perturbation size relative to |e_z| (default 2)")
-    g.add_argument("--verifier-weight", type=float, default=None, help="reward weight of verifier agreement (1)")
-    g.add_argument("--coherence-weight", type=float, default=None, help="reward weight of coherence (1)")
-
-
-METHODS: list[MethodSpec] = [MethodSpec("soft-reasoning", "first-position embeddings searched by GP/EI, verifier + coherence",
-                   _from_args, _add_flags, aliases=("sr",))]
+METHODS: list[MethodSpec] = [
+    MethodSpec("soft-reasoning", "Soft Reasoning", "first-position embeddings searched by GP/EI, verifier + coherence",
+               SoftReasoningConfig,
+               lambda cfg: lambda engine, q, cancel=None: run_soft_reasoning(engine, q, cfg, cancel),
+               aliases=("sr",)),
+]

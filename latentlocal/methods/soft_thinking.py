@@ -109,7 +109,8 @@ from latentlocal.engine import Engine, TextStream
 from latentlocal.errors import LatentLocalError
 from latentlocal.events import ColdStop, Event, PhaseChange, Summary, Token
 from latentlocal.markers import AnswerLineWatch, MarkerWatch
-from latentlocal.methods.spec import MethodSpec, opt
+from latentlocal.methods import settings
+from latentlocal.methods.spec import MethodSpec
 from latentlocal.parity import check_embedding_input
 from latentlocal.phases import DEFAULT_ANSWER_RESERVE, Budget, final_answer, fitted
 from latentlocal.prompts import ANSWER_MARKER, COT_SYSTEM, ReasoningFormat, build_prompt, reasoning_format
@@ -128,26 +129,41 @@ _CUT_NATS = 30.0
 class SoftThinkingConfig:
     """Defaults are the paper's (QwQ-32B): T 0.6, top-p 0.95, top-k 30, min-p 0.001, max_topk 10."""
 
-    max_tokens: int = 512
-    temperature: float = 0.6
-    top_k: int = 30
-    top_p: float = 0.95
-    min_p: float = 0.001
-    max_topk: int = 10
-    cold_stop_entropy: float = 0.01   # nats; 0 switches Cold Stop off
-    cold_stop_patience: int = 256     # consecutive steps; 0 switches Cold Stop off
-    noise: str = "none"               # none | gumbel | dirichlet
-    gumbel_tau: float = 0.5
-    dirichlet_alpha: float = 1.0
-    dirichlet_on: str = "filtered"    # filtered (before max_topk, as the official code) | kept
-    mix: str = "concept"              # concept | moi
-    moi_beta: float = 1.0
+    max_tokens: int = settings.max_tokens(512)
+    temperature: float = settings.temperature(
+        0.6, bounds=settings.positive(), why="for soft thinking (the concept weights are softmax(logits / T))")
+    top_k: int = settings.top_k(30)
+    top_p: float = settings.top_p(0.95)
+    min_p: float = settings.min_p(0.001)
+    max_topk: int = settings.setting(10, help="tokens mixed into each concept", bounds=settings.at_least(1))
+    cold_stop_entropy: float = settings.setting(
+        0.01, help="Cold Stop entropy threshold in nats (0 = off)", bounds=settings.at_least(0), why="(0 = off)")
+    cold_stop_patience: int = settings.setting(
+        256, help="consecutive low-entropy steps before Cold Stop (0 = off)", bounds=settings.at_least(0),
+        why="(0 = off)")
+    noise: str = settings.setting("none", help="randomness on the concept weights", choices=NOISES)
+    gumbel_tau: float = settings.setting(0.5, help="Gumbel-softmax temperature", bounds=settings.positive())
+    dirichlet_alpha: float = settings.setting(
+        1.0, help="Dirichlet concentration: w' ~ Dir(alpha * w) (larger = less noise)", bounds=settings.positive())
+    dirichlet_on: str = settings.setting(
+        "filtered", choices=DIRICHLET_ON,
+        help="Dirichlet noise over the whole filtered distribution before --max-topk, as the official code "
+             "(filtered), or over the --max-topk kept weights (kept)")
+    mix: str = settings.setting("concept", help="concept (soft thinking) or moi (Mixture of Inputs)", choices=MIXES)
+    moi_beta: float = settings.setting(1.0, help="Mixture of Inputs beta", bounds=settings.at_least(0))
     moi_top_k: int = 20
-    moi_prior: str = "raw"            # raw (the MoI reference's top-20 raw logits) | filtered
-    think_budget: int = 0             # thinking steps; 0 = no budget
-    answer_reserve: int = DEFAULT_ANSWER_RESERVE  # native </think> models: positions kept for the answer
-    answer_temperature: float = 0.0   # 0 = greedy answer
-    seed: int | None = None
+    moi_prior: str = settings.setting(
+        "raw", choices=MOI_PRIORS,
+        help="Mixture of Inputs prior: the reference's softmax of the top-20 raw logits (raw) or the "
+             "temperature-sharpened, filtered concept candidates (filtered, the earlier form)")
+    think_budget: int = settings.setting(
+        0, help="end thinking after this many steps (0 = no budget; thinking models also stop at "
+                "--max-tokens minus --answer-reserve)", bounds=settings.at_least(0), why="(0 = no budget)")
+    answer_reserve: int = settings.answer_reserve(DEFAULT_ANSWER_RESERVE)  # native </think> models
+    answer_temperature: float = settings.setting(
+        0.0, help="temperature of the discrete answer (0 = greedy)", bounds=settings.at_least(0),
+        why="(0 = greedy)")
+    seed: int | None = settings.seed()
     stop_after_answer: bool = True
     system: str | None = COT_SYSTEM
     answer_marker: str = ANSWER_MARKER
@@ -155,53 +171,14 @@ class SoftThinkingConfig:
     onehot_tokens: bool = True        # feed a one-candidate concept as its token id (same input)
 
     def __post_init__(self) -> None:
-        def bad(flag: str, value: object, why: str) -> LatentLocalError:
-            return LatentLocalError(f"--{flag} {why}, not {value}")
-
-        if self.max_tokens <= 0:
-            raise bad("max-tokens", self.max_tokens, "must be positive")
-        if not self.temperature > 0:
-            raise bad("temperature", self.temperature,
-                      "must be positive for soft thinking (the concept weights are softmax(logits / T))")
-        if self.top_k < 0:
-            raise bad("top-k", self.top_k, "must be 0 (off) or positive")
-        if not 0.0 < self.top_p <= 1.0:
-            raise bad("top-p", self.top_p, "must lie in (0, 1]")
-        if not 0.0 <= self.min_p < 1.0:
-            raise bad("min-p", self.min_p, "must lie in [0, 1)")
-        if self.max_topk < 1:
-            raise bad("max-topk", self.max_topk, "must be at least 1")
-        if self.cold_stop_entropy < 0:
-            raise bad("cold-stop-entropy", self.cold_stop_entropy, "must be >= 0 (0 = off)")
-        if self.cold_stop_patience < 0:
-            raise bad("cold-stop-patience", self.cold_stop_patience, "must be >= 0 (0 = off)")
-        if self.noise not in NOISES:
-            raise bad("noise", self.noise, f"must be one of {', '.join(NOISES)}")
-        if not self.gumbel_tau > 0:
-            raise bad("gumbel-tau", self.gumbel_tau, "must be positive")
-        if not self.dirichlet_alpha > 0:
-            raise bad("dirichlet-alpha", self.dirichlet_alpha, "must be positive")
-        if self.dirichlet_on not in DIRICHLET_ON:
-            raise bad("dirichlet-on", self.dirichlet_on, f"must be one of {', '.join(DIRICHLET_ON)}")
-        if self.mix not in MIXES:
-            raise bad("mix", self.mix, f"must be one of {', '.join(MIXES)}")
+        settings.validate(self)
         if self.mix == "moi" and self.noise != "none":
             raise LatentLocalError(
                 f"--noise {self.noise} and --mix moi do not combine: Mixture of Inputs samples its own "
                 "token; pick one"
             )
-        if self.moi_beta < 0:
-            raise bad("moi-beta", self.moi_beta, "must be >= 0")
         if self.moi_top_k < 2:
-            raise bad("moi-top-k", self.moi_top_k, "must be at least 2")
-        if self.moi_prior not in MOI_PRIORS:
-            raise bad("moi-prior", self.moi_prior, f"must be one of {', '.join(MOI_PRIORS)}")
-        if self.think_budget < 0:
-            raise bad("think-budget", self.think_budget, "must be >= 0 (0 = no budget)")
-        if self.answer_reserve < 0:
-            raise bad("answer-reserve", self.answer_reserve, "must be >= 0")
-        if self.answer_temperature < 0:
-            raise bad("answer-temperature", self.answer_temperature, "must be >= 0 (0 = greedy)")
+            raise LatentLocalError(f"moi_top_k must be at least 2, not {self.moi_top_k}")
 
     @property
     def answer_sampling(self) -> SamplingConfig:
@@ -622,72 +599,13 @@ def run_soft_thinking(
 # ---------------------------------------------------------------------------------------------
 
 
-def config_from_args(args) -> SoftThinkingConfig:
-    """A validated config from parsed CLI options (shared flags fall back to the paper's values)."""
-    budget = opt(args, "think_budget", 0)
-    return SoftThinkingConfig(
-        max_tokens=opt(args, "max_tokens", 512),
-        temperature=opt(args, "temperature", 0.6),
-        top_k=opt(args, "top_k", 30),
-        top_p=opt(args, "top_p", 0.95),
-        min_p=opt(args, "min_p", 0.001),
-        max_topk=opt(args, "max_topk", 10),
-        cold_stop_entropy=opt(args, "cold_stop_entropy", 0.01),
-        cold_stop_patience=opt(args, "cold_stop_patience", 256),
-        noise=opt(args, "noise", "none"),
-        gumbel_tau=opt(args, "gumbel_tau", 0.5),
-        dirichlet_alpha=opt(args, "dirichlet_alpha", 1.0),
-        dirichlet_on=opt(args, "dirichlet_on", "filtered"),
-        mix=opt(args, "mix", "concept"),
-        moi_beta=opt(args, "moi_beta", 1.0),
-        moi_prior=opt(args, "moi_prior", "raw"),
-        think_budget=budget,
-        answer_reserve=opt(args, "answer_reserve", DEFAULT_ANSWER_RESERVE),
-        answer_temperature=opt(args, "answer_temperature", 0.0),
-        seed=opt(args, "seed", 0),
-    )
-
-
-def _from_args(args) -> Callable:
-    cfg = config_from_args(args)
-    return lambda engine, q, cancel=None: run_soft_thinking(engine, q, cfg, cancel)
-
-
-def _add_flags(g) -> None:
-    g.add_argument("--max-topk", type=int, default=None,
-                   help="tokens mixed into each concept (default 10)")
-    g.add_argument("--cold-stop-entropy", type=float, default=None,
-                   help="Cold Stop entropy threshold in nats (default 0.01; 0 = off)")
-    g.add_argument("--cold-stop-patience", type=int, default=None,
-                   help="consecutive low-entropy steps before Cold Stop (default 256; 0 = off)")
-    g.add_argument("--noise", choices=NOISES, default=None,
-                   help="randomness on the concept weights (default none)")
-    g.add_argument("--gumbel-tau", type=float, default=None, help="Gumbel-softmax temperature (default 0.5)")
-    g.add_argument("--dirichlet-alpha", type=float, default=None,
-                   help="Dirichlet concentration: w' ~ Dir(alpha * w) (default 1.0; larger = less noise)")
-    g.add_argument("--mix", choices=MIXES, default=None,
-                   help="concept (soft thinking) or moi (Mixture of Inputs) (default concept)")
-    g.add_argument("--dirichlet-on", choices=DIRICHLET_ON, default=None,
-                   help="Dirichlet noise over the whole filtered distribution before --max-topk, as the "
-                        "official code (filtered, default), or over the --max-topk kept weights (kept)")
-    g.add_argument("--moi-beta", type=float, default=None, help="Mixture of Inputs beta (default 1.0)")
-    g.add_argument("--moi-prior", choices=MOI_PRIORS, default=None,
-                   help="Mixture of Inputs prior: the reference's softmax of the top-20 raw logits (raw, "
-                        "default) or the temperature-sharpened, filtered concept candidates (filtered, "
-                        "the earlier form)")
-    g.add_argument("--think-budget", type=int, default=None,
-                   help="end thinking after this many steps (default 0 = no budget; thinking models "
-                        "also stop at --max-tokens minus --answer-reserve)")
-    g.add_argument("--answer-temperature", type=float, default=None,
-                   help="temperature of the discrete answer (default 0 = greedy)")
-
-
 METHODS: list[MethodSpec] = [
     MethodSpec(
         "soft-thinking",
+        "Soft Thinking",
         "Soft Thinking: concept tokens (embedding mixtures) while thinking, Cold Stop, discrete answer",
-        _from_args,
-        _add_flags,
+        SoftThinkingConfig,
+        lambda cfg: lambda engine, q, cancel=None: run_soft_thinking(engine, q, cfg, cancel),
         aliases=("st",),
     ),
 ]

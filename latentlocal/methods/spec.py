@@ -1,4 +1,4 @@
-"""What a method module hands the registry (``MethodSpec``), and the option helpers its ``from_args`` uses.
+"""What a method module hands the registry: a ``MethodSpec`` naming its settings dataclass.
 
 Below the method modules and the registry both: a method imports this, never the registry that
 imports it.
@@ -7,12 +7,13 @@ imports it.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from latentlocal.errors import LatentLocalError
 from latentlocal.events import Event
+from latentlocal.methods import settings
+from latentlocal.methods.settings import Setting
 
 Runner = Callable[[Any, str, "threading.Event | None"], Iterator[Event]]
 
@@ -20,23 +21,14 @@ Runner = Callable[[Any, str, "threading.Event | None"], Iterator[Event]]
 @dataclass(frozen=True)
 class MethodSpec:
     name: str
+    title: str                      # how the TUI lists it
     description: str
-    from_args: Callable[[Any], Runner]
-    add_flags: Callable[[Any], None] | None = None
+    config: type                    # the frozen dataclass whose setting() fields are the options
+    build: Callable[[Any], Runner]  # a validated config -> runner
     aliases: tuple[str, ...] = ()
+    # another method to run instead, chosen from the parsed options (cot with samples > 1 is sc)
+    delegate: Callable[[Mapping[str, Any]], str | None] | None = None
 
-
-def opt(args: Any, name: str, default: Any) -> Any:
-    """``args.name`` unless unset (None or absent), else the method's own default."""
-    v = getattr(args, name, None)
-    return default if v is None else v
-
-
-def check_positive(name: str, value: float) -> None:
-    if value <= 0:
-        raise LatentLocalError(f"--{name.replace('_', '-')} must be positive, not {value}")
-
-
-def check_range(name: str, value: float, lo: float, hi: float) -> None:
-    if not lo <= value <= hi:
-        raise LatentLocalError(f"--{name.replace('_', '-')} must lie in [{lo}, {hi}], not {value}")
+    @property
+    def settings(self) -> tuple[Setting, ...]:
+        return settings.settings_of(self.config)

@@ -118,12 +118,12 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from latentlocal.engine import Engine
-from latentlocal.errors import LatentLocalError
 from latentlocal.events import Event, PhaseChange, Summary, Token
 from latentlocal.markers import MarkerWatch
+from latentlocal.methods import settings
 from latentlocal.methods.cot import _Stream
 from latentlocal.methods.soft_thinking import ConceptFilter, forced_end_tokens
-from latentlocal.methods.spec import MethodSpec, opt
+from latentlocal.methods.spec import MethodSpec
 from latentlocal.parity import check_embedding_input
 from latentlocal.phases import DEFAULT_ANSWER_RESERVE, Budget, final_answer, fitted
 from latentlocal.prompts import ANSWER_MARKER, COT_SYSTEM, build_prompt, reasoning_format
@@ -165,22 +165,37 @@ class SwiReasoningConfig:
     """Defaults are the code's (run.py:574-583, gu:232-241): T 0.6, top-p 0.95, top-k 20,
     min-p 0, alpha 1.0, beta 0.7, window 512, no switch cap, 32 termination tokens."""
 
-    max_tokens: int = 512
-    temperature: float = 0.6          # 0 = greedy (the code's --no-do_sample)
-    top_k: int = 20
-    top_p: float = 0.95
-    min_p: float = 0.0
-    alpha: float = 1.0                # alpha_0: <think> blend at a switch to latent; 1 = none
-    beta: float = 0.7                 # beta_0: </think> blend at a switch to explicit
-    window: int = 512                 # explicit steps before a switch back to latent
-    max_switch_count: int | None = None  # None = no switch count control
-    termination_max_tokens: int = 32
-    latent_rows: int = 1024           # tokens in the soft embedding at most
-    latent_mass: float = 0.9999       # probability the soft embedding covers
+    max_tokens: int = settings.max_tokens(512)
+    temperature: float = settings.temperature(0.6)  # 0 = greedy (the code's --no-do_sample)
+    top_k: int = settings.top_k(20)
+    top_p: float = settings.top_p(0.95)
+    min_p: float = settings.min_p(0.0)
+    alpha: float = settings.setting(  # alpha_0: <think> blend at a switch to latent; 1 = none
+        1.0, flag="swir-alpha", bounds=settings.interval(0, 1),
+        help="weight of the soft embedding against <think> at a switch to latent, rising to 1 at "
+             "--max-tokens (1.0 = no blend)")
+    beta: float = settings.setting(  # beta_0: </think> blend at a switch to explicit
+        0.7, flag="swir-beta", bounds=settings.interval(0, 1),
+        help="weight of the soft embedding against </think> at a switch to explicit, rising to 1 at "
+             "--max-tokens")
+    window: int = settings.setting(  # explicit steps before a switch back to latent
+        512, flag="switch-window", bounds=settings.at_least(0),
+        help="explicit steps before a switch back to latent is allowed")
+    max_switch_count: int | None = settings.setting(  # None = no switch count control
+        None, bounds=settings.at_least(0), why="(leave it unset for no cap)", shown="none = no cap",
+        help="switch count control: after this many latent->explicit switches </think> is injected, "
+             "after twice as many the answer is forced")
+    termination_max_tokens: int = settings.setting(
+        32, bounds=settings.at_least(1), help="positions after the switch that forces the answer")
+    latent_rows: int = settings.setting(  # tokens in the soft embedding at most
+        1024, bounds=settings.at_least(1), help="most tokens mixed into a soft embedding")
+    latent_mass: float = settings.setting(  # probability the soft embedding covers
+        0.9999, bounds=settings.interval(0, 1, "(]"), help="probability the soft embedding's tokens cover")
     math_explicit: bool = True        # digits, letters, math symbols fed as tokens (gu:333-335)
-    explicit_only: bool = False       # never latent: the code's generate_cot
-    answer_reserve: int = DEFAULT_ANSWER_RESERVE
-    seed: int | None = None
+    explicit_only: bool = settings.setting(  # never latent: the code's generate_cot
+        False, help="never think in latent mode: the paper's sampled CoT baseline in the same loop")
+    answer_reserve: int = settings.answer_reserve(DEFAULT_ANSWER_RESERVE)
+    seed: int | None = settings.seed()
     stop_after_answer: bool = True
     system: str | None = COT_SYSTEM
     answer_marker: str = ANSWER_MARKER
@@ -188,35 +203,8 @@ class SwiReasoningConfig:
     onehot_tokens: bool = True        # feed a one-token mixture as its token (the same input)
 
     def __post_init__(self) -> None:
-        def bad(flag: str, value: object, why: str) -> LatentLocalError:
-            return LatentLocalError(f"--{flag} {why}, not {value}")
-
-        if self.max_tokens <= 0:
-            raise bad("max-tokens", self.max_tokens, "must be positive")
-        if self.temperature < 0:
-            raise bad("temperature", self.temperature, "must be >= 0 (0 = greedy)")
-        if self.top_k < 0:
-            raise bad("top-k", self.top_k, "must be 0 (off) or positive")
-        if not 0.0 < self.top_p <= 1.0:
-            raise bad("top-p", self.top_p, "must lie in (0, 1]")
-        if not 0.0 <= self.min_p < 1.0:
-            raise bad("min-p", self.min_p, "must lie in [0, 1)")
-        if not 0.0 <= self.alpha <= 1.0:
-            raise bad("swir-alpha", self.alpha, "must lie in [0, 1]")
-        if not 0.0 <= self.beta <= 1.0:
-            raise bad("swir-beta", self.beta, "must lie in [0, 1]")
-        if self.window < 0:
-            raise bad("switch-window", self.window, "must be >= 0")
-        if self.max_switch_count is not None and self.max_switch_count < 0:
-            raise bad("max-switch-count", self.max_switch_count, "must be >= 0 (leave it unset for no cap)")
-        if self.termination_max_tokens < 1:
-            raise bad("termination-max-tokens", self.termination_max_tokens, "must be at least 1")
-        if self.latent_rows < 1:
-            raise bad("latent-rows", self.latent_rows, "must be at least 1")
-        if not 0.0 < self.latent_mass <= 1.0:
-            raise bad("latent-mass", self.latent_mass, "must lie in (0, 1]")
-        if self.answer_reserve < 0:
-            raise bad("answer-reserve", self.answer_reserve, "must be >= 0")
+        settings.validate(self)
+        self.budget  # noqa: B018 - the reserve against max_tokens
 
     @property
     def sampling(self) -> SamplingConfig:
@@ -511,61 +499,13 @@ def run_swi_reasoning(
 # ---------------------------------------------------------------------------------------------
 
 
-def config_from_args(args) -> SwiReasoningConfig:
-    """A validated config from parsed CLI options (unset flags take the code's defaults)."""
-    return SwiReasoningConfig(
-        max_tokens=opt(args, "max_tokens", 512),
-        temperature=opt(args, "temperature", 0.6),
-        top_k=opt(args, "top_k", 20),
-        top_p=opt(args, "top_p", 0.95),
-        min_p=opt(args, "min_p", 0.0),
-        alpha=opt(args, "swir_alpha", 1.0),
-        beta=opt(args, "swir_beta", 0.7),
-        window=opt(args, "switch_window", 512),
-        max_switch_count=opt(args, "max_switch_count", None),
-        termination_max_tokens=opt(args, "termination_max_tokens", 32),
-        latent_rows=opt(args, "latent_rows", 1024),
-        latent_mass=opt(args, "latent_mass", 0.9999),
-        explicit_only=bool(opt(args, "explicit_only", False)),
-        answer_reserve=opt(args, "answer_reserve", DEFAULT_ANSWER_RESERVE),
-        seed=opt(args, "seed", 0),
-    )
-
-
-def _from_args(args) -> Callable:
-    cfg = config_from_args(args)
-    cfg.budget  # noqa: B018 - validates the reserve before the model loads
-    return lambda engine, q, cancel=None: run_swi_reasoning(engine, q, cfg, cancel)
-
-
-def _add_flags(g) -> None:
-    g.add_argument("--max-switch-count", type=int, default=None,
-                   help="switch count control: after this many latent->explicit switches </think> is "
-                        "injected, after twice as many the answer is forced (default none = no cap)")
-    g.add_argument("--switch-window", type=int, default=None,
-                   help="explicit steps before a switch back to latent is allowed (default 512)")
-    g.add_argument("--swir-alpha", type=float, default=None,
-                   help="weight of the soft embedding against <think> at a switch to latent, rising "
-                        "to 1 at --max-tokens (default 1.0 = no blend)")
-    g.add_argument("--swir-beta", type=float, default=None,
-                   help="weight of the soft embedding against </think> at a switch to explicit, "
-                        "rising to 1 at --max-tokens (default 0.7)")
-    g.add_argument("--termination-max-tokens", type=int, default=None,
-                   help="positions after the switch that forces the answer (default 32)")
-    g.add_argument("--latent-rows", type=int, default=None,
-                   help="most tokens mixed into a soft embedding (default 1024)")
-    g.add_argument("--latent-mass", type=float, default=None,
-                   help="probability the soft embedding's tokens cover (default 0.9999)")
-    g.add_argument("--explicit-only", action="store_true", default=None,
-                   help="never think in latent mode: the paper's sampled CoT baseline in the same loop")
-
-
 METHODS: list[MethodSpec] = [
     MethodSpec(
         "swi-reasoning",
+        "SwiReasoning",
         "SwiReasoning: latent (soft embeddings) or explicit thinking, switched by the entropy trend",
-        _from_args,
-        _add_flags,
+        SwiReasoningConfig,
+        lambda cfg: lambda engine, q, cancel=None: run_swi_reasoning(engine, q, cfg, cancel),
         aliases=("swir",),
     ),
 ]

@@ -1,4 +1,4 @@
-"""The method selector and its settings, generated from the registry's flags (see tui.forms)."""
+"""The method selector and its settings, from the methods' settings declarations (see tui.forms)."""
 
 from __future__ import annotations
 
@@ -12,28 +12,20 @@ from textual.suggester import SuggestFromList
 from textual.widget import Widget
 from textual.widgets import Checkbox, Input, Label, Select, Static
 
+from latentlocal.errors import LatentLocalError
 from latentlocal.methods import registry
 from tui import forms
 from tui.paths import known_vectors
 
-TITLES = {
-    "cot": "CoT (greedy)",
-    "sc": "Self-consistency",
-    "soft-thinking": "Soft Thinking",
-    "seal": "SEAL",
-    "soft-reasoning": "Soft Reasoning",
-}
-
-
 # The "nothing chosen" value of a Select (Select.NULL since Textual 1.0-ish, Select.BLANK before).
 NO_SELECTION = Select.NULL if hasattr(Select, "NULL") else Select.BLANK
 
-# Placeholders where the flag's help text states another method's default.
-PLACEHOLDERS = {("cot", "samples"): "1"}
-
-
 def title(name: str) -> str:
-    return TITLES.get(name, name)
+    """The method's display name, as its registry entry gives it."""
+    try:
+        return registry.spec(name).title
+    except LatentLocalError:
+        return name
 
 
 class MethodForm(VerticalScroll):
@@ -52,11 +44,10 @@ class MethodForm(VerticalScroll):
         names = [s.name for s in self.specs]
         try:
             method = registry.canonical(method)
-        except Exception:
+        except LatentLocalError:  # a saved method that is no longer registered
             method = names[0]
         self.method = method if method in names else names[0]
-        self.saved = saved  # method -> {dest: value}; shared with the app's config, updated live
-        self.parser = forms.build_parser()
+        self.saved = saved  # method -> {option: value}; shared with the app's config, updated live
         self.fields: list[forms.Field] = []
         self._loading = False
 
@@ -73,14 +64,16 @@ class MethodForm(VerticalScroll):
     # -- building ------------------------------------------------------------------------------
     def _widgets(self, f: forms.Field, value: Any) -> Widget:
         """One row: the flag's name and a compact input (help shows below the form on focus)."""
-        wid = f"f-{f.dest}"
+        wid = f"f-{f.name}"
+        label_text = f.flag.lstrip("-")
         if f.kind == "bool":
-            w: Widget = Checkbox(f.label, value=bool(value), id=wid, compact=True)
+            w: Widget = Checkbox(label_text, value=f.default if value is None else bool(value), id=wid,
+                                 compact=True)
             w.tooltip = f.help
             return Horizontal(w, classes="field-row")
-        label = Label(f.label, classes="field-name")
+        label = Label(label_text, classes="field-name")
         label.tooltip = f.help
-        hint = PLACEHOLDERS.get((self.method, f.dest)) or f.default_text
+        hint = f.default_text
         if f.kind == "choice":
             w = Select([(c, c) for c in f.choices], value=str(value) if value in f.choices else NO_SELECTION,
                        prompt=f"({hint or 'default'})", allow_blank=True, id=wid, compact=True)
@@ -101,35 +94,35 @@ class MethodForm(VerticalScroll):
         self._loading = True
         spec = next(s for s in self.specs if s.name == self.method)
         self.query_one("#method-desc", Static).update(spec.description)
-        self.fields = forms.fields_for(self.method, self.parser)
+        self.fields = forms.fields_for(self.method)
         values = self.saved.get(self.method, {})
         box = self.query_one("#fields", Vertical)
         await box.remove_children()
-        widgets = [self._widgets(f, values.get(f.dest)) for f in self.fields]
+        widgets = [self._widgets(f, values.get(f.name)) for f in self.fields]
         await box.mount_all(widgets)
         self.query_one("#field-help", Static).update("")
         self._loading = False
 
     # -- values --------------------------------------------------------------------------------
     def values(self) -> dict[str, Any]:
-        """The current settings by option dest (None/False = method default)."""
+        """The current settings by option name (None = the method's default)."""
         out: dict[str, Any] = {}
         for f in self.fields:
             try:
-                w = self.query_one(f"#f-{f.dest}")
+                w = self.query_one(f"#f-{f.name}")
             except Exception:
                 continue
             if isinstance(w, Checkbox):
-                out[f.dest] = bool(w.value)
+                out[f.name] = bool(w.value)
             elif isinstance(w, Select):
-                out[f.dest] = None if w.value is NO_SELECTION else str(w.value)
+                out[f.name] = None if w.value is NO_SELECTION else str(w.value)
             elif isinstance(w, Input):
-                out[f.dest] = forms.typed(f, w.value)
+                out[f.name] = forms.typed(f, w.value)
         return out
 
-    def set_value(self, dest: str, value: Any) -> None:
+    def set_value(self, name: str, value: Any) -> None:
         """Set one option's widget (used by tests and by other screens, e.g. a chosen vector)."""
-        w = self.query_one(f"#f-{dest}")
+        w = self.query_one(f"#f-{name}")
         if isinstance(w, Checkbox):
             w.value = bool(value)
         elif isinstance(w, Select):
@@ -139,7 +132,10 @@ class MethodForm(VerticalScroll):
         self._remember()
 
     def _remember(self) -> None:
-        stored = {k: v for k, v in self.values().items() if v not in (None, False, "")}
+        defaults = {f.name: f.default for f in self.fields}
+        # a checkbox always has a value: it is kept only where it differs from the default
+        stored = {k: v for k, v in self.values().items()
+                  if not (v is None or v == "" or (isinstance(v, bool) and v == defaults.get(k)))}
         self.saved[self.method] = stored
 
     async def select_method(self, name: str) -> None:
@@ -177,6 +173,7 @@ class MethodForm(VerticalScroll):
     def on_descendant_focus(self, event) -> None:
         wid = getattr(event.widget, "id", "") or ""
         for f in self.fields:
-            if wid == f"f-{f.dest}":
-                self.query_one("#field-help", Static).update(f"{f.flag}: {f.help}")
+            if wid == f"f-{f.name}":
+                default = f" (default {f.default_text})" if f.default_text else ""
+                self.query_one("#field-help", Static).update(f"{f.flag}: {f.help}{default}")
                 return

@@ -28,7 +28,7 @@ proportionally by :func:`default_layer`. ``tests/test_seal.py`` pins the mapping
 
 from __future__ import annotations
 
-import math
+import dataclasses
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -48,9 +48,7 @@ from latentlocal.methods.seal.thoughts import (
     reasoning_length,
     segment_thoughts,
 )
-from latentlocal.methods.spec import MethodSpec, check_positive, opt
-from latentlocal.phases import DEFAULT_ANSWER_RESERVE
-from latentlocal.sampling import SamplingConfig
+from latentlocal.methods.spec import MethodSpec
 
 __all__ = [
     "CUES",
@@ -96,65 +94,41 @@ def vector_for_model(model) -> Path | None:  # model: latentlocal.engine.Model
     return None
 
 
-def _seal_from_args(args) -> Callable:
-    path = getattr(args, "vector", None)
-    max_tokens = opt(args, "max_tokens", 512)
-    check_positive("max_tokens", max_tokens)
-    always_on = bool(getattr(args, "always_on", False))
-    sampling = SamplingConfig(
-        temperature=opt(args, "temperature", 0.0),
-        top_k=opt(args, "top_k", 40),
-        top_p=opt(args, "top_p", 0.95),
-        min_p=opt(args, "min_p", 0.05),
-    )
+def _with_vector(cfg: SealConfig, vector: str | os.PathLike[str]) -> tuple[SealConfig, ControlVector]:
+    """``cfg`` with the directions read from ``vector`` (and, always-on with no ``alpha``, the
+    manifest's recommended scale)."""
+    cv, manifest = load_vector(vector)
+    alpha = cfg.alpha
+    if alpha is None and cfg.always_on and manifest and isinstance(manifest.get("recommended_scale"), (int, float)):
+        alpha = float(manifest["recommended_scale"])
+    return dataclasses.replace(cfg, directions=cv.directions, alpha=alpha, vector=str(vector),
+                               model_hint=cv.model_hint or None), cv
 
-    def config(vector: str | os.PathLike[str]) -> tuple[SealConfig, ControlVector]:
-        cv, manifest = load_vector(vector)
-        default_alpha = 1.0
-        if always_on and manifest and isinstance(manifest.get("recommended_scale"), (int, float)):
-            default_alpha = float(manifest["recommended_scale"])
-        alpha = float(opt(args, "alpha", default_alpha))
-        if not math.isfinite(alpha):
-            raise LatentLocalError(f"--alpha must be a finite number, not {alpha}")
-        cfg = SealConfig(directions=cv.directions, alpha=alpha, always_on=always_on, max_tokens=max_tokens,
-                         sampling=sampling, seed=opt(args, "seed", 0), model_hint=cv.model_hint or None,
-                         answer_reserve=opt(args, "answer_reserve", DEFAULT_ANSWER_RESERVE))
-        cfg.budget  # noqa: B018 - validates the reserve before the model loads
-        return cfg, cv
 
-    chosen = config(path) if path else None  # file problems surface before the model loads
+def _seal_runner(cfg: SealConfig) -> Callable:
+    chosen = _with_vector(cfg, cfg.vector) if cfg.vector else None  # file problems surface before the model loads
 
     def runner(engine, q, cancel=None):
-        vector = path or vector_for_model(engine.model)
+        vector = cfg.vector or vector_for_model(engine.model)
         if vector is None:
             raise LatentLocalError(
                 f"--method seal needs --vector FILE, and no vector in {', '.join(map(str, vector_folders()))} "
                 f"was made for {engine.model.path.name}: make one with "
                 "`latentlocal seal extract --data FILE --out FILE`"
             )
-        cfg, cv = chosen or config(vector)
-        check_vector(engine, cv.directions, cfg.model_hint)
+        run_cfg, cv = chosen or _with_vector(cfg, vector)
+        check_vector(engine, cv.directions, run_cfg.model_hint)
         if cv.n_layer is not None and cv.n_layer != engine.n_layer:
             raise LatentLocalError(
                 f"{vector} was made for a {cv.n_layer}-block model but {engine.model.name} has "
                 f"{engine.n_layer}; extract a vector for this model"
             )
-        return run_seal(engine, q, cfg, cancel)
+        return run_seal(engine, q, run_cfg, cancel)
 
     return runner
 
 
-def _add_seal_flags(g) -> None:
-    g.add_argument("--vector", default=None, metavar="FILE",
-                   help="SEAL control vector (.gguf from `latentlocal seal extract`; default: the shipped "
-                        "or saved vector made for the loaded model, if there is one)")
-    g.add_argument("--alpha", type=float, default=None,
-                   help="steering strength (default 1; with --always-on the manifest's recommended scale)")
-    g.add_argument("--always-on", action="store_true",
-                   help="apply the vector to every token, as llama.cpp apps do with --control-vector")
-
-
 METHODS: list[MethodSpec] = [
-    MethodSpec("seal", "SEAL: steer thought delimiters with a vector (--vector FILE)",
-               _seal_from_args, _add_seal_flags),
+    MethodSpec("seal", "SEAL", "SEAL: steer thought delimiters with a vector (--vector FILE)", SealConfig,
+               _seal_runner),
 ]

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -16,6 +17,7 @@ from latentlocal.engine import Engine, Model
 from latentlocal.errors import LatentLocalError
 from latentlocal.events import Event, PhaseChange, Summary, Thought, Token
 from latentlocal.markers import MarkerWatch
+from latentlocal.methods import settings
 from latentlocal.methods.cot import _Stream, prompt_tokens
 from latentlocal.methods.seal.thoughts import ThoughtSpan, ThoughtSplitter, count_labels
 from latentlocal.phases import DEFAULT_ANSWER_RESERVE, Budget, fitted
@@ -39,27 +41,53 @@ def default_layer(n_layer: int) -> int:
     return min(n_layer - 1, max(1, round(PAPER_LAYER * n_layer / PAPER_BLOCKS) - 1))
 
 
+DEFAULT_ALPHA = 1.0  # the steering strength when none is given and no manifest recommends one
+
+
 @dataclass(frozen=True)
 class SealConfig:
     """``directions`` maps block -> S (as read from a file); ``alpha`` scales it.
 
     In ``always_on`` mode the vector is set for the whole generation, prompt included, scaled by
     ``alpha`` (use the manifest's ``recommended_scale``); otherwise it is set only while a
-    delimiter inside the reasoning span is fed.
+    delimiter inside the reasoning span is fed. Built from options (the registry), ``directions``
+    is empty and ``vector`` names the file they are read from when the model is known.
     """
 
-    directions: Mapping[int, np.ndarray]
-    alpha: float = 1.0
-    always_on: bool = False
-    max_tokens: int = 512
-    sampling: SamplingConfig = SamplingConfig()
-    seed: int | None = None
+    directions: Mapping[int, np.ndarray] = field(default_factory=dict)
+    vector: str | None = settings.setting(
+        None, path=True, help="SEAL control vector (.gguf from `latentlocal seal extract`)",
+        shown="the shipped or saved vector made for the loaded model, if there is one")
+    alpha: float | None = settings.setting(
+        None, help="steering strength",
+        shown=f"{DEFAULT_ALPHA:g}; with --always-on the manifest's recommended scale")
+    always_on: bool = settings.setting(
+        False, help="apply the vector to every token, as llama.cpp apps do with --control-vector")
+    max_tokens: int = settings.max_tokens(512)
+    temperature: float = settings.temperature(0.0)
+    top_k: int = settings.top_k(40)
+    top_p: float = settings.top_p(0.95)
+    min_p: float = settings.min_p(0.05)
+    seed: int | None = settings.seed()
+    answer_reserve: int = settings.answer_reserve(DEFAULT_ANSWER_RESERVE)  # thinking models: answer room
     stop: tuple[str, ...] = ()
     stop_after_answer: bool = True
     system: str | None = COT_SYSTEM
     answer_marker: str = ANSWER_MARKER
     model_hint: str | None = None  # checked against the model's architecture when set
-    answer_reserve: int = DEFAULT_ANSWER_RESERVE  # thinking models: positions kept for the answer
+
+    def __post_init__(self) -> None:
+        settings.validate(self)
+        self.budget  # noqa: B018 - the reserve against max_tokens
+
+    @property
+    def scale(self) -> float:
+        """The steering strength used: ``alpha``, else :data:`DEFAULT_ALPHA`."""
+        return DEFAULT_ALPHA if self.alpha is None else self.alpha
+
+    @functools.cached_property
+    def sampling(self) -> SamplingConfig:
+        return SamplingConfig(self.temperature, self.top_k, self.top_p, self.min_p)
 
     @property
     def budget(self) -> Budget:
@@ -127,7 +155,7 @@ def run_seal(
     reasoning_tokens = 0
     try:
         if cfg.always_on:
-            engine.set_control_vector(directions, cfg.alpha)
+            engine.set_control_vector(directions, cfg.scale)
         engine.decode_tokens(toks)
         budget, notes = fitted(cfg.budget, engine.n_ctx, len(toks))
         yield from notes
@@ -164,7 +192,7 @@ def run_seal(
                 break
             if not cfg.always_on:
                 if delim != engine.control_vector_active:
-                    engine.set_control_vector(directions if delim else None, cfg.alpha)
+                    engine.set_control_vector(directions if delim else None, cfg.scale)
                 if delim:
                     steered_positions.append(len(st.tokens) - 1)
                     opened_by_steered = True
@@ -193,7 +221,7 @@ def run_seal(
             "steered_thoughts": count_labels(t for t, s in zip(thoughts, steered_flags) if s),
             "cvec_changes": engine.cvec_changes - changes0,
             "mode": "always-on" if cfg.always_on else "delimiter",
-            "alpha": cfg.alpha,
+            "alpha": cfg.scale,
             "layers": sorted(directions),
             "steered_positions": steered_positions,
         },
