@@ -177,7 +177,7 @@ def test_flags_declared_twice_must_agree(monkeypatch):
 
 
 def test_runs_record_their_settings(smol, tmp_path):
-    from latentlocal.eval.datasets import Problem
+    from latentlocal.datasets import Problem
 
     runner = registry.runner_from_options("cot", {"max_tokens": 3, "top_k": "7"})
     summary = list(runner(smol, "What is 2 + 3?"))[-1]
