@@ -9,7 +9,6 @@ settings, so a setting means exactly what its flag means on the command line.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import os
 from collections.abc import Mapping, Sequence
@@ -212,43 +211,9 @@ class Plan:
     cot: CotConfig | None
 
 
-def _namespace(method: str, options: Mapping[str, Any]) -> argparse.Namespace:
-    """The CLI's parsed-flags namespace for ``options``, through the registry's own flag
-    definitions (their types and choices)."""
-    from latentlocal.methods.registry import add_method_flags
-
-    p = argparse.ArgumentParser(add_help=False, exit_on_error=False)
-    add_method_flags(p, with_method=False)
-    actions = {a.dest: a for a in p._actions if a.option_strings}
-    argv: list[str] = []
-    for name, value in options.items():
-        a = actions.get(name)
-        if a is None:
-            raise RequestError(f"unknown setting {name!r} for method {method}; settings are the "
-                               "CLI's long flags with underscores (see `latentlocal run --help`)", name)
-        flag = a.option_strings[-1]
-        if a.nargs == 0:
-            if not isinstance(value, bool):
-                raise RequestError(f"'{name}' must be true or false, not {value!r}", name)
-            argv += [flag] if value else []
-        elif isinstance(value, (dict, list, bool)):
-            raise RequestError(f"'{name}' must be a number or a string, not {value!r}", name)
-        else:
-            argv += [flag, str(value)]
-    try:
-        ns, extra = p.parse_known_args(argv)
-    except argparse.ArgumentError as exc:
-        dest = next((a.dest for a in actions.values() if exc.argument_name in a.option_strings), None)
-        raise RequestError(f"'{dest}': {exc.message}", dest) from None
-    if extra:
-        raise RequestError(f"cannot read settings {extra}", None)
-    ns.method = method
-    return ns
-
-
 def plan(req: ChatRequest, vector_dirs: Sequence[Path]) -> Plan:
     """Check the request's settings against its method; raises RequestError naming the field."""
-    from latentlocal.methods.registry import make_runner
+    from latentlocal.methods.registry import config_from_options, runner_from_options
 
     options = dict(req.options)
     if "vector" in options:
@@ -264,35 +229,21 @@ def plan(req: ChatRequest, vector_dirs: Sequence[Path]) -> Plan:
             raise RequestError(f"method {req.method} gives one answer per request; 'n' must be 1 "
                                "(cot gives n independent chains, sc n samples)", "n")
     try:
-        ns = _namespace(req.method, options)
         if req.method == "cot":
             if options.get("samples", 1) != 1:
                 raise RequestError("with method cot, ask for several chains with 'n' (or use method "
                                    "sc for a vote over 'samples')", "samples")
-            return Plan(None, dataclasses.replace(_cot_config(ns), stop=req.stop))
-        return Plan(make_runner(req.method, ns), None)
+            cfg = config_from_options("cot", options)
+            return Plan(None, dataclasses.replace(cfg, stop=req.stop))
+        return Plan(runner_from_options(req.method, options), None)
     except LatentLocalError as exc:
         raise RequestError(str(exc), _named_field(str(exc), options)) from None
 
 
-def _cot_config(ns: argparse.Namespace) -> CotConfig:
-    from latentlocal.methods.spec import check_positive, opt
-    from latentlocal.phases import DEFAULT_ANSWER_RESERVE
-    from latentlocal.sampling import SamplingConfig
-
-    max_tokens = opt(ns, "max_tokens", 512)
-    check_positive("max_tokens", max_tokens)
-    cfg = CotConfig(max_tokens=max_tokens, seed=opt(ns, "seed", 0),
-                    sampling=SamplingConfig(opt(ns, "temperature", 0.0), opt(ns, "top_k", 40),
-                                            opt(ns, "top_p", 0.95), opt(ns, "min_p", 0.05)),
-                    answer_reserve=opt(ns, "answer_reserve", DEFAULT_ANSWER_RESERVE))
-    cfg.budget  # noqa: B018 - validates the reserve
-    return cfg
-
-
 def _named_field(message: str, options: Mapping[str, Any]) -> str | None:
-    """The setting a registry message names (it names flags as ``--max-topk``)."""
+    """The setting a registry message names (a flag such as ``--max-topk``, or an unknown
+    option as ``'bogus'``)."""
     for name in options:
-        if f"--{name.replace('_', '-')}" in message:
+        if f"--{name.replace('_', '-')}" in message or f"option {name!r}" in message:
             return name
     return None
