@@ -145,6 +145,12 @@ def test_method_settings_describe_every_option():
     assert st_rows["noise"].choices == ("none", "gumbel", "dirichlet") and st_rows["noise"].kind == "choice"
     assert st_rows["top_p"].bounds == st.interval(0, 1, "(]")
     assert [r.name for r in registry.method_settings("cot")][:2] == ["max_tokens", "seed"]
+    listing = json.loads(json.dumps([r.describe() for r in registry.method_settings("swi-reasoning")]))
+    window = next(d for d in listing if d["name"] == "switch_window")
+    assert window == {"name": "switch_window", "flag": "--switch-window", "type": "int", "default": 512,
+                      "default_text": "512", "help": window["help"], "choices": [],
+                      "bounds": {"lo": 0, "hi": None, "lo_open": False, "hi_open": False},
+                      "optional": False, "path": False}
 
 
 def test_every_setting_is_a_flag_that_parses_back():

@@ -105,6 +105,14 @@ class Setting:
             return "on" if self.default else "off"
         return "" if self.default is None else str(self.default)
 
+    def describe(self) -> dict[str, Any]:
+        """The setting as JSON-ready data (for a server's or a UI's own listing)."""
+        b = self.bounds
+        return {"name": self.name, "flag": self.flag, "type": self.type.__name__, "default": self.default,
+                "default_text": self.default_text, "help": self.help, "choices": list(self.choices),
+                "bounds": None if b is None else dataclasses.asdict(b), "optional": self.optional,
+                "path": self.path}
+
     def _expect(self) -> str:
         if self.choices:
             return f"one of {', '.join(self.choices)}"
