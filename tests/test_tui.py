@@ -139,16 +139,17 @@ OLD_WRITER_CONFIG = '# latentlocal terminal UI settings (written by the app; edi
 
 
 def test_config_written_by_the_old_writer_loads_the_same_and_rewrites_stably(home):
-    want = cfgmod.Config()
-    want.model.path = '/models/Qwen 2.5 "coder".gguf'
-    want.model.n_ctx = 8192
-    want.model.autoload = False
-    want.run.method = "soft-thinking"
-    want.run.prompt = 'quote " backslash \\ newline\n tab\t unicode é \x01 del \x7f'
-    want.ui.inline_candidates = True
-    want.ui.flush_ms = 50  # the default when the old writer wrote the file
-    want.compare.methods = ["cot", "seal", "swi-reasoning"]
-    want.vectors.layer = 19
+    # every value the file holds, spelled out, so that a later change of a default does not matter
+    want = cfgmod.Config(
+        model=cfgmod.ModelSettings(path='/models/Qwen 2.5 "coder".gguf', n_gpu_layers=0, n_ctx=8192,
+                                   threads=0, parallel=16, autoload=False),
+        run=cfgmod.RunSettings(method="soft-thinking",
+                               prompt='quote " backslash \\ newline\n tab\t unicode é \x01 del \x7f'),
+        ui=cfgmod.UiSettings(theme="textual-dark", inline_candidates=True, flush_ms=50),
+        compare=cfgmod.CompareSettings(methods=["cot", "seal", "swi-reasoning"], max_tokens=0),
+        vectors=cfgmod.VectorSettings(data="", out="", limit=20, layer=19, elicit="cue", max_tokens=256,
+                                      inspect="", export_to=""),
+    )
     want.methods = {"soft-thinking": {"cold_stop_entropy": 0.5, "noise": "gumbel", "max_tokens": 300},
                     "seal": {"always_on": True, "alpha": 1e-05, "vector": "C:\\vectors\\a.gguf"},
                     "odd key.x": {"t": -0.0}}
