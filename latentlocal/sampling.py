@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -19,6 +20,20 @@ class SamplingConfig:
     @property
     def greedy(self) -> bool:
         return self.temperature <= 0.0
+
+
+class Sampled:
+    """Mixed into a method's frozen config that declares ``temperature``, ``top_k``, ``top_p``
+    and ``min_p`` settings: the one place those become the config's ``SamplingConfig``."""
+
+    temperature: float
+    top_k: int
+    top_p: float
+    min_p: float
+
+    @functools.cached_property
+    def sampling(self) -> SamplingConfig:
+        return SamplingConfig(self.temperature, self.top_k, self.top_p, self.min_p)
 
 
 def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:

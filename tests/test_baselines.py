@@ -116,3 +116,17 @@ def test_the_shared_decoding_loop_matches_the_batched_one_and_cancels(smol):
         summary = events[-1]
         assert isinstance(summary, Summary)
         assert (summary.finish_reason, summary.generated_tokens) == ("cancelled", 0)
+
+
+def test_each_sampled_method_builds_its_sampling_from_its_own_settings():
+    """cot, sc, SEAL and SwiReasoning get ``sampling`` from one mixin (latentlocal.sampling.Sampled);
+    a swapped or dropped setting there would decode every method with the wrong filter."""
+    from latentlocal.methods.seal import SealConfig
+    from latentlocal.methods.swi_reasoning import SwiReasoningConfig
+
+    want = SamplingConfig(temperature=0.3, top_k=7, top_p=0.8, min_p=0.01)
+    given = dict(temperature=0.3, top_k=7, top_p=0.8, min_p=0.01)
+    configs = [CotConfig(**given), SelfConsistencyConfig(**given), SwiReasoningConfig(**given),
+               SealConfig(directions={5: np.zeros(4, np.float32)}, **given)]
+    for cfg in configs:
+        assert cfg.sampling == want, type(cfg).__name__

@@ -6,7 +6,6 @@ answer extraction with the methods.
 
 from __future__ import annotations
 
-import functools
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -22,11 +21,11 @@ from latentlocal.methods import settings
 from latentlocal.methods.spec import MethodSpec
 from latentlocal.phases import DEFAULT_ANSWER_RESERVE, Budget, ThinkTracker, final_answer, fitted
 from latentlocal.prompts import ANSWER_MARKER, COT_SYSTEM, ReasoningFormat, build_prompt, reasoning_format
-from latentlocal.sampling import SamplingConfig, sample_token
+from latentlocal.sampling import Sampled, SamplingConfig, sample_token
 
 
 @dataclass(frozen=True)
-class CotConfig:
+class CotConfig(Sampled):
     # chains decoded; more than one is self-consistency (the registry runs sc with sc's defaults)
     samples: int = settings.setting(1, help="chains decoded; more than 1 runs self-consistency (sc)",
                                     bounds=settings.at_least(1))
@@ -46,17 +45,13 @@ class CotConfig:
         settings.validate(self)
         self.budget  # noqa: B018 - the reserve against max_tokens
 
-    @functools.cached_property
-    def sampling(self) -> SamplingConfig:
-        return SamplingConfig(self.temperature, self.top_k, self.top_p, self.min_p)
-
     @property
     def budget(self) -> Budget:
         return Budget(self.max_tokens, self.answer_reserve)
 
 
 @dataclass(frozen=True)
-class SelfConsistencyConfig:
+class SelfConsistencyConfig(Sampled):
     samples: int = settings.setting(5, help="self-consistency chains", bounds=settings.at_least(1))
     max_tokens: int = settings.max_tokens(512)
     temperature: float = settings.temperature(0.8)
@@ -73,10 +68,6 @@ class SelfConsistencyConfig:
     def __post_init__(self) -> None:
         settings.validate(self)
         self.budget  # noqa: B018 - the reserve against max_tokens
-
-    @functools.cached_property
-    def sampling(self) -> SamplingConfig:
-        return SamplingConfig(self.temperature, self.top_k, self.top_p, self.min_p)
 
     @property
     def budget(self) -> Budget:

@@ -127,7 +127,7 @@ from latentlocal.methods.spec import MethodSpec
 from latentlocal.parity import check_embedding_input
 from latentlocal.phases import DEFAULT_ANSWER_RESERVE, Budget, final_answer, fitted
 from latentlocal.prompts import ANSWER_MARKER, COT_SYSTEM, build_prompt, reasoning_format
-from latentlocal.sampling import SamplingConfig, sample_token
+from latentlocal.sampling import Sampled, sample_token
 
 # gu:109-128, fed as tokens even in latent mode
 MATH_SYMBOLS = (
@@ -161,7 +161,7 @@ TERMINATION_WORDS = "</think>\n\nThe final answer is"
 
 
 @dataclass(frozen=True)
-class SwiReasoningConfig:
+class SwiReasoningConfig(Sampled):
     """Defaults are the code's (run.py:574-583, gu:232-241): T 0.6, top-p 0.95, top-k 20,
     min-p 0, alpha 1.0, beta 0.7, window 512, no switch cap, 32 termination tokens."""
 
@@ -205,10 +205,6 @@ class SwiReasoningConfig:
     def __post_init__(self) -> None:
         settings.validate(self)
         self.budget  # noqa: B018 - the reserve against max_tokens
-
-    @property
-    def sampling(self) -> SamplingConfig:
-        return SamplingConfig(self.temperature, self.top_k, self.top_p, self.min_p)
 
     @property
     def budget(self) -> Budget:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import os
 import threading
 import time
@@ -22,7 +21,7 @@ from latentlocal.methods.cot import _Stream, prompt_tokens
 from latentlocal.methods.seal.thoughts import ThoughtSpan, ThoughtSplitter, count_labels
 from latentlocal.phases import DEFAULT_ANSWER_RESERVE, Budget, fitted
 from latentlocal.prompts import ANSWER_MARKER, COT_SYSTEM, reasoning_format
-from latentlocal.sampling import SamplingConfig
+from latentlocal.sampling import Sampled
 
 
 PAPER_LAYER = 20  # Hugging Face hidden_states index used by the paper
@@ -45,7 +44,7 @@ DEFAULT_ALPHA = 1.0  # the steering strength when none is given and no manifest 
 
 
 @dataclass(frozen=True)
-class SealConfig:
+class SealConfig(Sampled):
     """``directions`` maps block -> S (as read from a file); ``alpha`` scales it.
 
     In ``always_on`` mode the vector is set for the whole generation, prompt included, scaled by
@@ -84,10 +83,6 @@ class SealConfig:
     def scale(self) -> float:
         """The steering strength used: ``alpha``, else :data:`DEFAULT_ALPHA`."""
         return DEFAULT_ALPHA if self.alpha is None else self.alpha
-
-    @functools.cached_property
-    def sampling(self) -> SamplingConfig:
-        return SamplingConfig(self.temperature, self.top_k, self.top_p, self.min_p)
 
     @property
     def budget(self) -> Budget:
