@@ -26,6 +26,7 @@ textual = pytest.importorskip("textual")
 from tui import config as cfgmod  # noqa: E402
 from tui import forms  # noqa: E402
 from tui.app import LatentLocalApp  # noqa: E402
+from tui.screens.run import RunView  # noqa: E402
 from tui.jobs import pump  # noqa: E402
 
 SIZE = (120, 40)
@@ -351,6 +352,40 @@ def test_cancel_keeps_model_and_next_run_works(home, engine, monkeypatch):
 
     run(scenario, engine)
 
+
+
+def test_a_repeated_run_streams_without_laying_out_the_screen(home, engine):
+    """Laying out the screen costs tens of ms; on a 2-core machine that time is taken from the
+    threads decoding the model (bench/bench_tui.py). A second run of the same method, its output
+    arriving in many batches, must not lay the screen out once: not at its start (the footer's
+    keys, the status line, the metrics panel's boxes), not per batch (the output's scroll area, a
+    soft step's candidate list), not at its end. The prompt's cursor stops blinking meanwhile
+    (a frame of its own twice a second)."""
+    async def scenario(app, pilot):
+        app.config.ui.flush_ms = 10  # many small batches
+        form = app.query_one("#run-form")
+        await form.select_method("soft-thinking")
+        form.set_value("max_tokens", 48)
+        form.set_value("cold_stop_entropy", 0)  # below every entropy: Cold Stop (a toast) never fires
+        await run_and_wait(app, pilot)
+        stream, prompt, screen = app.query_one("#stream"), app.query_one("#prompt"), app.screen
+        assert prompt.cursor_blink
+        layouts: list[float] = []
+        batches: list[int] = []
+        real_layout, real_feed = screen._refresh_layout, stream.feed
+        screen._refresh_layout = lambda *a, **k: (layouts.append(time.monotonic()), real_layout(*a, **k))[1]
+        stream.feed = lambda events: (batches.append(len(events)), real_feed(events))[1]
+        view, blink = app.query_one(RunView), []
+        real_changed = view.running_changed
+        view.running_changed = lambda running: (real_changed(running), blink.append((running, prompt.cursor_blink)))
+        await run_and_wait(app, pilot)
+        summary = app.query_one("#metrics").summary
+        assert summary is not None and summary.generated_tokens > 1
+        assert len(batches) >= 3, batches  # else "no layout per batch" says little
+        assert layouts == [], f"{len(layouts)} layouts in a run of {len(batches)} batches"
+        assert blink == [(True, False), (False, True)]
+
+    run(scenario, engine)
 
 
 def test_notices_reach_the_user(home, engine):

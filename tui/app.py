@@ -43,6 +43,8 @@ class LatentLocalApp(App):
     ENABLE_COMMAND_PALETTE = False
 
     BINDINGS = [
+        # always shown: hiding it while no job runs recomposed the footer and laid out the
+        # screen at each job's start and end, in the first frames of a generation (issue 14)
         Binding("escape", "cancel", "Cancel", priority=True),
         Binding("ctrl+c", "interrupt", "Cancel/Quit", show=False, priority=True),
         Binding("ctrl+q", "quit", "Quit", priority=True),
@@ -135,13 +137,11 @@ class LatentLocalApp(App):
                         severity="warning")
             return None
         self.job = Job(name)
-        self.refresh_bindings()
         return self.job
 
     def end_job(self, job: Job | None) -> None:
         if job is not None and self.job is job:
             self.job = None
-            self.refresh_bindings()
 
     def cancel_job(self) -> bool:
         if self.job is None:
@@ -194,13 +194,6 @@ class LatentLocalApp(App):
         self.notify(f"SEAL will steer with {Path(path).name}.")
 
     # -- actions -------------------------------------------------------------------------------
-    def check_action(self, action: str, parameters: tuple) -> bool | None:
-        if action == "cancel":
-            return self.job is not None
-        if action == "toggle_candidates":
-            return True
-        return True
-
     def action_cancel(self) -> None:
         if not self.cancel_job():
             raise SkipAction()

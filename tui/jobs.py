@@ -134,7 +134,8 @@ class JobView:
         q = self.query_one  # type: ignore[attr-defined]
         q(f"#{self.PREFIX}-start", Button).disabled = running
         q(f"#{self.PREFIX}-cancel", Button).disabled = not running
-        q(f"#{self.PREFIX}-status", Label).update(status)
+        # one line (app.tcss): no screen layout for a new status in a generation's first frame
+        q(f"#{self.PREFIX}-status", Label).update(status, layout=False)
         self.running_changed(running)
 
     # -- hooks ---------------------------------------------------------------------------------

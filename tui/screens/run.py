@@ -86,6 +86,9 @@ class RunView(JobView, Horizontal):
             self._ticker.resume()
         else:
             self._ticker.pause()
+        # a blinking cursor is a frame of its own twice a second, a third of the frames while
+        # tokens stream (bench/bench_tui.py); the cursor stays, steady, for typing the next prompt
+        self.query_one("#prompt", PromptArea).cursor_blink = not running
 
     def _tick(self) -> None:
         self.query_one("#metrics", MetricsPanel).tick()

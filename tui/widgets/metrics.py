@@ -55,6 +55,7 @@ class MetricsPanel(VerticalScroll):
         table = self.query_one("#m-rounds", DataTable)
         # Short headings: the panel is 30 cells wide
         table.add_columns("r", "c", "answer", "ver", "coh", "reward")
+        self.query_one("#m-concept-box").display = False  # until a run has soft steps
         self.reset()
 
     # -- state ---------------------------------------------------------------------------------
@@ -74,8 +75,10 @@ class MetricsPanel(VerticalScroll):
         self.cold_stop: ev.ColdStop | None = None
         self.phase_reason = ""
         self.focus_seq: int | None = None
-        self._concept_rows = 0
-        self._shown: dict[str, tuple] = {}   # widget id -> (what it shows, its height in lines)
+        # widget id -> (what it shows, its height in lines); the heights outlive the run, so a
+        # new run lays the screen out only where its panel's shape differs from the last one's
+        shown = getattr(self, "_shown", {})
+        self._shown: dict[str, tuple] = {wid: (None, height) for wid, (_, height) in shown.items()}
         self._drawn_at = -math.inf
         if getattr(self, "_redraw", None) is not None:
             self._redraw.stop()
@@ -205,17 +208,19 @@ class MetricsPanel(VerticalScroll):
             t.append("(SEAL reports thought boundaries)", style="dim")
         self._put("m-thoughts", t)
 
-        self._show(self.query_one("#m-concept-box"), bool(self.concept))
-        if self.concept:
+        # Soft steps come every token: the box keeps one height (CONCEPT_ROWS rows) and stays
+        # as the last run left it until this run shows whether it has soft steps, so neither
+        # a concept nor the run's start lays the screen out again
+        box = self.query_one("#m-concept-box")
+        if self.concept or self.summary is not None:
+            self._show(box, bool(self.concept))
+        if box.display:
             lines = Text()
             shown = self.concept[:CONCEPT_ROWS]
             for tok, w in shown:
                 lines.append(f"{self.token_cell(tok)} ", style="bold")
                 lines.append(f"{'█' * max(1, round(w * BAR_CELLS)):<{BAR_CELLS}} {w:.3f}\n", style="#5fafaf")
-            # as many rows as the longest concept of this run: a list that shrinks and grows
-            # from step to step would lay the screen out again on every batch
-            self._concept_rows = max(self._concept_rows, len(shown))
-            lines.append("\n" * (self._concept_rows - len(shown)))
+            lines.append("\n" * (CONCEPT_ROWS - len(shown)))
             self._put("m-concept", lines)
 
         self._show(self.query_one("#m-samples-box"), bool(self.samples))
