@@ -20,8 +20,8 @@ OpenMP threads than cores, and yield sooner once it has, so a CLI generation in 
 had also run the app's worker threads was up to 5x faster under load than ``latentlocal run``.
 
 Both use the defaults a user gets (threads: all cores, at most 8, unless --threads; GNU OpenMP's
-spin count: llama.cpp's default for the CLI, ``latentlocal.openmp.spin_less`` for the app; the
-Run tab's 200 ms screen updates), the same
+spin count: ``latentlocal.openmp``'s, or the one this script is given, for both; the Run tab's
+200 ms screen updates), the same
 prompt, method settings and seed (their token counts are printed and must match), and tokens/s
 from the Summary event (generated tokens / the generator's wall time) for both. The two run one
 after the other, never together, alternating which goes first; a warm-up run of each comes
@@ -144,7 +144,7 @@ async def main_async(args) -> None:
         print(f"model {app.engine.model.name}, CLI {args.threads or default_threads()} threads, "
               f"Run tab {app.engine.n_threads} threads, {os.cpu_count()} CPUs, max {args.max_tokens} tokens, "
               f"{args.reps} pairs per method, {args.busy} busy processes; GOMP_SPINCOUNT CLI "
-              f"{CLI_ENV.get('GOMP_SPINCOUNT', 'default')}, Run tab {os.environ.get('GOMP_SPINCOUNT', 'default')}",
+              f"{CLI_ENV.get('GOMP_SPINCOUNT', 'latentlocal')}, Run tab {os.environ.get('GOMP_SPINCOUNT', 'default')}",
               flush=True)
         try:
             for m in methods:  # warm-up: first decodes, Soft Thinking's embedding table
@@ -193,7 +193,7 @@ def main() -> None:
                     help="busy-looping processes to run beside the measurement (default 0)")
     args = ap.parse_args()
     isolate_config()
-    CLI_ENV.update(os.environ)  # before the app is imported (tui sets GOMP_SPINCOUNT for itself)
+    CLI_ENV.update(os.environ)  # the user's, before latentlocal sets GOMP_SPINCOUNT in this process
     asyncio.run(main_async(args))
 
 

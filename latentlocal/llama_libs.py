@@ -11,6 +11,9 @@ import functools
 from pathlib import Path
 
 from latentlocal.errors import LatentLocalError
+from latentlocal.openmp import spin_less
+
+spin_less()  # before llama.cpp (and its OpenMP runtime) loads: libgomp reads it once
 
 try:
     import llama_cpp.llama_cpp as C

@@ -68,32 +68,3 @@ def test_the_tui_model_settings_start_from_the_engine_settings():
     m, e = ModelSettings(), EngineSettings()
     assert (m.n_gpu_layers, m.n_ctx, m.threads or None, m.parallel) == (e.n_gpu_layers, e.n_ctx, e.n_threads, e.n_seq_max)
 
-
-def test_the_ui_and_the_server_spin_less_before_llama_cpp_loads():
-    """The terminal UI (``latentlocal``, ``latentlocal tui``) and ``serve`` decode beside an event
-    loop of their own: their OpenMP spin setting (latentlocal.openmp.spin_less) must be in the
-    environment before llama.cpp loads, as libgomp reads it once; ``run`` keeps llama.cpp's. A
-    command line that loaded llama.cpp while parsing (the subcommand modules import it) left the
-    UI with the default 300,000 spins, 0.3x the CLI's speed (bench/bench_tui.py)."""
-    import os
-    import subprocess
-    import sys
-
-    probe = ("import os, sys\n"
-             "from latentlocal.cli import main\n"
-             "try:\n"
-             "    main(sys.argv[1:] + ['--help'])\n"
-             "except SystemExit:\n"
-             "    pass\n"
-             "assert 'llama_cpp' in sys.modules, 'the parsers load the engine'\n"
-             "print('SPIN', os.environ.get('GOMP_SPINCOUNT'))\n")
-    env = {k: v for k, v in os.environ.items() if k not in ("GOMP_SPINCOUNT", "OMP_WAIT_POLICY")}
-    for command, spins in ((["serve"], "10000"), (["tui"], "10000"), (["run"], "None"),
-                           (["bench"], "None")):
-        out = subprocess.run([sys.executable, "-c", probe, *command], env=env, capture_output=True,
-                             text=True, timeout=120)
-        assert out.returncode == 0, out.stderr
-        assert out.stdout.splitlines()[-1] == f"SPIN {spins}", (command, out.stdout[-300:])
-    out = subprocess.run([sys.executable, "-c", probe, "serve"], env={**env, "GOMP_SPINCOUNT": "7"},
-                         capture_output=True, text=True, timeout=120)
-    assert out.stdout.splitlines()[-1] == "SPIN 7"  # the user's own setting wins

@@ -650,21 +650,3 @@ def test_stream_wraps_incrementally_as_a_whole_text_wraps():
 
     asyncio.run(main())
 
-
-def test_spin_less_respects_the_user_and_the_load_order(monkeypatch):
-    """The app's OpenMP spin setting (latentlocal.openmp) is made only where it can work (before
-    llama.cpp loads: libgomp reads it once) and never over the user's own setting."""
-    import sys
-
-    from latentlocal.openmp import spin_less
-
-    monkeypatch.delenv("GOMP_SPINCOUNT", raising=False)
-    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
-    monkeypatch.setitem(sys.modules, "llama_cpp", sys.modules.get("llama_cpp", object()))
-    assert not spin_less() and "GOMP_SPINCOUNT" not in os.environ  # too late: loaded already
-    monkeypatch.delitem(sys.modules, "llama_cpp")
-    monkeypatch.setenv("OMP_WAIT_POLICY", "passive")
-    assert not spin_less() and "GOMP_SPINCOUNT" not in os.environ  # the user's choice
-    monkeypatch.delenv("OMP_WAIT_POLICY")
-    assert spin_less(123) and os.environ["GOMP_SPINCOUNT"] == "123"
-    assert not spin_less(456) and os.environ["GOMP_SPINCOUNT"] == "123"

@@ -7,32 +7,20 @@ import sys
 import warnings
 from collections.abc import Sequence
 
+from latentlocal.cli.bench import add_bench_parser
+from latentlocal.cli.models import add_models_parser
+from latentlocal.cli.run import add_run_parser
+from latentlocal.cli.seal import add_seal_parser
+from latentlocal.cli.serve import add_serve_parser
+from latentlocal.cli.tui import add_tui_parser, cmd_tui
 from latentlocal.errors import LatentLocalError
-from latentlocal.openmp import spin_less
-
-# Commands whose process does work of its own beside decoding (the terminal UI's event loop, the
-# server's): their OpenMP spin setting must be made before any subcommand module loads llama.cpp.
-SHARED_CORE_COMMANDS = (None, "tui", "serve")
 
 
 def _warning_line(message, category, filename, lineno, line=None) -> str:  # noqa: ANN001
     return f"warning: {message}\n"
 
 
-def command_of(argv: Sequence[str]) -> str | None:
-    """The subcommand named on a command line, before it is parsed: the first word that is not
-    an option (the top-level parser has no option that takes a value); None: the terminal UI."""
-    return next((a for a in argv if not a.startswith("-")), None)
-
-
 def build_parser() -> argparse.ArgumentParser:
-    from latentlocal.cli.bench import add_bench_parser
-    from latentlocal.cli.models import add_models_parser
-    from latentlocal.cli.run import add_run_parser
-    from latentlocal.cli.seal import add_seal_parser
-    from latentlocal.cli.serve import add_serve_parser
-    from latentlocal.cli.tui import add_tui_parser
-
     parser = argparse.ArgumentParser(
         prog="latentlocal",
         description="Latent-space reasoning for local GGUF models (Soft Thinking, SEAL, Soft Reasoning).",
@@ -49,14 +37,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     warnings.formatwarning = _warning_line
-    argv = list(argv) if argv is not None else sys.argv[1:]
-    if command_of(argv) in SHARED_CORE_COMMANDS:
-        spin_less()
     parser = build_parser()
     args = parser.parse_args(argv)
-    args.argv = argv
-    from latentlocal.cli.tui import cmd_tui
-
+    args.argv = list(argv) if argv is not None else sys.argv[1:]
     handler = getattr(args, "handler", cmd_tui)  # no command: the terminal UI
     try:
         return handler(args)
