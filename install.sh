@@ -44,8 +44,9 @@ if [ "$backend" = auto ]; then
   fi
 fi
 
-# mtmd (multimodal) is not used by latentlocal and adds minutes to the build.
-cmake_args="-DLLAVA_BUILD=OFF"
+# mtmd (multimodal) is not used by latentlocal and adds minutes to the build. The RPC backend
+# (libggml-rpc: `latentlocal worker`, --rpc) is on for every backend.
+cmake_args="-DLLAVA_BUILD=OFF -DGGML_RPC=ON"
 case "$backend" in
   cuda)  cmake_args="$cmake_args -DGGML_CUDA=on" ;;
   metal) cmake_args="$cmake_args -DGGML_METAL=on" ;;
@@ -73,6 +74,15 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ] || ! "$py" -c "import llama_cpp"
   cache=""
   { [ "$backend" != cpu ] || [ "${LATENTLOCAL_CPU:-native}" != native ]; } && cache="--no-cache-dir"
   CMAKE_ARGS="$cmake_args" FORCE_CMAKE=1 pip install -q $cache --force-reinstall --no-deps llama-cpp-python==0.3.36
+  # pip's wheel cache is keyed by the sdist, not by CMAKE_ARGS: a wheel an older install.sh cached
+  # (built without GGML_RPC) comes back unbuilt. Then drop it and build afresh.
+  has_rpc='import pathlib, sys, llama_cpp; sys.exit(not any((pathlib.Path(llama_cpp.__file__).parent / "lib").glob("*ggml-rpc*")))'
+  if ! "$py" -c "$has_rpc"; then
+    echo "install: the cached llama-cpp-python wheel has no RPC backend; rebuilding it"
+    pip cache remove "llama_cpp_python*" >/dev/null 2>&1 || true
+    CMAKE_ARGS="$cmake_args" FORCE_CMAKE=1 pip install -q $cache --force-reinstall --no-deps llama-cpp-python==0.3.36
+    "$py" -c "$has_rpc" || { echo "install: llama-cpp-python 0.3.36 built without libggml-rpc; CMAKE_ARGS='$cmake_args' $py -m pip install -v --no-cache-dir --force-reinstall --no-deps llama-cpp-python==0.3.36 shows why" >&2; exit 1; }
+  fi
   echo "$want" > "$stamp"
 fi
 

@@ -8,6 +8,7 @@ above them, which never see ctypes.
 from __future__ import annotations
 
 import codecs
+import collections
 import ctypes
 import os
 import threading
@@ -22,6 +23,7 @@ from latentlocal.engine_settings import MAX_SEQUENCES, EngineSettings
 from latentlocal.errors import LatentLocalError
 from latentlocal.gguf_header import check_gguf_file, locate_tensor
 from latentlocal.llama_libs import C, ggml_base
+from latentlocal.rpc import guard_aborts, local_gpus, parse_endpoints, release, worker_devices
 
 
 # ---------------------------------------------------------------------------------------------
@@ -29,12 +31,23 @@ from latentlocal.llama_libs import C, ggml_base
 # ---------------------------------------------------------------------------------------------
 
 _verbose = False
+_LOG_ERROR = 4  # GGML_LOG_LEVEL_ERROR
+# llama.cpp's last error lines, even when silent: a lost RPC worker's message quotes them
+_recent_errors: collections.deque[str] = collections.deque(maxlen=6)
 
 
 @C.llama_log_callback
 def _log_callback(level: int, text: bytes, user_data: ctypes.c_void_p) -> None:
-    if _verbose and text:
+    if not text:
+        return
+    if level == _LOG_ERROR:
+        _recent_errors.append(text.decode("utf-8", "replace"))
+    if _verbose:
         os.write(2, text)
+
+
+def recent_errors() -> list[str]:
+    return list(_recent_errors)
 
 
 def set_verbose(verbose: bool) -> None:
@@ -57,8 +70,10 @@ def _ensure_backend() -> None:
 
 
 def gpu_offload_supported() -> bool:
+    """Whether this machine has a GPU this build offloads to (llama_supports_gpu_offload is also
+    true for any build with the RPC backend, which every install.sh build has)."""
     _ensure_backend()
-    return bool(C.llama_supports_gpu_offload())
+    return bool(local_gpus())
 
 
 # ---------------------------------------------------------------------------------------------
@@ -81,30 +96,62 @@ MULTI_POSITION_ARCHS = frozenset({"qwen2vl", "qwen25vl", "qwen3vl", "qwen3vlmoe"
 class Model:
     """Weights, vocabulary and metadata of one GGUF file."""
 
-    def __init__(self, path: str | os.PathLike[str], n_gpu_layers: int = 0) -> None:
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        n_gpu_layers: int = 0,
+        rpc: Sequence[str] = (),
+        tensor_split: Sequence[float] = (),
+    ) -> None:
+        """``rpc``: parsed worker endpoints (EngineSettings.rpc); their devices take the first
+        ``n_gpu_layers`` (0: every layer) offloaded layers, shared out by ``tensor_split``."""
         self.path = check_gguf_file(path)
         _ensure_backend()
-        if n_gpu_layers and not C.llama_supports_gpu_offload():
-            warnings.warn(
-                f"--n-gpu-layers {n_gpu_layers} ignored: this llama-cpp-python build has no GPU "
-                "support (reinstall with LATENTLOCAL_BACKEND=cuda or metal); running on CPU",
-                RuntimeWarning,
-                stacklevel=2,
-            )
-            n_gpu_layers = 0
+        self.rpc = parse_endpoints(rpc)
         params = C.llama_model_default_params()
-        params.n_gpu_layers = int(n_gpu_layers)
-        self.n_gpu_layers = int(n_gpu_layers)
-        ptr = C.llama_model_load_from_file(str(self.path).encode(), params)
-        if not ptr:
-            raise LatentLocalError(
-                f"llama.cpp could not load {self.path}: the file is truncated, corrupt or of an "
-                "architecture this llama.cpp does not know; rerun with --verbose to see why"
-            )
+        if self.rpc:
+            # a worker lost from now on (registration included) ends the run with a clear message
+            guard_aborts(self.rpc, recent_errors)
+            # workers first, then this machine's GPUs: llama.cpp's own order (src/llama.cpp:256-263)
+            devices = worker_devices(self.rpc) + local_gpus()
+            self._devices = (ctypes.c_void_p * (len(devices) + 1))(*devices, None)
+            params.devices = ctypes.cast(self._devices, ctypes.c_void_p)
+            n_gpu_layers = n_gpu_layers or -1  # -1: all, as llama_model_default_params has it
+        else:
+            devices = local_gpus()
+            if n_gpu_layers and not devices:
+                warnings.warn(
+                    f"--n-gpu-layers {n_gpu_layers} ignored: this llama-cpp-python build has no GPU "
+                    "support (reinstall with LATENTLOCAL_BACKEND=cuda or metal); running on CPU",
+                    RuntimeWarning,
+                    stacklevel=2,
+                )
+                n_gpu_layers = 0
+        try:
+            if tensor_split:
+                if len(tensor_split) > max(1, len(devices)):
+                    raise LatentLocalError(
+                        f"--tensor-split has {len(tensor_split)} shares but there are {len(devices)} "
+                        f"devices to split across (the RPC workers' and this machine's GPUs); give "
+                        "one share per device, workers first")
+                self._split = (ctypes.c_float * C.llama_max_devices())(*tensor_split)
+                params.tensor_split = self._split
+            params.n_gpu_layers = int(n_gpu_layers)
+            ptr = C.llama_model_load_from_file(str(self.path).encode(), params)
+            if not ptr:
+                raise LatentLocalError(
+                    f"llama.cpp could not load {self.path}: the file is truncated, corrupt or of an "
+                    "architecture this llama.cpp does not know; rerun with --verbose to see why"
+                )
+        except BaseException:
+            release(self.rpc)
+            raise
         self._ptr = ptr
         self._vocab = C.llama_model_get_vocab(ptr)
         self.n_layer: int = C.llama_model_n_layer(ptr)
         self.n_embd: int = C.llama_model_n_embd(ptr)
+        # layers offloaded (llama.cpp caps the request at n_layer + 1, the output layer included)
+        self.n_gpu_layers = self.n_layer + 1 if n_gpu_layers < 0 else min(int(n_gpu_layers), self.n_layer + 1)
         self.n_vocab: int = C.llama_vocab_n_tokens(self._vocab)
         self.arch: str = self.meta("general.architecture") or "unknown"
         self.name: str = self.meta("general.name") or self.path.stem
@@ -235,6 +282,13 @@ class Model:
         return self._embeddings
 
     @property
+    def placement(self) -> str:
+        """Where the layers run, for status lines."""
+        if self.rpc:
+            return f"{self.n_gpu_layers} layers on RPC {', '.join(self.rpc)}"
+        return f"GPU {self.n_gpu_layers} layers" if self.n_gpu_layers else "CPU"
+
+    @property
     def closed(self) -> bool:
         return not getattr(self, "_ptr", None)
 
@@ -243,6 +297,8 @@ class Model:
         if getattr(self, "_ptr", None):
             C.llama_model_free(self._ptr)
             self._ptr = None
+            if self.rpc:
+                release(self.rpc)
 
     def __del__(self) -> None:  # pragma: no cover - interpreter shutdown order varies
         try:
@@ -390,7 +446,8 @@ class Engine:
         """
         settings = settings or _DEFAULTS
         set_verbose(settings.verbose)
-        model = Model(settings.model_path(), n_gpu_layers=settings.n_gpu_layers)
+        model = Model(settings.model_path(), n_gpu_layers=settings.n_gpu_layers, rpc=settings.rpc,
+                      tensor_split=settings.tensor_split)
         try:
             engine = cls(model, n_ctx=settings.n_ctx, n_seq_max=settings.n_seq_max,
                          n_threads=settings.n_threads, seed=settings.seed, **kwargs)

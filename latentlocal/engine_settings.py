@@ -7,12 +7,15 @@ benchmark scripts build an ``EngineSettings`` and open it with ``Engine.open(set
 
 from __future__ import annotations
 
+import math
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from latentlocal.errors import LatentLocalError
 from latentlocal.models import resolve_model
+from latentlocal.rpc import parse_endpoints
 
 MAX_SEQUENCES = 256  # llama.cpp's LLAMA_MAX_SEQ
 
@@ -23,8 +26,15 @@ class EngineSettings:
 
     # a .gguf path, a file name in the models folder, or None for the bundled model
     model: str | os.PathLike[str] | None = None
-    # layers offloaded to the GPU (CUDA/Metal builds; a CPU build warns and ignores it)
+    # layers offloaded to the GPU (CUDA/Metal builds; a CPU build warns and ignores it) or, with
+    # ``rpc``, to the workers; with ``rpc`` 0 means every layer (llama.cpp's own default)
     n_gpu_layers: int = 0
+    # llama.cpp RPC workers (``latentlocal worker``) as "HOST:PORT" strings, or one comma-separated
+    # string; their devices come first, as with llama.cpp's --rpc
+    rpc: tuple[str, ...] = ()
+    # the share of the offloaded layers each device gets (workers, then local GPUs), as llama.cpp's
+    # --tensor-split; also "3,1"; empty: in proportion to each device's free memory
+    tensor_split: tuple[float, ...] = ()
     # context size in tokens, shared by all sequences (kv_unified)
     n_ctx: int = 4096
     # CPU threads; None or 0: all cores the process may use, at most 8 (engine.default_threads)
@@ -36,6 +46,9 @@ class EngineSettings:
     verbose: bool = False
 
     def __post_init__(self) -> None:
+        # both also come as the text of --rpc / --tensor-split or the TUI's fields
+        object.__setattr__(self, "rpc", parse_endpoints(self.rpc))
+        object.__setattr__(self, "tensor_split", parse_shares(self.tensor_split))
         if not 1 <= self.n_seq_max <= MAX_SEQUENCES:
             raise LatentLocalError(
                 f"parallel sequences must be between 1 and {MAX_SEQUENCES}, not {self.n_seq_max}")
@@ -47,3 +60,19 @@ class EngineSettings:
     def model_path(self) -> Path:
         """The GGUF file ``model`` names (resolved the way ``--model`` is)."""
         return resolve_model(self.model)
+
+
+def parse_shares(shares: str | Sequence[float]) -> tuple[float, ...]:
+    """A tensor split, ``"3,1"`` or numbers: non-negative shares, not all zero (or none at all)."""
+    items = [x for x in shares.split(",") if x.strip()] if isinstance(shares, str) else list(shares)
+    try:
+        split = tuple(float(x) for x in items)
+    except (TypeError, ValueError):
+        raise LatentLocalError(
+            f"tensor split '{shares}' is not comma-separated numbers (e.g. 3,1 puts three quarters "
+            "of the offloaded layers on the first device)") from None
+    if split and (min(split) < 0 or not sum(split) > 0 or not all(map(math.isfinite, split))):
+        raise LatentLocalError(
+            f"tensor split {','.join(f'{x:g}' for x in split)}: shares must be finite, not negative, "
+            "and not all zero (e.g. 3,1 puts three quarters of the offloaded layers on the first device)")
+    return split

@@ -68,3 +68,14 @@ def test_the_tui_model_settings_start_from_the_engine_settings():
     m, e = ModelSettings(), EngineSettings()
     assert (m.n_gpu_layers, m.n_ctx, m.threads or None, m.parallel) == (e.n_gpu_layers, e.n_ctx, e.n_threads, e.n_seq_max)
 
+
+def test_every_model_command_takes_rpc_and_tensor_split():
+    from latentlocal.cli import build_parser
+    from latentlocal.cli.common import engine_settings
+
+    parser = build_parser()
+    for argv in (["run", "q"], ["bench", "--out", "o"], ["seal", "extract", "--data", "d", "--out", "o"],
+                 ["seal", "sweep", "v", "--data", "d"], ["serve"]):
+        args = parser.parse_args([*argv, "--rpc", "10.0.0.2:50052,10.0.0.3:6000", "--tensor-split", "3,1"])
+        s = engine_settings(args)
+        assert (s.rpc, s.tensor_split) == (("10.0.0.2:50052", "10.0.0.3:6000"), (3.0, 1.0)), argv

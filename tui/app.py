@@ -115,8 +115,7 @@ class LatentLocalApp(App):
         self.engine = engine
         self.load_seconds = seconds
         m = engine.model
-        where = f"GPU {m.n_gpu_layers} layers" if m.n_gpu_layers else "CPU"
-        self.sub_title = f"{m.name} · {m.arch} · {m.n_layer} layers · n_embd {m.n_embd} · {where}"
+        self.sub_title = f"{m.name} · {m.arch} · {m.n_layer} layers · n_embd {m.n_embd} · {m.placement}"
         self.config.model.path = str(m.path)
         self.save_config()
         if engine is not self._given_engine:

@@ -1,4 +1,4 @@
-"""The ``latentlocal`` command: one module per subcommand (run, models, tui, seal, bench, serve)."""
+"""The ``latentlocal`` command: one module per subcommand (run, models, tui, seal, bench, serve, worker)."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from latentlocal.cli.run import add_run_parser
 from latentlocal.cli.seal import add_seal_parser
 from latentlocal.cli.serve import add_serve_parser
 from latentlocal.cli.tui import add_tui_parser, cmd_tui
+from latentlocal.cli.worker import add_worker_parser
 from latentlocal.errors import LatentLocalError
 
 
@@ -32,6 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_seal_parser(sub)
     add_bench_parser(sub)
     add_serve_parser(sub)
+    add_worker_parser(sub)
     return parser
 
 

@@ -16,6 +16,12 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--model", default=d.model, help="path to a .gguf file (default: the bundled SmolLM2-135M)")
     g.add_argument("--n-gpu-layers", type=int, default=d.n_gpu_layers,
                    help="layers to offload to the GPU (CUDA/Metal builds)")
+    g.add_argument("--rpc", default="", metavar="HOST:PORT[,...]",
+                   help="run the offloaded layers on these llama.cpp RPC workers (`latentlocal worker` "
+                        "on each machine); with --rpc, --n-gpu-layers defaults to every layer")
+    g.add_argument("--tensor-split", default="", metavar="SHARES",
+                   help="comma-separated share of the offloaded layers per device, workers first "
+                        "(e.g. 3,1; default: by free memory)")
     g.add_argument("--n-ctx", type=int, default=d.n_ctx, help=f"context size in tokens (default {d.n_ctx})")
     g.add_argument("--threads", type=int, default=d.n_threads, help="CPU threads (default: all cores, at most 8)")
     g.add_argument("--parallel", type=int, default=d.n_seq_max,
@@ -34,6 +40,8 @@ def engine_settings(args: argparse.Namespace) -> EngineSettings:
     return EngineSettings(
         model=args.model,
         n_gpu_layers=args.n_gpu_layers,
+        rpc=args.rpc,
+        tensor_split=args.tensor_split,
         n_ctx=args.n_ctx,
         n_threads=args.threads,
         n_seq_max=max(1, min(MAX_SEQUENCES, args.parallel)),

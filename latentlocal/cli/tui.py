@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from typing import Any
 
+from latentlocal import rpc
 from latentlocal.errors import LatentLocalError
 
 
@@ -18,4 +20,34 @@ def cmd_tui(args: argparse.Namespace) -> int:
         from tui.app import main as tui_main
     except ImportError as exc:
         raise LatentLocalError(f"the terminal UI is not installed ({exc}); reinstall with ./install.sh") from exc
-    return tui_main()
+    restore = _terminal_restorer()
+    if restore is not None:
+        rpc.add_fatal_hook(restore)
+    try:
+        return tui_main()
+    finally:
+        if restore is not None:
+            rpc.remove_fatal_hook(restore)
+
+
+def _terminal_restorer() -> Callable[[], None] | None:
+    """What gives the shell its terminal back if a lost RPC worker ends the process mid-screen
+    (latentlocal.rpc's abort guard exits without Textual's own cleanup)."""
+    import os
+    import sys
+
+    try:
+        import termios
+
+        fd = sys.stdin.fileno()
+        saved = termios.tcgetattr(fd)
+    except (ImportError, OSError, ValueError, AttributeError):
+        return None
+
+    def restore() -> None:
+        # leave the alternate screen; show the cursor; stop mouse reports and bracketed paste
+        os.write(sys.__stdout__.fileno(), b"\x1b[?1000l\x1b[?1002l\x1b[?1003l\x1b[?1006l\x1b[?1015l"
+                 b"\x1b[?2004l\x1b[?25h\x1b[?1049l\r\n")
+        termios.tcsetattr(fd, termios.TCSADRAIN, saved)
+
+    return restore

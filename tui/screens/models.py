@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 import warnings
+from dataclasses import replace
 from pathlib import Path
 
 from textual import on, work
@@ -12,7 +13,7 @@ from textual.containers import Grid, Horizontal, Vertical
 from textual.message import Message
 from textual.widgets import Button, DataTable, Input, Label, ProgressBar, Static
 
-from latentlocal.engine_settings import MAX_SEQUENCES
+from latentlocal.engine_settings import MAX_SEQUENCES, EngineSettings
 from latentlocal.errors import LatentLocalError
 from latentlocal.models import list_models, models_dir
 from tui.jobs import error_text
@@ -98,6 +99,11 @@ class ModelsView(Vertical):
             yield Input(str(cfg.threads), type="integer", id="opt-threads", compact=True)
             yield Label("Parallel sequences", classes="field-label")
             yield Input(str(cfg.parallel), type="integer", id="opt-parallel", compact=True)
+        with Grid(id="rpc-grid"):
+            yield Label("RPC workers", classes="field-label")
+            yield Input(cfg.rpc, placeholder="HOST:PORT,... (latentlocal worker)", id="opt-rpc", compact=True)
+            yield Label("Tensor split", classes="field-label")
+            yield Input(cfg.tensor_split, placeholder="e.g. 3,1", id="opt-split", compact=True)
         yield Static(id="gpu-note", classes="hint")
         with Horizontal(classes="button-row"):
             yield Button("Load  Enter", id="model-load", compact=True, variant="primary")
@@ -120,11 +126,11 @@ class ModelsView(Vertical):
 
         ok = gpu_offload_supported()
         self.gpu_supported = ok
-        note = ("GPU offload: available in this build (layers to put on the GPU; -1 = all)." if ok else
-                "GPU offload: this llama-cpp-python build is CPU-only, so offload layers are ignored "
-                "(reinstall with LATENTLOCAL_BACKEND=cuda or metal).")
+        note = ("GPU offload: available in this build (layers to put on the GPU or RPC workers; -1 = all)."
+                if ok else
+                "GPU offload: this llama-cpp-python build is CPU-only, so offload layers go to RPC "
+                "workers only (0 = all of them there; without workers the layers are ignored).")
         self.query_one("#gpu-note", Static).update(note)
-        self.query_one("#opt-gpu", Input).disabled = not ok
 
     # -- listing -------------------------------------------------------------------------------
     def scan(self) -> None:
@@ -214,7 +220,12 @@ class ModelsView(Vertical):
             app.notify(row["error"], title="Cannot load this file", severity="error")
             return False
         try:
-            gpu = self._int("#opt-gpu", -1, "GPU offload layers") if self.gpu_supported else 0
+            rpc_text = self.query_one("#opt-rpc", Input).value.strip()
+            split_text = self.query_one("#opt-split", Input).value.strip()
+            # checked here (EngineSettings parses both) so a typo is named before the old model goes
+            workers = EngineSettings(rpc=rpc_text, tensor_split=split_text)
+            gpu = (self._int("#opt-gpu", -1, "GPU offload layers")
+                   if self.gpu_supported or workers.rpc else 0)
             n_ctx = self._int("#opt-ctx", 256, "Context tokens")
             threads = self._int("#opt-threads", 0, "CPU threads")
             parallel = self._int("#opt-parallel", 1, "Parallel sequences")
@@ -229,6 +240,7 @@ class ModelsView(Vertical):
             return False
         m = app.config.model
         m.n_gpu_layers, m.n_ctx, m.threads, m.parallel = gpu, n_ctx, threads, parallel
+        m.rpc, m.tensor_split = rpc_text, split_text
         old = app.detach_engine()
         self._load_started = time.monotonic()
         self._loading_name = row.get("name") or Path(path).name
@@ -238,7 +250,7 @@ class ModelsView(Vertical):
         self.query_one("#model-load", Button).disabled = True
         self._ticker.resume()
         self._tick()
-        self._load(path, old, gpu if gpu >= 0 else 10_000, n_ctx, threads or None, parallel)
+        self._load(path, old, gpu if gpu >= 0 else 10_000, n_ctx, threads or None, parallel, workers)
         return True
 
     def _tick(self) -> None:
@@ -246,9 +258,9 @@ class ModelsView(Vertical):
         self.query_one("#load-status", Label).update(f"loading {self._loading_name}… {dt:.1f} s")
 
     @work(thread=True, exclusive=True, group="engine")
-    def _load(self, path: str, old, gpu: int, n_ctx: int, threads: int | None, parallel: int) -> None:
+    def _load(self, path: str, old, gpu: int, n_ctx: int, threads: int | None, parallel: int,
+              workers: EngineSettings) -> None:
         from latentlocal.engine import Engine
-        from latentlocal.engine_settings import EngineSettings
 
         if old is not None:
             old.close()  # and its model: the engine loaded it
@@ -257,8 +269,8 @@ class ModelsView(Vertical):
         try:
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
-                engine = Engine.open(EngineSettings(model=path, n_gpu_layers=gpu, n_ctx=n_ctx,
-                                                    n_threads=threads, n_seq_max=parallel))
+                engine = Engine.open(replace(workers, model=path, n_gpu_layers=gpu, n_ctx=n_ctx,
+                                             n_threads=threads, n_seq_max=parallel))
             notes = [str(w.message) for w in caught]
         except Exception as exc:  # noqa: BLE001
             error = error_text(exc)
@@ -287,7 +299,7 @@ class ModelsView(Vertical):
         m = msg.engine.model
         self.query_one("#load-status", Label).update(
             f"loaded {m.name} in {msg.seconds:.1f} s ({m.arch}, {m.n_layer} layers, n_embd {m.n_embd}, "
-            f"{'GPU ' + str(m.n_gpu_layers) + ' layers' if m.n_gpu_layers else 'CPU'})")
+            f"{m.placement})")
         app.attach_engine(msg.engine, msg.seconds)
 
     @on(Button.Pressed, "#model-load")

@@ -1,0 +1,288 @@
+"""Layers on llama.cpp RPC workers: two ``latentlocal worker`` subprocesses on 127.0.0.1.
+
+Every numeric check compares a run over RPC with a local run of the same build in this process.
+The workers compute with the same CPU kernels as this process, and ggml's CPU matmul gives each
+output row to one thread, so the thread count does not change a result: greedy tokens are
+compared exactly, logits and states to the local parity tests' tolerances.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from latentlocal.llama_libs import rpc_library_path
+
+if rpc_library_path() is None:
+    pytest.skip("this llama-cpp-python build has no RPC backend (libggml-rpc); ./install.sh builds it "
+                "with GGML_RPC=ON", allow_module_level=True)
+
+from latentlocal import rpc  # noqa: E402
+from latentlocal.engine import Engine, Model  # noqa: E402
+from latentlocal.engine_settings import EngineSettings  # noqa: E402
+from latentlocal.errors import LatentLocalError  # noqa: E402
+from latentlocal.methods.cot import prompt_tokens  # noqa: E402
+from latentlocal.methods.seal.extract import _capture_rows, _Seq  # noqa: E402
+
+QUESTION = "Tom has 3 apples and buys 5 more. How many apples does he have?"
+REPO = Path(__file__).resolve().parents[1]
+READY = "serving on"  # the worker's line once its port accepts (latentlocal/cli/worker.py)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")])
+    return env
+
+
+class Worker:
+    """``latentlocal worker`` in a subprocess, ready when it prints its serving line."""
+
+    def __init__(self, *extra: str, host: str = "127.0.0.1") -> None:
+        self.port = free_port()
+        self.endpoint = f"127.0.0.1:{self.port}"
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "latentlocal.cli", "worker", "--host", host, "--port", str(self.port),
+             "--threads", "1", *extra],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env())
+        self.lines: list[str] = []
+        for line in self.proc.stdout:  # blocks until the line (or EOF when the worker fails)
+            self.lines.append(line)
+            if READY in line:
+                break
+        else:
+            raise RuntimeError(f"worker did not start: {self.proc.stderr.read()}")
+        # keep draining its output so llama.cpp's per-client lines never fill the pipe
+        threading.Thread(target=lambda: [self.lines.append(x) for x in self.proc.stdout], daemon=True).start()
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait(10)
+
+
+@pytest.fixture(scope="module")
+def workers():
+    ws = [Worker(), Worker()]
+    yield ws
+    for w in ws:
+        w.kill()
+
+
+@pytest.fixture(scope="module")
+def local(smol_path):
+    e = Engine.open(EngineSettings(model=smol_path, n_ctx=1024, n_seq_max=2, n_threads=1))
+    yield e
+    e.close()
+
+
+@pytest.fixture(scope="module")
+def split(workers, smol_path):
+    """The bundled model's layers split across both workers."""
+    e = Engine.open(EngineSettings(model=smol_path, n_ctx=1024, n_seq_max=2, n_threads=1,
+                                   rpc=tuple(w.endpoint for w in workers)))
+    yield e
+    e.close()
+
+
+def test_the_protocol_constant_is_this_builds(workers):
+    # runs before any engine holds the workers (a worker serves one client at a time)
+    assert rpc.probe(workers[0].endpoint) == rpc.PROTOCOL
+
+
+def _greedy(engine: Engine, n: int = 12) -> tuple[list[int], list[np.ndarray]]:
+    toks = prompt_tokens(engine, QUESTION, None)
+    engine.clear()
+    engine.decode_tokens(toks)
+    out, logits = [], []
+    for _ in range(n):
+        lg = np.array(engine.logits(-1))
+        logits.append(lg)
+        out.append(int(lg.argmax()))
+        engine.decode_tokens([out[-1]])
+    return out, logits
+
+
+def _assert_logits_close(got: list[np.ndarray], want: list[np.ndarray]) -> None:
+    for g, w in zip(got, want):
+        assert np.abs(g - w).max() <= 1e-3 * (w.max() - w.min())  # test_engine's parity tolerance
+
+
+def test_split_and_single_worker_greedy_tokens_equal_local(local, split, smol_path, workers):
+    want, want_logits = _greedy(local)
+    assert split.model.n_gpu_layers == split.n_layer + 1  # every layer (and the output) offloaded
+    got, got_logits = _greedy(split)
+    assert got == want
+    _assert_logits_close(got_logits, want_logits)
+    # all layers on the second worker, while the split model holds both: one shared connection
+    with Engine.open(EngineSettings(model=smol_path, n_ctx=512, n_seq_max=1, n_threads=1,
+                                    rpc=(workers[1].endpoint,))) as one:
+        got1, logits1 = _greedy(one)
+    assert got1 == want
+    _assert_logits_close(logits1, want_logits)
+
+
+def test_tensor_split_puts_the_layers_where_asked(local, smol_path, workers):
+    want, want_logits = _greedy(local, n=4)
+    settings = EngineSettings(model=smol_path, n_ctx=512, n_seq_max=1, n_threads=1,
+                              rpc=tuple(w.endpoint for w in workers), tensor_split=(1, 3), n_gpu_layers=20)
+    with Engine.open(settings) as e:
+        assert e.model.n_gpu_layers == 20  # the other 10 blocks stay on this machine's CPU
+        got, got_logits = _greedy(e, n=4)
+    assert got == want
+    _assert_logits_close(got_logits, want_logits)
+    with pytest.raises(LatentLocalError, match="3 shares but there are 2 devices"):
+        Engine.open(EngineSettings(model=smol_path, rpc=tuple(w.endpoint for w in workers),
+                                   tensor_split=(1, 1, 1)))
+
+
+def test_embedding_rows_give_the_token_logits_in_several_sequences(split):
+    toks = prompt_tokens(split, QUESTION, None)
+    split.clear()
+    split.decode_tokens(toks, seq=0)
+    split.seq_copy(0, 1)
+    nxt = [28, 1000]
+    split.decode_step([0, 1], tokens=nxt)
+    by_token = np.array([split.logits(0), split.logits(1)])
+    split.seq_remove(0, len(toks))
+    split.seq_remove(1, len(toks))
+    split.decode_step([0, 1], rows=split.model.embeddings.rows(nxt))
+    by_row = np.array([split.logits(0), split.logits(1)])
+    np.testing.assert_allclose(by_row, by_token, atol=1e-3)  # test_engine's one-step tolerance
+
+
+@pytest.mark.parametrize("il", [5, 25])  # a block on each worker
+def test_a_control_vector_shifts_the_captured_block_by_exactly_the_vector(split, il):
+    cap = split.sibling(capture_layers=[il - 1, il, il + 1], n_seq_max=1)
+    toks = prompt_tokens(split, QUESTION, None)[:24]
+
+    def run() -> dict[int, np.ndarray]:
+        cap.clear()
+        cap.decode_tokens(toks, logits="last")
+        return {k: cap.captured(k).copy() for k in (il - 1, il, il + 1)}
+
+    base = run()
+    v = np.random.default_rng(0).normal(size=split.n_embd).astype(np.float32)
+    cap.set_control_vector({il: v}, scale=0.5)
+    steered = run()
+    cap.close()
+    np.testing.assert_array_equal(steered[il - 1], base[il - 1])
+    tol = 4 * np.finfo(np.float32).eps * np.abs(base[il]).max()  # as test_engine's control vector test
+    np.testing.assert_allclose(steered[il] - base[il], np.broadcast_to(0.5 * v, base[il].shape), atol=tol)
+    assert not np.allclose(steered[il + 1], base[il + 1])
+
+
+def test_seal_extraction_captures_the_local_states(local, split):
+    toks = prompt_tokens(local, QUESTION, None) + local.model.tokenize(" He has 8 apples.\n\nWait", False)
+    positions = [len(toks) - 9, len(toks) - 3, len(toks) - 1]
+    layers = [0, 12, local.n_layer - 1]
+    got = {}
+    for name, e in (("local", local), ("rpc", split)):
+        cap = e.sibling(capture_layers=layers, n_seq_max=1)
+        got[name] = _capture_rows(_Seq(cap, []), toks, positions, layers)
+        cap.close()
+    want = got["local"]
+    assert want.shape == (3, 3, local.n_embd) and np.abs(want).max() > 0
+    # test_engine's capture tolerance
+    np.testing.assert_allclose(got["rpc"], want, atol=2e-3 * np.abs(want).max())
+
+
+def test_a_worker_that_is_not_there_is_named_within_seconds(smol_path):
+    ep = f"127.0.0.1:{free_port()}"
+    t0 = time.monotonic()
+    with pytest.raises(LatentLocalError, match=f"no RPC worker answers at {ep}.*latentlocal worker"):
+        Engine.open(EngineSettings(model=smol_path, rpc=ep))
+    assert time.monotonic() - t0 < rpc.PROBE_TIMEOUT_S
+
+
+class FakeWorker:
+    """A TCP server that answers the RPC HELLO with a given version, or never answers."""
+
+    def __init__(self, version: tuple[int, int, int] | None) -> None:
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.endpoint = f"127.0.0.1:{self.sock.getsockname()[1]}"
+        self.version = version
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        conn, _ = self.sock.accept()
+        with conn:
+            conn.recv(1 + 8 + 24)
+            if self.version is None:
+                conn.recv(1)  # until the client gives up
+                return
+            conn.sendall((28).to_bytes(8, "little") + bytes([*self.version, 0]) + bytes(24))
+
+
+def test_another_llama_cpp_version_gets_llama_cpps_version_error():
+    fake = FakeWorker((6, 1, 0))
+    with pytest.raises(LatentLocalError, match=r"RPC server version mismatch: 6\.1\.0.*same latentlocal"):
+        rpc.probe(fake.endpoint)
+
+
+def test_a_worker_that_does_not_answer_the_hello_is_refused_after_the_timeout():
+    fake = FakeWorker(None)
+    with pytest.raises(LatentLocalError, match="did not answer llama.cpp's HELLO within 0.5 s"):
+        rpc.probe(fake.endpoint, timeout=0.5)
+
+
+@pytest.mark.parametrize("bad, why", [("localhost", "not HOST:PORT"), ("h:0", "not HOST:PORT"),
+                                      ("h:1,h:1", "twice"), ("[::1]:5", "IPv4 only")])
+def test_bad_endpoints_are_refused_before_connecting(bad, why):
+    with pytest.raises(LatentLocalError, match=why):
+        EngineSettings(rpc=bad)
+
+
+def test_killing_the_worker_mid_run_ends_the_run_with_a_clear_error(smol_path):
+    w = Worker()
+    try:
+        run = subprocess.Popen(
+            [sys.executable, "-m", "latentlocal.cli", "run", QUESTION, "--json", "--max-tokens", "400",
+             "--n-ctx", "1024", "--threads", "1", "--rpc", w.endpoint],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env())
+        for line in run.stdout:  # wait for the first generated token
+            if json.loads(line).get("type") == "token":
+                break
+        run.send_signal(signal.SIGSTOP)  # so the run cannot finish before the worker is gone
+        w.kill()
+        run.send_signal(signal.SIGCONT)
+        t0 = time.monotonic()
+        _, err = run.communicate(timeout=30)
+        assert time.monotonic() - t0 < 30
+    finally:
+        w.kill()
+        if run.poll() is None:
+            run.kill()
+    assert run.returncode == 2, err
+    assert f"the RPC worker at {w.endpoint} went away" in err
+    assert "Remote RPC server crashed" in err  # llama.cpp's own words, passed on
+    assert "backtrace" not in err.lower() and "gdb" not in err.lower()
+
+
+def test_the_worker_warns_off_loopback_and_stops_on_ctrl_c():
+    w = Worker(host="0.0.0.0")
+    try:
+        w.proc.send_signal(signal.SIGINT)
+        w.proc.wait(10)
+        err = w.proc.stderr.read()
+    finally:
+        w.kill()
+    assert w.proc.returncode == 0
+    assert "no authentication" in err and "stopped" in err
+
