@@ -76,7 +76,8 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ] || ! "$py" -c "import llama_cpp"
   CMAKE_ARGS="$cmake_args" FORCE_CMAKE=1 pip install -q $cache --force-reinstall --no-deps llama-cpp-python==0.3.36
   # pip's wheel cache is keyed by the sdist, not by CMAKE_ARGS: a wheel an older install.sh cached
   # (built without GGML_RPC) comes back unbuilt. Then drop it and build afresh.
-  has_rpc='import pathlib, sys, llama_cpp; sys.exit(not any((pathlib.Path(llama_cpp.__file__).parent / "lib").glob("*ggml-rpc*")))'
+  # find_spec, not import: llama_cpp's own dependencies come with latentlocal's, below
+  has_rpc='import importlib.util, pathlib, sys; s = importlib.util.find_spec("llama_cpp"); sys.exit(s is None or not any((pathlib.Path(s.origin).parent / "lib").glob("*ggml-rpc*")))'
   if ! "$py" -c "$has_rpc"; then
     echo "install: the cached llama-cpp-python wheel has no RPC backend; rebuilding it"
     pip cache remove "llama_cpp_python*" >/dev/null 2>&1 || true
