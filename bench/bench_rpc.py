@@ -16,6 +16,7 @@ With --rpc the given workers are used as "rpc x1" (all of them together).
 from __future__ import annotations
 
 import argparse
+import signal
 import socket
 import statistics
 import subprocess
@@ -45,10 +46,11 @@ def start_worker(threads: int) -> tuple[subprocess.Popen, str]:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     proc = subprocess.Popen([sys.executable, "-m", "latentlocal.cli", "worker", "--port", str(port),
-                             "--threads", str(threads)], stdout=subprocess.PIPE, text=True,
+                             "--threads", str(threads)], stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL, text=True,
                             cwd=Path(__file__).resolve().parents[1])
     for line in proc.stdout:
-        if "serving on" in line:
+        if "latentlocal worker: llama.cpp RPC" in line:
             break
     else:
         raise SystemExit("the worker did not start")
@@ -65,6 +67,8 @@ def main() -> None:
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--rpc", default="", help="use these workers instead of starting two on loopback")
     args = ap.parse_args()
+    # a plain kill runs the finally below too, so the workers never outlive the benchmark
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     procs: list[subprocess.Popen] = []
     try:
         if args.rpc:

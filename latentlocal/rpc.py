@@ -92,7 +92,9 @@ def probe(endpoint: str, timeout: float = PROBE_TIMEOUT_S) -> tuple[int, int, in
                     f"the RPC worker at {endpoint} answered the HELLO with {size} bytes, not {4 + _CAPS}: "
                     "it runs another llama.cpp RPC protocol; install the same latentlocal "
                     "(llama-cpp-python 0.3.36) on both machines")
-            major, minor, patch = _recv_exactly(sock, 4)[:3]
+            # read all of it: closing with unread bytes resets the connection, which the worker
+            # logs as "recv failed"
+            major, minor, patch = _recv_exactly(sock, size)[:3]
         except TimeoutError as exc:
             raise LatentLocalError(
                 f"the RPC worker at {endpoint} accepted the connection but did not answer llama.cpp's "

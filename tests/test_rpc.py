@@ -36,7 +36,7 @@ from latentlocal.methods.seal.extract import _capture_rows, _Seq  # noqa: E402
 
 QUESTION = "Tom has 3 apples and buys 5 more. How many apples does he have?"
 REPO = Path(__file__).resolve().parents[1]
-READY = "serving on"  # the worker's line once its port accepts (latentlocal/cli/worker.py)
+READY = "latentlocal worker: llama.cpp RPC"  # its line once the port accepts (cli/worker.py)
 
 
 def free_port() -> int:
@@ -52,7 +52,11 @@ def _env() -> dict[str, str]:
 
 
 class Worker:
-    """``latentlocal worker`` in a subprocess, ready when it prints its serving line."""
+    """``latentlocal worker`` in a subprocess, ready when it prints its serving line.
+
+    Its stderr joins its stdout in one pipe, so llama.cpp's log lines keep their order with the
+    server's "Client connection closed" lines.
+    """
 
     def __init__(self, *extra: str, host: str = "127.0.0.1") -> None:
         self.port = free_port()
@@ -60,16 +64,29 @@ class Worker:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "latentlocal.cli", "worker", "--host", host, "--port", str(self.port),
              "--threads", "1", *extra],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env())
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=_env())
         self.lines: list[str] = []
         for line in self.proc.stdout:  # blocks until the line (or EOF when the worker fails)
             self.lines.append(line)
             if READY in line:
                 break
         else:
-            raise RuntimeError(f"worker did not start: {self.proc.stderr.read()}")
+            raise RuntimeError(f"worker did not start: {''.join(self.lines)}")
         # keep draining its output so llama.cpp's per-client lines never fill the pipe
-        threading.Thread(target=lambda: [self.lines.append(x) for x in self.proc.stdout], daemon=True).start()
+        self.changed = threading.Condition()
+        self.drain = threading.Thread(target=self._drain, daemon=True)
+        self.drain.start()
+
+    def _drain(self) -> None:
+        for line in self.proc.stdout:
+            with self.changed:
+                self.lines.append(line)
+                self.changed.notify_all()
+
+    def wait_for(self, text: str, count: int, timeout: float = 10.0) -> None:
+        """Until the worker has printed ``text`` ``count`` times."""
+        with self.changed:
+            assert self.changed.wait_for(lambda: sum(text in x for x in self.lines) >= count, timeout)
 
     def kill(self) -> None:
         if self.proc.poll() is None:
@@ -103,7 +120,12 @@ def split(workers, smol_path):
 
 def test_the_protocol_constant_is_this_builds(workers):
     # runs before any engine holds the workers (a worker serves one client at a time)
-    assert rpc.probe(workers[0].endpoint) == rpc.PROTOCOL
+    w = workers[0]
+    closed = sum("Client connection closed" in x for x in w.lines)
+    assert rpc.probe(w.endpoint) == rpc.PROTOCOL
+    # the probe leaves cleanly: no connection reset for the worker to log as an error
+    w.wait_for("Client connection closed", closed + 1)
+    assert not [x for x in w.lines if "failed" in x]
 
 
 def _greedy(engine: Engine, n: int = 12) -> tuple[list[int], list[np.ndarray]]:
@@ -280,7 +302,8 @@ def test_the_worker_warns_off_loopback_and_stops_on_ctrl_c():
     try:
         w.proc.send_signal(signal.SIGINT)
         w.proc.wait(10)
-        err = w.proc.stderr.read()
+        w.drain.join(10)  # to the end of its output
+        err = "".join(w.lines)
     finally:
         w.kill()
     assert w.proc.returncode == 0

@@ -59,7 +59,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     names = ", ".join(base.ggml_backend_dev_description(d).decode("utf-8", "replace") for d in devices)
     endpoint = f"{args.host}:{args.port}"
     if args.host != "127.0.0.1":
-        print(f"warning: serving on {args.host}: llama.cpp's RPC protocol has no authentication or "
+        print(f"warning: listening on {args.host}: llama.cpp's RPC protocol has no authentication or "
               "encryption: anyone who can reach this port can use this machine's memory and CPU. "
               "Bind an address of a private network you trust, never one the internet reaches",
               file=sys.stderr, flush=True)
