@@ -9,14 +9,12 @@ compared exactly, logits and states to the local parity tests' tolerances.
 from __future__ import annotations
 
 import json
-import os
 import signal
 import socket
 import subprocess
 import sys
 import threading
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -28,70 +26,14 @@ if rpc_library_path() is None:
                 "with GGML_RPC=ON", allow_module_level=True)
 
 from latentlocal import rpc  # noqa: E402
-from latentlocal.engine import Engine, Model  # noqa: E402
+from latentlocal.engine import Engine  # noqa: E402
 from latentlocal.engine_settings import EngineSettings  # noqa: E402
 from latentlocal.errors import LatentLocalError  # noqa: E402
 from latentlocal.methods.cot import prompt_tokens  # noqa: E402
 from latentlocal.methods.seal.extract import _capture_rows, _Seq  # noqa: E402
+from rpcworker import Worker, env, free_port  # noqa: E402
 
 QUESTION = "Tom has 3 apples and buys 5 more. How many apples does he have?"
-REPO = Path(__file__).resolve().parents[1]
-READY = "latentlocal worker: llama.cpp RPC"  # its line once the port accepts (cli/worker.py)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _env() -> dict[str, str]:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")])
-    return env
-
-
-class Worker:
-    """``latentlocal worker`` in a subprocess, ready when it prints its serving line.
-
-    Its stderr joins its stdout in one pipe, so llama.cpp's log lines keep their order with the
-    server's "Client connection closed" lines.
-    """
-
-    def __init__(self, *extra: str, host: str = "127.0.0.1") -> None:
-        self.port = free_port()
-        self.endpoint = f"127.0.0.1:{self.port}"
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "latentlocal.cli", "worker", "--host", host, "--port", str(self.port),
-             "--threads", "1", *extra],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=_env())
-        self.lines: list[str] = []
-        for line in self.proc.stdout:  # blocks until the line (or EOF when the worker fails)
-            self.lines.append(line)
-            if READY in line:
-                break
-        else:
-            raise RuntimeError(f"worker did not start: {''.join(self.lines)}")
-        # keep draining its output so llama.cpp's per-client lines never fill the pipe
-        self.changed = threading.Condition()
-        self.drain = threading.Thread(target=self._drain, daemon=True)
-        self.drain.start()
-
-    def _drain(self) -> None:
-        for line in self.proc.stdout:
-            with self.changed:
-                self.lines.append(line)
-                self.changed.notify_all()
-
-    def wait_for(self, text: str, count: int, timeout: float = 10.0) -> None:
-        """Until the worker has printed ``text`` ``count`` times."""
-        with self.changed:
-            assert self.changed.wait_for(lambda: sum(text in x for x in self.lines) >= count, timeout)
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-        self.proc.wait(10)
 
 
 @pytest.fixture(scope="module")
@@ -277,7 +219,7 @@ def test_killing_the_worker_mid_run_ends_the_run_with_a_clear_error(smol_path):
         run = subprocess.Popen(
             [sys.executable, "-m", "latentlocal.cli", "run", QUESTION, "--json", "--max-tokens", "400",
              "--n-ctx", "1024", "--threads", "1", "--rpc", w.endpoint],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env())
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env())
         for line in run.stdout:  # wait for the first generated token
             if json.loads(line).get("type") == "token":
                 break

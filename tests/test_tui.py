@@ -650,3 +650,35 @@ def test_stream_wraps_incrementally_as_a_whole_text_wraps():
 
     asyncio.run(main())
 
+
+
+def test_the_models_tab_loads_onto_an_rpc_worker_and_names_a_bad_one(home):
+    from latentlocal.llama_libs import rpc_library_path
+
+    if rpc_library_path() is None:
+        pytest.skip("this llama-cpp-python build has no RPC backend (libggml-rpc)")
+    from rpcworker import Worker, free_port
+
+    worker = Worker()
+    gone = f"127.0.0.1:{free_port()}"
+
+    async def scenario(app, pilot):
+        table = app.query_one("#model-table")
+        await wait_for(pilot, lambda: table.row_count > 0, what="model list")
+        app.query_one("#opt-rpc").value = gone
+        app.query_one("#models-view").load_selected()
+        await wait_for(pilot, lambda: app.job is None, what="failed load")
+        assert app.engine is None and gone in str(app.query_one("#load-status").render())
+        app.query_one("#opt-rpc").value = worker.endpoint
+        app.query_one("#opt-split").value = "1"
+        app.query_one("#models-view").load_selected()
+        await wait_for(pilot, lambda: app.engine is not None and app.job is None, what="model load")
+        assert app.engine.model.rpc == (worker.endpoint,) and f"RPC {worker.endpoint}" in app.sub_title
+        saved = cfgmod.load()[0].model
+        assert (saved.rpc, saved.tensor_split) == (worker.endpoint, "1")
+        app.engine.close()
+
+    try:
+        run(scenario)
+    finally:
+        worker.kill()
