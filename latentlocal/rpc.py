@@ -19,6 +19,7 @@ import socket
 import struct
 import sys
 import threading
+import time
 from collections.abc import Callable, Sequence
 
 from latentlocal.errors import LatentLocalError
@@ -221,6 +222,11 @@ def _reachable(ep: str) -> bool:
 def abort_message(reason: str, endpoints: Sequence[str], log: Sequence[str]) -> str:
     """What the user reads when ggml aborts while workers are in use."""
     gone = [ep for ep in endpoints if not _reachable(ep)]
+    for _ in range(5):  # a killed worker's connection can close a moment before its port does
+        if gone:
+            break
+        time.sleep(0.1)
+        gone = [ep for ep in endpoints if not _reachable(ep)]
     said = "; ".join(line.strip() for line in log if line.strip())
     llama = reason.strip() + (f" ({said})" if said else "")
     if gone:
