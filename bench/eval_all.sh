@@ -4,7 +4,7 @@
 #   bench/eval_all.sh [stage ...]     stages: qwen-seal qwen smol-seal smol-sweep smol qwen-sr
 #                                     smol-gsm smol-gsm-st gemma qwen-gsm gemma-gsm qwen-sweep
 #                                     gemma-seal smol-seal-svamp smol-sr smol-sr-gsm qwen-swir
-#                                     (default: all)
+#                                     qwen300 (default: all but qwen300, hours on 2 cores)
 # The evaluation model (Qwen2.5-Coder-0.5B-Instruct) comes from ../shared/tools/eval-models; it is
 # not a product dependency. Slices: SVAMP dev.jsonl first 100 for reports, GSM8K train first 40/60
 # for SEAL extraction only, SVAMP dev [400:430) for the always-on scale sweep only; for reports
@@ -21,6 +21,7 @@ DATA=${LATENTLOCAL_DATA:-../shared/data}
 QWEN=${QWEN:-$HOME/.cache/latentlocal-eval-models/qwen2.5-coder-0.5b-instruct.gguf}
 GEMMA=${GEMMA:-$HOME/.cache/latentlocal-eval-models/gemma-3-270m-q4_k_m.gguf}
 SVAMP=$DATA/svamp/dev.jsonl
+RESULTS=${LATENTLOCAL_RESULTS:-bench/results}
 GSM=$DATA/gsm8k/train.jsonl
 QVEC=vectors/qwen2.5-coder-0.5b-instruct.seal.gguf
 SVEC=vectors/smollm2-135m-instruct.seal.gguf
@@ -92,6 +93,15 @@ for s in "${stages[@]}"; do
                  --methods "cot,soft-thinking,swi-reasoning,swi-reasoning:explicit_only=true" \
                  --out bench/results/svamp100-qwen0.5b-swir \
                  --title "SVAMP dev [0:100), Qwen2.5-Coder-0.5B-Instruct Q4_K_M, max 320 tokens, with SwiReasoning" ;;
+    # 300 problems per slice (issue 18), four problems decoded at once (bench --batch 4): cot over
+    # the whole slice first, then the same folder again with soft-thinking added (the cot rows are
+    # kept, so soft-thinking pairs with them). Its own folder, written under $RESULTS (default
+    # bench/results; a long background run can write outside the tree and be copied in when done).
+    qwen300) for m in cot cot,soft-thinking; do
+               $LL bench "${T[@]}" --model "$QWEN" --data "$SVAMP" --limit 300 --max-tokens 320 --batch 4 \
+                 --methods "$m" --out "$RESULTS/svamp300-qwen0.5b" \
+                 --title "SVAMP dev [0:300), Qwen2.5-Coder-0.5B-Instruct Q4_K_M, max 320 tokens, batch 4"
+             done ;;
     *) echo "unknown stage $s" >&2; exit 2 ;;
   esac
 done

@@ -12,8 +12,10 @@ from latentlocal.cli.common import add_method_args, add_model_args, open_engine
 from latentlocal.errors import LatentLocalError
 from latentlocal.datasets import load_problems
 from latentlocal.eval.report import read_results, rebuild_report, write_report
-from latentlocal.eval.runner import parse_method_spec, run_bench
-from latentlocal.methods.registry import runner_from_options
+from latentlocal.engine import Engine
+from latentlocal.engine_settings import MAX_SEQUENCES
+from latentlocal.eval.runner import batch_context, parse_method_spec, run_bench
+from latentlocal.methods.registry import chain_from_options, runner_from_options
 from latentlocal.progress import ProgressBar
 
 
@@ -31,9 +33,23 @@ def add_bench_parser(sub: Any) -> None:
     p.add_argument("--out", required=True, help="output folder: results.jsonl, report.md, report.png")
     p.add_argument("--report-only", action="store_true", help="rebuild the report from --out, no model")
     p.add_argument("--title", default=None)
+    p.add_argument("--batch", type=int, default=1,
+                   help="problems decoded at once, each in its own sequence of one context (cot and "
+                        "soft-thinking; default 1: one at a time)")
     add_model_args(p)
     add_method_args(p, with_method=False)
     p.set_defaults(handler=cmd_bench)
+
+
+def _with_room(engine: Engine, cells: int, batch: int) -> Engine:
+    """``engine``, or a context on the same weights large enough for ``cells`` KV cells."""
+    if cells <= engine.n_ctx:
+        return engine
+    print(f"bench: --batch {batch} needs a context of {cells} tokens ({batch} problems of up to "
+          f"{cells // batch}); opening it instead of --n-ctx {engine.n_ctx}", file=sys.stderr)
+    bigger = engine.sibling(n_ctx=cells)
+    engine.close()  # the weights stay: the new context holds them, and frees them when it closes
+    return bigger
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
@@ -49,16 +65,31 @@ def cmd_bench(args: argparse.Namespace) -> int:
     problems = load_problems(args.data, args.question_field, args.answer_field, args.id_field,
                              limit=args.limit, offset=args.offset, shuffle_seed=args.shuffle_seed)
     specs = [s for s in args.methods.split(",") if s.strip()]
+    batch = args.batch
+    if not 1 <= batch <= MAX_SEQUENCES:
+        raise LatentLocalError(f"--batch must be between 1 and {MAX_SEQUENCES}, not {batch}")
     methods = []
+    chains = {}
     for spec in specs:
         label, name, options = parse_method_spec(spec, args)
         methods.append((label, runner_from_options(name, options)))  # checked before the model loads
+        if batch > 1:
+            try:
+                chains[label] = chain_from_options(name, options)
+            except LatentLocalError as exc:
+                raise LatentLocalError(
+                    f"--batch {batch}: {exc}. Run it without --batch (the same --out keeps the "
+                    "problems the batched methods finished)") from None
     if len({m[0] for m in methods}) != len(methods):
         raise LatentLocalError("the same method spec is listed twice in --methods")
+    if batch > 1:
+        args.parallel = max(args.parallel, batch)  # a sequence for every problem in flight
     engine = open_engine(args)
+    if batch > 1:
+        engine = _with_room(engine, batch_context(engine, problems, chains, batch), batch)
     bar = ProgressBar(len(problems) * len(methods), unit="runs")
     try:
-        results_path = run_bench(engine, problems, methods, out, progress=bar)
+        results_path = run_bench(engine, problems, methods, out, progress=bar, batch=batch, chains=chains)
     finally:
         bar.close()
     results = read_results(results_path)

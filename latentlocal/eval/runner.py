@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +19,7 @@ from latentlocal.errors import LatentLocalError
 from latentlocal.datasets import Problem
 from latentlocal.eval.report import RESULTS_NAME, append_result, done_keys
 from latentlocal.events import Summary
+from latentlocal.methods.chain import Chain, ChainBuilder
 from latentlocal.progress import ProgressBar
 
 # Summary extras worth keeping per problem (scalars, and dicts of scalars flattened one level:
@@ -47,7 +48,7 @@ def parse_method_spec(spec: str, base: argparse.Namespace) -> tuple[str, str, di
     return label, method, options
 
 
-def record_for(label: str, problem: Problem, summary: Summary, wall_s: float) -> dict[str, Any]:
+def record_for(label: str, problem: Problem, summary: Summary, wall_s: float, batch: int = 1) -> dict[str, Any]:
     rec: dict[str, Any] = {
         "method": label,
         "id": problem.id,
@@ -55,8 +56,10 @@ def record_for(label: str, problem: Problem, summary: Summary, wall_s: float) ->
         "gold": problem.gold,
         "correct": is_correct(summary.answer, problem.gold),
         "generated_tokens": summary.generated_tokens,
+        # from the start of this problem to its end; with batch > 1 the problems overlap
         "wall_s": round(wall_s, 4),
         "finish_reason": summary.finish_reason,
+        "batch": batch,  # problems decoded at once (bench --batch)
     }
     for key, val in summary.extra.items():
         if isinstance(val, _KEEP_TYPES) and key not in rec:
@@ -85,8 +88,13 @@ def run_bench(
     out_dir: Path,
     cancel: threading.Event | None = None,
     progress: ProgressBar | None = None,
+    batch: int = 1,
+    chains: Mapping[str, ChainBuilder] | None = None,
 ) -> Path:
-    """Run every (label, runner) on every problem not yet in ``out_dir/results.jsonl``."""
+    """Run every (label, runner) on every problem not yet in ``out_dir/results.jsonl``.
+
+    ``batch`` > 1 decodes that many problems at once, each in its own sequence, through the
+    chain builder ``chains[label]`` of every method (see :func:`batch_context`)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     results = out_dir / RESULTS_NAME
     done = done_keys(results)
@@ -96,6 +104,12 @@ def run_bench(
     if progress is not None:
         progress.update(finished, "resuming" if finished else "", new=False,
                         total=len(methods) * len(problems))
+    if batch > 1:
+        if chains is None or any(label not in chains for label, _ in methods):
+            raise ValueError("run_bench with batch > 1 needs a chain builder for every method")
+        _run_batched(engine, [(label, p) for label, _, p in todo], chains, batch, results, cancel,
+                     progress, finished)
+        return results
     for label, runner, problem in todo:
         if cancel is not None and cancel.is_set():
             break
@@ -111,3 +125,66 @@ def run_bench(
         if progress is not None:
             progress.update(finished, f"{label} {problem.id}")
     return results
+
+
+def batch_context(engine: Any, problems: Sequence[Problem], chains: Mapping[str, ChainBuilder],
+                  batch: int) -> int:
+    """KV cells ``batch`` problems may need at once: ``batch`` times the largest chain (prompt
+    plus budget) of any method on any problem. Building a chain of each method here, before
+    anything decodes, also runs the checks a method's first build makes on the engine (Soft
+    Thinking's embedding-input parity check clears the context)."""
+    most = max((build(engine, p.question).cells for p in problems for build in chains.values()), default=0)
+    return batch * most
+
+
+def _run_batched(
+    engine: Any,
+    todo: Sequence[tuple[str, Problem]],
+    chains: Mapping[str, ChainBuilder],
+    batch: int,
+    results: Path,
+    cancel: threading.Event | None,
+    progress: ProgressBar | None,
+    finished: int,
+) -> None:
+    """``todo`` continuously batched: a problem starts in a sequence as soon as one is free and
+    its KV cells fit; each finished problem's record is appended as it ends."""
+    from latentlocal.batching import StepBatcher
+
+    engine.clear()
+    batcher = StepBatcher(engine, batch)
+    items = iter(enumerate(todo))
+    running: dict[int, tuple[str, Problem, float]] = {}
+
+    def take() -> tuple[int, str, Problem, Chain] | None:
+        nxt = next(items, None)
+        if nxt is None:
+            return None
+        key, (label, problem) = nxt
+        return key, label, problem, chains[label](engine, problem.question)
+
+    waiting = take()
+    try:
+        while waiting is not None or batcher.active:
+            stopping = cancel is not None and cancel.is_set()
+            while not stopping and waiting is not None and (
+                    batcher.fits_cells(waiting[3].cells) or not batcher.active):
+                key, label, problem, chain = waiting
+                running[key] = (label, problem, time.perf_counter())
+                batcher.add_chain(key, chain, cancel)  # a cut budget's notice was logged
+                waiting = take()
+            if stopping and not batcher.active:
+                break
+            for key, ev in batcher.step():
+                if not isinstance(ev, Summary):
+                    continue
+                label, problem, t0 = running.pop(key)
+                if ev.finish_reason == "cancelled":
+                    continue  # an unfinished problem is not a result
+                append_result(results, record_for(label, problem, ev, time.perf_counter() - t0, batch))
+                finished += 1
+                if progress is not None:
+                    progress.update(finished, f"{label} {problem.id}")
+    finally:
+        batcher.close()
+        engine.clear()

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -18,6 +18,7 @@ from latentlocal.engine import Engine, TextStream
 from latentlocal.events import Event, PhaseChange, SequenceDone, Summary, Token
 from latentlocal.markers import AnswerLineWatch
 from latentlocal.methods import settings
+from latentlocal.methods.chain import Feed, run_alone
 from latentlocal.methods.spec import MethodSpec
 from latentlocal.phases import DEFAULT_ANSWER_RESERVE, Budget, ThinkTracker, final_answer, fitted
 from latentlocal.prompts import ANSWER_MARKER, COT_SYSTEM, ReasoningFormat, build_prompt, reasoning_format
@@ -166,6 +167,64 @@ class _Stream:
         return self.think.summary(len(self.tokens))
 
 
+class CotChain:
+    """One chain of thought as steps (:mod:`latentlocal.methods.chain`): sample from the last
+    logits, pick the token to feed (``_Stream.choose``), record it. ``run_cot`` runs one alone;
+    ``latentlocal.batching.StepBatcher`` runs many side by side."""
+
+    wants_logits = True
+
+    def __init__(
+        self,
+        engine: Engine,
+        cfg: CotConfig,
+        prompt: Sequence[int],
+        seed: int | None = None,
+    ) -> None:
+        self.t0 = time.perf_counter()
+        self.cfg = cfg
+        self.prompt = list(prompt)
+        s = seed if seed is not None else (engine.seed if cfg.seed is None else cfg.seed)
+        self.rng = np.random.default_rng(s)
+        budget, self.notes = fitted(cfg.budget, engine.n_ctx, len(self.prompt))
+        marker = cfg.answer_marker if cfg.stop_after_answer else None
+        self.stream = _Stream(engine, cfg.stop, marker, budget)
+        self.cells = len(self.prompt) + budget.max_tokens
+        self.settings: dict[str, object] = {}
+
+    def step(self, logits: np.ndarray | None) -> tuple[list[Event], Feed | None]:
+        st = self.stream
+        sampled, prob = sample_token(logits, self.cfg.sampling, self.rng)
+        tok = st.choose(sampled)
+        piece = st.push(tok)
+        events: list[Event] = [Token(text=piece, token_id=tok, phase=st.token_phase,
+                                     prob=prob if tok == sampled else None)]
+        if st.closed:
+            events.append(PhaseChange(phase="answer", reason=st.closed))
+        return events, (Feed((tok,)) if st.finish is None else None)
+
+    def cancel(self) -> None:
+        if self.stream.finish is None:
+            self.stream.finish = "cancelled"
+
+    def summary(self) -> Summary:
+        st = self.stream
+        return Summary(
+            method="cot" if self.cfg.sampling.greedy else "cot-sampled",
+            answer=st.answer,
+            text=st.text,
+            generated_tokens=len(st.tokens),
+            elapsed_s=time.perf_counter() - self.t0,
+            finish_reason=st.finish or "cancelled",
+            extra={"prompt_tokens": len(self.prompt), **st.extra()},
+            settings=dict(self.settings),
+        )
+
+
+def cot_chain(engine: Engine, question: str, cfg: CotConfig) -> CotChain:
+    return CotChain(engine, cfg, prompt_tokens(engine, question, cfg.system))
+
+
 def run_cot(
     engine: Engine,
     question: str,
@@ -174,28 +233,8 @@ def run_cot(
     prompt: Sequence[int] | None = None,
 ) -> Iterator[Event]:
     """Chain-of-thought decoding of one answer, streamed token by token."""
-    t0 = time.perf_counter()
-    rng = np.random.default_rng(engine.seed if cfg.seed is None else cfg.seed)
     toks = list(prompt) if prompt is not None else prompt_tokens(engine, question, cfg.system)
-    engine.clear()
-    engine.decode_tokens(toks)
-    budget, notes = fitted(cfg.budget, engine.n_ctx, len(toks))
-    yield from notes
-    st = _Stream(engine, cfg.stop, cfg.answer_marker if cfg.stop_after_answer else None, budget)
-    for tok, piece, prob in st.steps(cfg.sampling, rng, cancel):
-        yield Token(text=piece, token_id=tok, phase=st.token_phase, prob=prob)
-        if st.closed:
-            yield PhaseChange(phase="answer", reason=st.closed)
-    elapsed = time.perf_counter() - t0
-    yield Summary(
-        method="cot" if cfg.sampling.greedy else "cot-sampled",
-        answer=st.answer,
-        text=st.text,
-        generated_tokens=len(st.tokens),
-        elapsed_s=elapsed,
-        finish_reason=st.finish,
-        extra={"prompt_tokens": len(toks), **st.extra()},
-    )
+    yield from run_alone(engine, CotChain(engine, cfg, toks), cancel)
 
 
 def run_self_consistency(
@@ -289,9 +328,11 @@ def run_self_consistency(
 METHODS: list[MethodSpec] = [
     MethodSpec("cot", "CoT (greedy)", "chain of thought, greedy unless --temperature > 0", CotConfig,
                lambda cfg: lambda engine, q, cancel=None: run_cot(engine, q, cfg, cancel),
-               delegate=lambda options: "sc" if options.get("samples", CotConfig.samples) > 1 else None),
+               delegate=lambda options: "sc" if options.get("samples", CotConfig.samples) > 1 else None,
+               chain=lambda cfg: lambda engine, q: cot_chain(engine, q, cfg)),
     MethodSpec("sc", "Self-consistency", "self-consistency: sampled chains in parallel, majority vote",
                SelfConsistencyConfig,
                lambda cfg: lambda engine, q, cancel=None: run_self_consistency(engine, q, cfg, cancel),
-               aliases=("self-consistency",)),
+               aliases=("self-consistency",),
+               unbatched="it decodes its samples as sequences of one context already"),
 ]

@@ -21,9 +21,11 @@ from latentlocal.errors import LatentLocalError
 from latentlocal.events import Event, Summary
 from latentlocal.methods import settings as st
 from latentlocal.methods.settings import Setting
+from latentlocal.methods.chain import Chain, ChainBuilder
 from latentlocal.methods.spec import MethodSpec, Runner
 
-__all__ = ["MethodSpec", "Runner", "Setting", "add_method_flags", "canonical", "config_from_options",
+__all__ = ["MethodSpec", "Runner", "Setting", "add_method_flags", "canonical", "chain_from_options",
+           "config_from_options",
            "make_runner", "method_names", "method_settings", "options_from_args", "parse_options",
            "runner_from_options", "spec", "specs"]
 
@@ -116,6 +118,23 @@ def runner_from_options(method: str, options: Mapping[str, Any]) -> Runner:
     """
     s, cfg = _config(method, options)
     return _recording(s.build(cfg), st.record(cfg))
+
+
+def chain_from_options(method: str, options: Mapping[str, Any]) -> ChainBuilder:
+    """A chain builder ``(engine, question) -> Chain`` for ``method`` (``bench --batch``), its
+    chains' Summaries recording the settings as :func:`runner_from_options`' do. A method
+    without a batched form raises a LatentLocalError saying why."""
+    s, cfg = _config(method, options)
+    if s.chain is None:
+        raise LatentLocalError(f"{s.name} cannot decode several problems at once: {s.unbatched}")
+    build, record = s.chain(cfg), st.record(cfg)
+
+    def builder(engine: Any, question: str) -> Chain:
+        chain = build(engine, question)
+        chain.settings = dict(record)
+        return chain
+
+    return builder
 
 
 def _recording(run: Runner, record: dict[str, Any]) -> Runner:

@@ -431,5 +431,6 @@ METHODS: list[MethodSpec] = [
     MethodSpec("soft-reasoning", "Soft Reasoning", "first-position embeddings searched by GP/EI, verifier + coherence",
                SoftReasoningConfig,
                lambda cfg: lambda engine, q, cancel=None: run_soft_reasoning(engine, q, cfg, cancel),
-               aliases=("sr",)),
+               aliases=("sr",),
+               unbatched="it decodes its candidates as sequences of one context already"),
 ]

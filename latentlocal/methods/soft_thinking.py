@@ -110,6 +110,7 @@ from latentlocal.errors import LatentLocalError
 from latentlocal.events import ColdStop, Event, PhaseChange, Summary, Token
 from latentlocal.markers import AnswerLineWatch, MarkerWatch
 from latentlocal.methods import settings
+from latentlocal.methods.chain import Feed, run_alone
 from latentlocal.methods.spec import MethodSpec
 from latentlocal.parity import check_embedding_input
 from latentlocal.phases import DEFAULT_ANSWER_RESERVE, Budget, final_answer, fitted
@@ -392,6 +393,240 @@ def _fast_greedy(logits: np.ndarray) -> tuple[int, float]:
     return tok, float(1.0 / np.exp(near - m).sum())
 
 
+class SoftThinkingChain:
+    """Soft thinking then a discrete answer as steps (:mod:`latentlocal.methods.chain`): each
+    thinking step turns logits into a concept and feeds it (an embedding row, or the token when
+    the concept has one candidate); the answer steps feed tokens. ``run_soft_thinking`` runs one
+    alone, ``latentlocal.batching.StepBatcher`` many side by side (see the module docstring for
+    the rules)."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        cfg: SoftThinkingConfig,
+        prompt: Sequence[int],
+        fmt: ReasoningFormat | None = None,
+    ) -> None:
+        self.t0 = time.perf_counter()
+        self.cfg = cfg
+        model = self.model = engine.model
+        check_embedding_input(engine)
+        fmt = self.fmt = fmt or reasoning_format(model)
+        self.rng = np.random.default_rng(engine.seed if cfg.seed is None else cfg.seed)
+        self.prompt = list(prompt)
+        self.table = model.embeddings  # created once per model (reads the GGUF's tensor index)
+        self.moi = cfg.mix == "moi"
+        self.moi_raw = self.moi and cfg.moi_prior == "raw"
+        self.dirichlet_filtered = cfg.noise == "dirichlet" and cfg.dirichlet_on == "filtered"
+        # The filter chain's cap: none where the whole filtered distribution is needed (the MoI
+        # reference samples from all of it; official Dirichlet noise is drawn over all of it).
+        keep = 0 if (self.moi_raw or self.dirichlet_filtered) else (cfg.moi_top_k if self.moi else cfg.max_topk)
+        self.concept = ConceptFilter(cfg.temperature, cfg.top_k, cfg.top_p, cfg.min_p, keep)
+        self.cold = ColdStopCounter(cfg.cold_stop_entropy, cfg.cold_stop_patience)
+        self.marker = cfg.answer_marker if cfg.stop_after_answer else None
+        text_fmt = fmt.think_end_token is None
+        self.think_watch = MarkerWatch(fmt.answer_marker) if text_fmt else None
+        # With a text marker the answer line follows the thinking text; a native </think> model
+        # starts watching for the answer line after </think>.
+        self.answer_watch = AnswerLineWatch(self.marker) if (self.marker and text_fmt) else None
+        self.native = fmt.native
+        # Native models always get an answer: thinking ends with a forced </think> when only the
+        # answer reserve is left. Text-marker models keep the plain --think-budget rule.
+        budget, self.notes = fitted(Budget(cfg.max_tokens, cfg.answer_reserve, cfg.think_budget),
+                                    engine.n_ctx, len(self.prompt))
+        self.max_tokens = budget.max_tokens
+        self.think_limit = budget.think_limit() if self.native else cfg.think_budget
+        self.budget_on = self.native or cfg.think_budget > 0
+        # a forced marker is inserted whole, past max_tokens if need be
+        forced = 1 if self.native else len(forced_end_tokens(model, fmt, ""))
+        self.cells = len(self.prompt) + self.max_tokens + forced
+        self.settings: dict[str, object] = {}
+        self.out = TextStream(model)
+        self.parts: list[str] = []
+        self.think_steps = 0
+        self.answer_steps = 0
+        self.end_reason: str | None = None
+        self.finish: str | None = None
+        self.cold_fired = False
+        self.first_step_s: float | None = None
+        self._pending: Feed | None = None  # a forced input after this step's concept
+
+    @property
+    def wants_logits(self) -> bool:
+        return self._pending is None and self.finish is None
+
+    def step(self, logits: np.ndarray | None) -> tuple[list[Event], Feed | None]:
+        if self._pending is not None:
+            feed, self._pending = self._pending, None
+            return [], feed
+        if self.finish is not None:
+            return [], None
+        if self.end_reason is None:
+            return self._think(logits)
+        return self._answer(logits)
+
+    def _think(self, logits: np.ndarray) -> tuple[list[Event], Feed | None]:
+        cfg, model, fmt, rng = self.cfg, self.model, self.fmt, self.rng
+        ids, w, h = self.concept(logits)
+        if self.moi_raw:
+            trace = int(ids[_draw(w, rng)])
+            pids, prior = moi_raw_prior(logits, cfg.moi_top_k)
+            ids, w = _sorted(*moi_mixture(pids, prior, trace, cfg.moi_beta, cfg.moi_top_k))
+            nz = (w > 0) | (ids == trace)  # a prior entry that underflowed adds nothing
+            ids, w = ids[nz], w[nz]
+        elif self.moi:
+            w, j = moi_weights(w, cfg.moi_beta, cfg.moi_top_k, rng)
+            trace = int(ids[j])
+            ids, w = _sorted(ids, w)
+        else:
+            if cfg.noise == "gumbel" and w.shape[0] > 1:
+                ids, w = _sorted(ids, gumbel_weights(w, cfg.gumbel_tau, rng))
+            elif cfg.noise == "dirichlet" and w.shape[0] > 1:
+                if self.dirichlet_filtered:  # noise on the filtered distribution, then max_topk
+                    ids, w = dirichlet_concept(ids, w, cfg.dirichlet_alpha, cfg.max_topk, rng)
+                else:  # the earlier placement: on the max_topk kept weights
+                    ids, w = _sorted(ids, dirichlet_weights(w, cfg.dirichlet_alpha, rng))
+            trace = int(ids[0])
+        self.think_steps += 1
+        reason = thinking_end(trace, fmt, model.is_eog)
+        top_n = cfg.top_events
+        k = min(max(1, top_n), ids.shape[0])
+        top = tuple((model.token_text(int(ids[i])), float(w[i])) for i in range(k)) if top_n > 0 else ()
+        wt = float(w[0]) if not self.moi else float(w[int(np.flatnonzero(ids == trace)[0])])
+        # With a native </think>, an end-of-generation top-1 is not fed: </think> takes its place.
+        swap = self.native and reason == "eos"
+        if swap:
+            trace, wt = int(fmt.think_end_token), None  # type: ignore[arg-type]
+        piece = "" if reason == "eos" and not swap else self.out.push(trace)
+        self.parts.append(piece)
+        events: list[Event] = [Token(text=piece, token_id=trace, phase="think",
+                                     mode="discrete" if reason == "marker" or swap else "soft",
+                                     entropy=h, prob=wt, top=top)]
+        if self.first_step_s is None:
+            self.first_step_s = time.perf_counter() - self.t0
+        feed: Feed | None = None
+        if reason == "eos" and not swap:
+            pass  # not fed: the end of thinking is forced below
+        elif reason is not None:
+            feed = Feed((trace,))  # the native end-of-thinking token, discretely
+        else:
+            if cfg.onehot_tokens and ids.shape[0] == 1:
+                feed = Feed((trace,))  # w = [1]: the concept is E[trace], the token itself
+            else:
+                feed = Feed(row=self.table.mix(ids, w))
+            if self.think_watch is not None:
+                if self.answer_watch is not None:
+                    self.answer_watch.push(piece)
+                if self.think_watch.push(piece):
+                    reason = "marker"
+            if reason is None:
+                if self.cold.push(h):
+                    reason = "cold_stop"
+                    self.cold_fired = True
+                    events.append(ColdStop(step=self.think_steps, threshold=self.cold.threshold,
+                                           patience=self.cold.patience))
+                elif self.budget_on and self.think_steps >= self.think_limit:
+                    reason = "budget"
+        if reason is not None:
+            self.end_reason = reason
+            forced = self._end_thinking(events)
+            if feed is None:
+                feed, forced = forced, None
+            self._pending = forced  # fed even when the chain has just finished, as alone
+        elif self.think_steps >= self.max_tokens:
+            self.finish = "length"  # this step's concept is still fed
+        return events, feed
+
+    def _end_thinking(self, events: list[Event]) -> Feed | None:
+        """Thinking ended (``end_reason``): the forced end of thinking, if any, as a feed."""
+        model, fmt, reason = self.model, self.fmt, self.end_reason
+        forced: Feed | None = None
+        if self.native and reason in ("cold_stop", "budget"):
+            end = int(fmt.think_end_token)  # type: ignore[arg-type]
+            forced = Feed((end,))
+            piece = self.out.push(end)
+            self.parts.append(piece)
+            self.think_steps += 1
+            events.append(Token(text=piece, token_id=end, phase="think", mode="discrete"))
+        events.append(PhaseChange(phase="answer", reason=reason))  # type: ignore[arg-type]
+        if self.marker and self.answer_watch is None:
+            self.answer_watch = AnswerLineWatch(self.marker)
+        if not self.native and reason in ("cold_stop", "budget", "eos"):
+            toks = forced_end_tokens(model, fmt, "".join(self.parts))
+            forced = Feed(tuple(toks))
+            for tok in toks:
+                piece = self.out.push(tok)
+                self.parts.append(piece)
+                self.answer_steps += 1
+                if self.answer_watch is not None:
+                    self.answer_watch.push(piece)
+                events.append(Token(text=piece, token_id=tok, phase="answer", mode="discrete"))
+        if self.answer_watch is not None and self.answer_watch.push(""):
+            self.finish = "answer"  # the marker's own token already completed the answer line
+        elif self.think_steps + self.answer_steps >= self.max_tokens:
+            self.finish = "length"
+        return forced
+
+    def _answer(self, logits: np.ndarray) -> tuple[list[Event], Feed | None]:
+        sampling = self.cfg.answer_sampling
+        tok, prob = _fast_greedy(logits) if sampling.greedy else sample_token(logits, sampling, self.rng)
+        self.answer_steps += 1
+        if self.model.is_eog(tok):
+            self.finish = "eos"
+            return [Token(text="", token_id=tok, phase="answer", mode="discrete", prob=prob)], None
+        piece = self.out.push(tok)
+        self.parts.append(piece)
+        events: list[Event] = [Token(text=piece, token_id=tok, phase="answer", mode="discrete", prob=prob)]
+        if self.answer_watch is not None and self.answer_watch.push(piece):
+            self.finish = "answer"
+        elif self.think_steps + self.answer_steps >= self.max_tokens:
+            self.finish = "length"
+        else:
+            return events, Feed((tok,))
+        return events, None
+
+    def cancel(self) -> None:
+        if self.finish is None:
+            self.finish = "cancelled"
+
+    def summary(self) -> Summary:
+        cfg = self.cfg
+        tail = self.out.flush()
+        if tail:
+            self.parts.append(tail)
+        text = "".join(self.parts)
+        return Summary(
+            method="soft-thinking",
+            answer=final_answer(text, self.fmt),
+            text=text,
+            generated_tokens=self.think_steps + self.answer_steps,
+            elapsed_s=time.perf_counter() - self.t0,
+            finish_reason=self.finish or "length",
+            extra={
+                "thinking_tokens": self.think_steps,
+                "answer_tokens": self.answer_steps,
+                "cold_stop": self.cold_fired,
+                "end_reason": self.end_reason,
+                **({"think_end": self.end_reason} if self.native else {}),
+                "time_to_first_step_s": self.first_step_s,
+                "prompt_tokens": len(self.prompt),
+                "mix": cfg.mix,
+                "noise": cfg.noise,
+                **({"moi_prior": cfg.moi_prior} if self.moi else {}),
+                **({"dirichlet_on": cfg.dirichlet_on} if cfg.noise == "dirichlet" else {}),
+            },
+            settings=dict(self.settings),
+        )
+
+
+def soft_thinking_chain(engine: Engine, question: str, cfg: SoftThinkingConfig) -> SoftThinkingChain:
+    return SoftThinkingChain(engine, cfg, _prompt(engine, question, cfg))
+
+
+def _prompt(engine: Engine, question: str, cfg: SoftThinkingConfig) -> list[int]:
+    return engine.model.tokenize(build_prompt(engine.model, question, cfg.system))
+
+
 def run_soft_thinking(
     engine: Engine,
     question: str,
@@ -404,194 +639,8 @@ def run_soft_thinking(
 
     ``fmt`` overrides where thinking ends (default: ``reasoning_format(engine.model)``).
     """
-    t0 = time.perf_counter()
-    model = engine.model
-    check_embedding_input(engine)
-    fmt = fmt or reasoning_format(model)
-    rng = np.random.default_rng(engine.seed if cfg.seed is None else cfg.seed)
-    toks = list(prompt) if prompt is not None else model.tokenize(build_prompt(model, question, cfg.system))
-    table = model.embeddings  # created once per model (reads the GGUF's tensor index)
-    moi = cfg.mix == "moi"
-    moi_raw = moi and cfg.moi_prior == "raw"
-    dirichlet_filtered = cfg.noise == "dirichlet" and cfg.dirichlet_on == "filtered"
-    # The filter chain's cap: none where the whole filtered distribution is needed (the MoI
-    # reference samples from all of it; official Dirichlet noise is drawn over all of it).
-    keep = 0 if (moi_raw or dirichlet_filtered) else (cfg.moi_top_k if moi else cfg.max_topk)
-    concept = ConceptFilter(cfg.temperature, cfg.top_k, cfg.top_p, cfg.min_p, keep)
-    cold = ColdStopCounter(cfg.cold_stop_entropy, cfg.cold_stop_patience)
-    marker = cfg.answer_marker if cfg.stop_after_answer else None
-    text_fmt = fmt.think_end_token is None
-    think_watch = MarkerWatch(fmt.answer_marker) if text_fmt else None
-    # With a text marker the answer line follows the thinking text; a native </think> model
-    # starts watching for the answer line after </think>.
-    answer_watch = AnswerLineWatch(marker) if (marker and text_fmt) else None
-    top_n = cfg.top_events
-    n_top = max(1, top_n)
-    native = fmt.native
-    # Native models always get an answer: thinking ends with a forced </think> when only the
-    # answer reserve is left. Text-marker models keep the plain --think-budget rule.
-    budget, notes = fitted(Budget(cfg.max_tokens, cfg.answer_reserve, cfg.think_budget), engine.n_ctx,
-                           len(toks))
-    yield from notes
-    max_tokens = budget.max_tokens
-    think_limit = budget.think_limit() if native else cfg.think_budget
-    budget_on = native or cfg.think_budget > 0
-
-    engine.clear()
-    engine.decode_tokens(toks)
-    out = TextStream(model)
-    parts: list[str] = []
-    think_steps = 0
-    answer_steps = 0
-    end_reason: str | None = None
-    finish: str | None = None
-    cold_fired = False
-    first_step_s: float | None = None
-
-    # ---- thinking ----------------------------------------------------------------------------
-    while True:
-        if cancel is not None and cancel.is_set():
-            finish = "cancelled"
-            break
-        logits = engine.logits(-1)
-        ids, w, h = concept(logits)
-        if moi_raw:
-            trace = int(ids[_draw(w, rng)])
-            pids, prior = moi_raw_prior(logits, cfg.moi_top_k)
-            ids, w = _sorted(*moi_mixture(pids, prior, trace, cfg.moi_beta, cfg.moi_top_k))
-            nz = (w > 0) | (ids == trace)  # a prior entry that underflowed adds nothing
-            ids, w = ids[nz], w[nz]
-        elif moi:
-            w, j = moi_weights(w, cfg.moi_beta, cfg.moi_top_k, rng)
-            trace = int(ids[j])
-            ids, w = _sorted(ids, w)
-        else:
-            if cfg.noise == "gumbel" and w.shape[0] > 1:
-                ids, w = _sorted(ids, gumbel_weights(w, cfg.gumbel_tau, rng))
-            elif cfg.noise == "dirichlet" and w.shape[0] > 1:
-                if dirichlet_filtered:  # noise on the filtered distribution, then max_topk
-                    ids, w = dirichlet_concept(ids, w, cfg.dirichlet_alpha, cfg.max_topk, rng)
-                else:  # the earlier placement: on the max_topk kept weights
-                    ids, w = _sorted(ids, dirichlet_weights(w, cfg.dirichlet_alpha, rng))
-            trace = int(ids[0])
-        think_steps += 1
-        reason = thinking_end(trace, fmt, model.is_eog)
-        k = min(n_top, ids.shape[0])
-        top = tuple((model.token_text(int(ids[i])), float(w[i])) for i in range(k)) if top_n > 0 else ()
-        wt = float(w[0]) if not moi else float(w[int(np.flatnonzero(ids == trace)[0])])
-        # With a native </think>, an end-of-generation top-1 is not fed: </think> takes its place.
-        swap = native and reason == "eos"
-        if swap:
-            trace, wt = int(fmt.think_end_token), None  # type: ignore[arg-type]
-        piece = "" if reason == "eos" and not swap else out.push(trace)
-        parts.append(piece)
-        yield Token(text=piece, token_id=trace, phase="think",
-                    mode="discrete" if reason == "marker" or swap else "soft",
-                    entropy=h, prob=wt, top=top)
-        if first_step_s is None:
-            first_step_s = time.perf_counter() - t0
-        if reason == "eos" and not swap:
-            pass  # not fed: the end of thinking is forced below
-        elif reason is not None:
-            engine.decode_tokens([trace])  # the native end-of-thinking token, discretely
-        else:
-            if cfg.onehot_tokens and ids.shape[0] == 1:
-                engine.decode_tokens([trace])  # w = [1]: the concept is E[trace], the token itself
-            else:
-                engine.decode_embeddings(table.mix(ids, w))
-            if think_watch is not None:
-                if answer_watch is not None:
-                    answer_watch.push(piece)
-                if think_watch.push(piece):
-                    reason = "marker"
-            if reason is None:
-                if cold.push(h):
-                    reason = "cold_stop"
-                    cold_fired = True
-                    yield ColdStop(step=think_steps, threshold=cold.threshold, patience=cold.patience)
-                elif budget_on and think_steps >= think_limit:
-                    reason = "budget"
-        if reason is not None:
-            end_reason = reason
-            break
-        if think_steps >= max_tokens:
-            finish = "length"
-            break
-
-    # ---- answer ------------------------------------------------------------------------------
-    if end_reason is not None:
-        if native and end_reason in ("cold_stop", "budget"):
-            end = int(fmt.think_end_token)  # type: ignore[arg-type]
-            engine.decode_tokens([end])
-            piece = out.push(end)
-            parts.append(piece)
-            think_steps += 1
-            yield Token(text=piece, token_id=end, phase="think", mode="discrete")
-        yield PhaseChange(phase="answer", reason=end_reason)
-        if marker and answer_watch is None:
-            answer_watch = AnswerLineWatch(marker)
-        if not native and end_reason in ("cold_stop", "budget", "eos"):
-            forced = forced_end_tokens(model, fmt, "".join(parts))
-            engine.decode_tokens(forced)
-            for tok in forced:
-                piece = out.push(tok)
-                parts.append(piece)
-                answer_steps += 1
-                if answer_watch is not None:
-                    answer_watch.push(piece)
-                yield Token(text=piece, token_id=tok, phase="answer", mode="discrete")
-        sampling = cfg.answer_sampling
-        if answer_watch is not None and answer_watch.push(""):
-            finish = "answer"  # the marker's own token already completed the answer line
-        while finish is None:
-            if think_steps + answer_steps >= max_tokens:
-                finish = "length"
-                break
-            if cancel is not None and cancel.is_set():
-                finish = "cancelled"
-                break
-            lg = engine.logits(-1)
-            tok, prob = _fast_greedy(lg) if sampling.greedy else sample_token(lg, sampling, rng)
-            answer_steps += 1
-            if model.is_eog(tok):
-                finish = "eos"
-                yield Token(text="", token_id=tok, phase="answer", mode="discrete", prob=prob)
-                break
-            piece = out.push(tok)
-            parts.append(piece)
-            yield Token(text=piece, token_id=tok, phase="answer", mode="discrete", prob=prob)
-            if answer_watch is not None and answer_watch.push(piece):
-                finish = "answer"
-            elif think_steps + answer_steps >= max_tokens:
-                finish = "length"
-            else:
-                engine.decode_tokens([tok])
-
-    tail = out.flush()
-    if tail:
-        parts.append(tail)
-    text = "".join(parts)
-    yield Summary(
-        method="soft-thinking",
-        answer=final_answer(text, fmt),
-        text=text,
-        generated_tokens=think_steps + answer_steps,
-        elapsed_s=time.perf_counter() - t0,
-        finish_reason=finish or "length",
-        extra={
-            "thinking_tokens": think_steps,
-            "answer_tokens": answer_steps,
-            "cold_stop": cold_fired,
-            "end_reason": end_reason,
-            **({"think_end": end_reason} if native else {}),
-            "time_to_first_step_s": first_step_s,
-            "prompt_tokens": len(toks),
-            "mix": cfg.mix,
-            "noise": cfg.noise,
-            **({"moi_prior": cfg.moi_prior} if moi else {}),
-            **({"dirichlet_on": cfg.dirichlet_on} if cfg.noise == "dirichlet" else {}),
-        },
-    )
+    toks = list(prompt) if prompt is not None else _prompt(engine, question, cfg)
+    yield from run_alone(engine, SoftThinkingChain(engine, cfg, toks, fmt), cancel)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -607,5 +656,6 @@ METHODS: list[MethodSpec] = [
         SoftThinkingConfig,
         lambda cfg: lambda engine, q, cancel=None: run_soft_thinking(engine, q, cfg, cancel),
         aliases=("st",),
+        chain=lambda cfg: lambda engine, q: soft_thinking_chain(engine, q, cfg),
     ),
 ]

@@ -13,6 +13,7 @@ from typing import Any
 
 from latentlocal.events import Event
 from latentlocal.methods import settings
+from latentlocal.methods.chain import ChainBuilder
 from latentlocal.methods.settings import Setting
 
 Runner = Callable[[Any, str, "threading.Event | None"], Iterator[Event]]
@@ -28,6 +29,11 @@ class MethodSpec:
     aliases: tuple[str, ...] = ()
     # another method to run instead, chosen from the parsed options (cot with samples > 1 is sc)
     delegate: Callable[[Mapping[str, Any]], str | None] | None = None
+    # a validated config -> a chain builder (methods/chain.py): what `bench --batch` decodes
+    # several problems at once with; None for a method without a batched form, ``unbatched``
+    # saying why
+    chain: Callable[[Any], ChainBuilder] | None = None
+    unbatched: str = "it has no batched form yet"
 
     @property
     def settings(self) -> tuple[Setting, ...]:

@@ -503,5 +503,6 @@ METHODS: list[MethodSpec] = [
         SwiReasoningConfig,
         lambda cfg: lambda engine, q, cancel=None: run_swi_reasoning(engine, q, cfg, cancel),
         aliases=("swir",),
+        unbatched="its steps have no batched form yet",
     ),
 ]

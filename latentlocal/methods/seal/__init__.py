@@ -130,5 +130,7 @@ def _seal_runner(cfg: SealConfig) -> Callable:
 
 METHODS: list[MethodSpec] = [
     MethodSpec("seal", "SEAL", "SEAL: steer thought delimiters with a vector (--vector FILE)", SealConfig,
-               _seal_runner),
+               _seal_runner,
+               unbatched="llama.cpp adds a control vector to every sequence of a decode, so it would "
+                         "steer the other problems' tokens too"),
 ]

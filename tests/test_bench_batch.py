@@ -1,0 +1,209 @@
+"""``bench --batch``: several problems decoded at once give the lone runs' results where the lone
+run's decisions are not near ties, resume, and refuse what cannot batch."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from latentlocal.datasets import load_problems
+from latentlocal.eval.report import read_results
+from latentlocal.eval.runner import batch_context, parse_method_spec, run_bench
+from latentlocal.methods.cot import CotChain
+from latentlocal.methods.registry import chain_from_options, runner_from_options
+from latentlocal.methods.soft_thinking import (SoftThinkingChain, SoftThinkingConfig, run_soft_thinking,
+                                               soft_thinking_chain)
+
+DATA = Path(__file__).parent / "data" / "gsm8k_train_head.jsonl"
+# llama.cpp's batched numerics are not one sequence's: a prompt decoded after other sequences'
+# cells in the same cache gets logits up to ~0.6 away from the same prompt decoded alone (measured
+# on the bundled model), and a batched chain that has emitted the lone chain's tokens so far stays
+# that close. A decision whose top-1 margin is wider than this cannot flip.
+WIDE = 1.0
+# Soft Thinking through its embedding-row path with one candidate per concept (each row is the
+# top-1's embedding, fed as a row, not as the token): its decisions are top-1 choices, so the
+# margin above covers them. (With real mixtures the batch moves the concept weights, and the
+# drift grows along the chain: no fixed margin bounds it.)
+ST_ROWS = SoftThinkingConfig(max_tokens=32, max_topk=1, onehot_tokens=False)
+
+
+def _methods(specs=("cot",), **common):
+    base = argparse.Namespace(max_tokens=32, **common)
+    out, chains = [], {}
+    for spec in specs:
+        label, name, options = parse_method_spec(spec, base)
+        out.append((label, runner_from_options(name, options)))
+        chains[label] = chain_from_options(name, options)
+    return out, chains
+
+
+class _Steps:
+    """Per chain (by method class and prompt): each logits step's top-1 margin and the token ids
+    it emitted."""
+
+    def __init__(self, monkeypatch) -> None:
+        self.log: dict[tuple[str, tuple[int, ...]], list[tuple[float, list[int]]]] = {}
+        for cls in (CotChain, SoftThinkingChain):
+            monkeypatch.setattr(cls, "step", self._spy(cls.step))
+
+    def _spy(self, real):
+        def step(chain, logits):
+            events, feed = real(chain, logits)
+            if logits is not None:
+                top = np.partition(np.asarray(logits), -2)[-2:]
+                key = (type(chain).__name__, tuple(chain.prompt))
+                self.log.setdefault(key, []).append(
+                    (float(abs(top[1] - top[0])), [e.token_id for e in events if hasattr(e, "token_id")]))
+            return events, feed
+
+        return step
+
+    def take(self):
+        log, self.log = self.log, {}
+        return log
+
+
+def _step_sizes(engine, monkeypatch) -> list[tuple[str, int]]:
+    sizes: list[tuple[str, int]] = []
+    real = engine.decode_step
+
+    def step(seqs, tokens=None, rows=None):
+        sizes.append(("tokens" if rows is None else "rows", len(seqs)))
+        return real(seqs, tokens=tokens, rows=rows)
+
+    monkeypatch.setattr(engine, "decode_step", step)
+    return sizes
+
+
+def test_batched_bench_agrees_with_lone_runs_where_margins_are_wide(smol, tmp_path, monkeypatch):
+    """Batched (4 at once) and one-at-a-time bench runs of cot and Soft Thinking's row path, in
+    one process: while a batched chain has emitted the lone chain's tokens, it may leave them
+    only at a step where the lone run's top-1 margin is narrow, and a chain that never leaves
+    them gives the lone run's result row. So every problem whose lone run decides every token
+    by a wide margin gets the same answer. Catches a batch that feeds a chain another sequence's
+    logits or inputs, loses or reorders embedding rows, or decodes problems one at a time."""
+    problems = load_problems(DATA)
+    cot, cot_chain = _methods()
+    methods = cot + [("st-rows", lambda e, q, c=None: run_soft_thinking(e, q, ST_ROWS, c))]
+    chains = {**cot_chain, "st-rows": lambda e, q: soft_thinking_chain(e, q, ST_ROWS)}
+    steps = _Steps(monkeypatch)
+    lone = {(r["method"], r["id"]): r for r in
+            read_results(run_bench(smol, problems, methods, tmp_path / "lone"))}
+    lone_steps = steps.take()
+    sizes = _step_sizes(smol, monkeypatch)
+    batched = {(r["method"], r["id"]): r for r in
+               read_results(run_bench(smol, problems, methods, tmp_path / "batched", batch=4, chains=chains))}
+    batched_steps = steps.take()
+    assert set(batched) == set(lone) and len(lone) == len(problems) * len(methods)
+    assert {r["batch"] for r in lone.values()} == {1} and {r["batch"] for r in batched.values()} == {4}
+    # four problems per decode, Soft Thinking's embedding rows among them
+    assert max(n for _, n in sizes) == 4
+    assert max(n for kind, n in sizes if kind == "rows") >= 2
+    assert set(batched_steps) == set(lone_steps)
+    compared = total = same = 0
+    for label, _ in methods:
+        cls = "CotChain" if label == "cot" else "SoftThinkingChain"
+        for p in problems:
+            key = (cls, tuple(chains[label](smol, p.question).prompt))
+            mine, theirs = lone_steps[key], batched_steps[key]
+            total += len(mine)
+            for i, ((margin, toks), (_, got)) in enumerate(zip(mine, theirs)):
+                if got != toks:
+                    assert margin < WIDE, (label, p.id, i, margin)  # left the lone path at a wide margin
+                    break
+                compared += 1
+            else:
+                assert len(theirs) == len(mine), (label, p.id)
+                same += 1
+                a, b = lone[(label, p.id)], batched[(label, p.id)]
+                assert (b["prediction"], b["generated_tokens"], b["finish_reason"]) == (
+                    a["prediction"], a["generated_tokens"], a["finish_reason"]), (label, p.id)
+    assert compared >= total // 2  # most steps were compared, not just the first few
+    print(f"batched = lone on {same} of {len(lone)} problems; steps compared {compared} of {total}")
+
+
+class _StopAfter:
+    """A progress bar that sets ``cancel`` once ``n`` new problems have been recorded."""
+
+    def __init__(self, cancel: threading.Event, n: int) -> None:
+        self.cancel, self.n, self.calls = cancel, n, []
+
+    def update(self, done, label="", new=True, total=None):
+        self.calls.append((done, label, new))
+        if new and sum(1 for c in self.calls if c[2]) >= self.n:
+            self.cancel.set()
+
+
+def test_batched_bench_resumes_where_it_stopped(smol, tmp_path):
+    """Catches a batched run that records cancelled problems, reruns finished ones after a
+    stop, or loses the progress count on resume."""
+    problems = load_problems(DATA)[:6]
+    methods, chains = _methods()
+    out = tmp_path / "run"
+    cancel = threading.Event()
+    first = _StopAfter(cancel, 2)
+    run_bench(smol, problems, methods, out, cancel=cancel, progress=first, batch=3, chains=chains)
+    kept = read_results(out / "results.jsonl")
+    assert 2 <= len(kept) < len(problems)  # stopped: the chains in flight were not recorded
+    assert all(r["finish_reason"] != "cancelled" for r in kept)
+    again = _StopAfter(threading.Event(), 99)
+    run_bench(smol, problems, methods, out, progress=again, batch=3, chains=chains)
+    assert again.calls[0] == (len(kept), "resuming", False)
+    assert [c[0] for c in again.calls[1:]] == list(range(len(kept) + 1, len(problems) + 1))
+    lines = [json.loads(x) for x in (out / "results.jsonl").read_text().splitlines()]
+    assert sorted(r["id"] for r in lines) == sorted(p.id for p in problems)  # each once
+    assert lines[:len(kept)] == kept  # the first run's rows untouched
+
+
+def test_batch_context_counts_every_problem_in_flight(smol):
+    problems = load_problems(DATA)[:3]
+    _, chains = _methods(("cot", "soft-thinking"))
+    one = max(c(smol, p.question).cells for p in problems for c in chains.values())
+    assert one > 32 and batch_context(smol, problems, chains, 4) == 4 * one
+
+
+def _data(tmp_path) -> str:
+    data = tmp_path / "data.jsonl"
+    data.write_text("\n".join(json.dumps({"question": f"What is {i} plus {i}?", "answer": f"#### {2 * i}"})
+                              for i in range(1, 5)) + "\n")
+    return str(data)
+
+
+@pytest.mark.parametrize("method, why", [
+    ("sc", "sequences of one context"),
+    ("seal", "control vector"),
+    ("soft-reasoning", "sequences of one context"),
+    ("swi-reasoning", "no batched form"),
+])
+def test_bench_refuses_batch_for_methods_without_a_batched_form(tmp_path, capsys, method, why):
+    from latentlocal.cli import main
+
+    out = tmp_path / "out"
+    assert main(["bench", "--batch", "2", "--methods", f"cot,{method}", "--data", _data(tmp_path),
+                 "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert why in err and "without --batch" in err and "Traceback" not in err
+    assert not out.exists()  # refused before the model loads or anything is written
+
+
+def test_bench_batch_cli_opens_enough_sequences_and_context(tmp_path, capsys):
+    """--parallel 1 --n-ctx 256 cannot hold 3 problems at once: bench raises both and says so,
+    and the rows record the batch."""
+    from latentlocal.cli import main
+
+    out = tmp_path / "out"
+    assert main(["bench", "--batch", "3", "--methods", "cot", "--data", _data(tmp_path), "--out", str(out),
+                 "--max-tokens", "16", "--threads", "2", "--parallel", "1", "--n-ctx", "256"]) == 0
+    err = capsys.readouterr().err
+    assert "--batch 3 needs a context of" in err
+    rows = read_results(out / "results.jsonl")
+    assert len(rows) == 4 and {r["batch"] for r in rows} == {3}
+    assert main(["bench", "--batch", "0", "--data", _data(tmp_path), "--out", str(out)]) == 2
+    assert "--batch must be between 1" in capsys.readouterr().err
+    assert math.isfinite(sum(r["wall_s"] for r in rows))
