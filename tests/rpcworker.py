@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -32,13 +33,15 @@ class Worker:
     server's "Client connection closed" lines.
     """
 
-    def __init__(self, *extra: str, host: str = "127.0.0.1") -> None:
+    def __init__(self, *extra: str, host: str = "127.0.0.1", sigint_ignored: bool = False) -> None:
+        """``sigint_ignored``: start it as a shell without job control starts a background job."""
         self.port = free_port()
         self.endpoint = f"127.0.0.1:{self.port}"
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "latentlocal.cli", "worker", "--host", host, "--port", str(self.port),
              "--threads", "1", *extra],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env())
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env(),
+            preexec_fn=(lambda: signal.signal(signal.SIGINT, signal.SIG_IGN)) if sigint_ignored else None)
         self.lines: list[str] = []
         for line in self.proc.stdout:  # blocks until the line (or EOF when the worker fails)
             self.lines.append(line)

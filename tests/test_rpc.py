@@ -240,7 +240,8 @@ def test_killing_the_worker_mid_run_ends_the_run_with_a_clear_error(smol_path):
 
 
 def test_the_worker_warns_off_loopback_and_stops_on_ctrl_c():
-    w = Worker(host="0.0.0.0")
+    # started with SIGINT ignored, as `latentlocal worker &` in a script is: it must stop anyway
+    w = Worker(host="0.0.0.0", sigint_ignored=True)
     try:
         w.proc.send_signal(signal.SIGINT)
         w.proc.wait(10)

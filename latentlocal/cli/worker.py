@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import ctypes
 import os
+import signal
 import socket
 import sys
 import threading
@@ -65,6 +66,11 @@ def cmd_worker(args: argparse.Namespace) -> int:
               file=sys.stderr, flush=True)
     arr = (ctypes.c_void_p * len(devices))(*devices)
     failed = threading.Event()
+    # A process started in the background by a shell without job control (a script's `&`, some
+    # CI runners) inherits SIGINT ignored, and Python then leaves it ignored: Ctrl-C or kill -INT
+    # would never stop the worker. SIGTERM (kill, systemd) stops it the same way.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
 
     def serve() -> None:
         # returns only when the socket cannot be opened or accept fails (ggml-rpc.cpp:2138-2148)
