@@ -1,4 +1,5 @@
-"""A recording wrapper around an engine, shared by the tests of methods that feed embedding rows."""
+"""Recording wrappers around an engine, shared by the tests: what a method reads and feeds, and
+how many sequences each batched decode step carries."""
 
 from __future__ import annotations
 
@@ -29,3 +30,16 @@ class EngineSpy:
         monkeypatch.setattr(engine, "logits", logits)
         monkeypatch.setattr(engine, "decode_tokens", tokens)
         monkeypatch.setattr(engine, "decode_embeddings", rows)
+
+
+def count_steps(engine, monkeypatch) -> list[int]:
+    """The number of sequences of every ``engine.decode_step`` from now on (it still decodes)."""
+    sizes: list[int] = []
+    real = engine.decode_step
+
+    def step(seqs, tokens=None, rows=None):
+        sizes.append(len(seqs))
+        return real(seqs, tokens=tokens, rows=rows)
+
+    monkeypatch.setattr(engine, "decode_step", step)
+    return sizes

@@ -9,6 +9,7 @@ from latentlocal.batching import StepBatcher, decode_batched
 from latentlocal.events import Summary, Token
 from latentlocal.methods.cot import CotConfig, prompt_tokens, run_cot
 from latentlocal.prompts import COT_SYSTEM
+from spies import count_steps
 
 QUESTIONS = [
     "Sara has 4 boxes with 6 pens each. How many pens does she have?",
@@ -49,23 +50,11 @@ def _batched(engine, cfg, sequences=None):
     return dict(prompts), ids, summaries
 
 
-def _count_steps(engine, monkeypatch) -> list[int]:
-    sizes: list[int] = []
-    real = engine.decode_step
-
-    def step(seqs, tokens=None, rows=None):
-        sizes.append(len(seqs))
-        return real(seqs, tokens=tokens, rows=rows)
-
-    monkeypatch.setattr(engine, "decode_step", step)
-    return sizes
-
-
 def test_batched_greedy_chains_follow_each_chain_alone(smol, monkeypatch):
     """Catches a batcher that mixes up logits rows between sequences (a chain would continue
     another prompt's text) or that decodes the chains one after another instead of together."""
     cfg = CotConfig(max_tokens=24, stop_after_answer=False)
-    sizes = _count_steps(smol, monkeypatch)
+    sizes = count_steps(smol, monkeypatch)
     prompts, ids, summaries = _batched(smol, cfg)
     assert max(sizes) == len(QUESTIONS)  # all three in one llama_decode per step
     first = [next(e.token_id for e in run_cot(smol, q, CotConfig(max_tokens=1)) if isinstance(e, Token))

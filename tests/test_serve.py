@@ -21,6 +21,7 @@ from latentlocal.methods.cot import CotConfig, run_cot
 from latentlocal.prompts import COT_SYSTEM, build_prompt, reasoning_format
 from latentlocal.server import ServerConfig, Service, create_app, is_loopback
 from latentlocal.server.choices import ChoiceText
+from spies import count_steps
 from thinkmodel import think_model_path
 
 Q = "What is 2 + 3?"
@@ -187,14 +188,7 @@ def test_n_gives_chains_for_cot_and_samples_for_sc(client):
 
 def test_concurrent_cot_requests_share_decode_steps(server, client, engine, monkeypatch):
     """Three clients at once: their chains are decoded in the same llama_decode steps."""
-    sizes: list[int] = []
-    real = engine.decode_step
-
-    def step(seqs, tokens=None, rows=None):
-        sizes.append(len(seqs))
-        return real(seqs, tokens=tokens, rows=rows)
-
-    monkeypatch.setattr(engine, "decode_step", step)
+    sizes = count_steps(engine, monkeypatch)
     replies: list = [None] * 3
     barrier = threading.Barrier(3)
 
