@@ -10,6 +10,7 @@ from latentlocal.engine_settings import EngineSettings
 from latentlocal.errors import LatentLocalError
 from latentlocal.events import Summary, Token
 from latentlocal.methods.cot import CotConfig, prompt_tokens, run_cot
+from onestep import token_and_row_logits
 
 QUESTION = "Tom has 3 apples and buys 5 more. How many apples does he have?"
 
@@ -47,16 +48,7 @@ def test_gemma_needs_the_token_path_scale(gemma):
 
 def test_one_step_rows_and_tokens_agree_in_a_parallel_batch(smol):
     toks = prompt_tokens(smol, QUESTION, None)
-    smol.clear()
-    smol.decode_tokens(toks, seq=0)
-    smol.seq_copy(0, 1)
-    nxt = [28, 1000]
-    smol.decode_step([0, 1], tokens=nxt)
-    by_token = np.array([smol.logits(0), smol.logits(1)])
-    smol.seq_remove(0, len(toks))
-    smol.seq_remove(1, len(toks))
-    smol.decode_step([0, 1], rows=smol.model.embeddings.rows(nxt))
-    by_row = np.array([smol.logits(0), smol.logits(1)])
+    by_token, by_row = token_and_row_logits(smol, toks, [28, 1000])
     np.testing.assert_allclose(by_row, by_token, atol=1e-3)
     assert smol.pos(0) == smol.pos(1) == len(toks) + 1
 

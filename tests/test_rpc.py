@@ -31,6 +31,7 @@ from latentlocal.engine_settings import EngineSettings  # noqa: E402
 from latentlocal.errors import LatentLocalError  # noqa: E402
 from latentlocal.methods.cot import prompt_tokens  # noqa: E402
 from latentlocal.methods.seal.extract import _capture_rows, _Seq  # noqa: E402
+from onestep import token_and_row_logits  # noqa: E402
 from rpcworker import Worker, env, free_port  # noqa: E402
 
 QUESTION = "Tom has 3 apples and buys 5 more. How many apples does he have?"
@@ -117,17 +118,7 @@ def test_tensor_split_puts_the_layers_where_asked(local, smol_path, workers):
 
 
 def test_embedding_rows_give_the_token_logits_in_several_sequences(split):
-    toks = prompt_tokens(split, QUESTION, None)
-    split.clear()
-    split.decode_tokens(toks, seq=0)
-    split.seq_copy(0, 1)
-    nxt = [28, 1000]
-    split.decode_step([0, 1], tokens=nxt)
-    by_token = np.array([split.logits(0), split.logits(1)])
-    split.seq_remove(0, len(toks))
-    split.seq_remove(1, len(toks))
-    split.decode_step([0, 1], rows=split.model.embeddings.rows(nxt))
-    by_row = np.array([split.logits(0), split.logits(1)])
+    by_token, by_row = token_and_row_logits(split, prompt_tokens(split, QUESTION, None), [28, 1000])
     np.testing.assert_allclose(by_row, by_token, atol=1e-3)  # test_engine's one-step tolerance
 
 
