@@ -354,19 +354,33 @@ def test_cancel_keeps_model_and_next_run_works(home, engine, monkeypatch):
 
 
 
-def test_a_repeated_run_streams_without_laying_out_the_screen(home, engine):
+def _scripted_soft_run(engine, question, cancel=None):
+    """A Soft Thinking run's events, the same on every build: 40 soft steps whose candidate lists
+    grow and shrink (1-8 candidates), the end of thinking, 12 answer tokens, the Summary."""
+    for i in range(40):
+        k = 1 + (i * 5) % 8
+        top = tuple((f"t{j}", 1.0 / k) for j in range(k))
+        yield ev.Token(text=f" w{i}", token_id=i, phase="thinking", mode="soft", entropy=0.1 * k, top=top)
+    yield ev.PhaseChange(phase="answer", reason="marker")
+    for i in range(12):
+        yield ev.Token(text=f" a{i}", token_id=100 + i, prob=0.9)
+    yield ev.Summary(method="soft-thinking", answer="7", text="", generated_tokens=52, elapsed_s=1.0,
+                     finish_reason="length")
+
+
+def test_a_repeated_run_streams_without_laying_out_the_screen(home, engine, monkeypatch):
     """Laying out the screen costs tens of ms; on a 2-core machine that time is taken from the
     threads decoding the model (bench/bench_tui.py). A second run of the same method, its output
     arriving in many batches, must not lay the screen out once: not at its start (the footer's
     keys, the status line, the metrics panel's boxes), not per batch (the output's scroll area, a
     soft step's candidate list), not at its end. The prompt's cursor stops blinking meanwhile
-    (a frame of its own twice a second)."""
+    (a frame of its own twice a second). The events are scripted: how long a model's run is
+    differs between builds, and this is about the screen."""
+    monkeypatch.setattr(forms, "make_runner", lambda method, values, *a, **k: _scripted_soft_run)
+
     async def scenario(app, pilot):
-        app.config.ui.flush_ms = 10  # many small batches
-        form = app.query_one("#run-form")
-        await form.select_method("soft-thinking")
-        form.set_value("max_tokens", 48)
-        form.set_value("cold_stop_entropy", 0)  # below every entropy: Cold Stop (a toast) never fires
+        app.config.ui.flush_ms = 0  # every event a batch of its own
+        await app.query_one("#run-form").select_method("soft-thinking")
         await run_and_wait(app, pilot)
         stream, prompt, screen = app.query_one("#stream"), app.query_one("#prompt"), app.screen
         assert prompt.cursor_blink
@@ -380,8 +394,8 @@ def test_a_repeated_run_streams_without_laying_out_the_screen(home, engine):
         view.running_changed = lambda running: (real_changed(running), blink.append((running, prompt.cursor_blink)))
         await run_and_wait(app, pilot)
         summary = app.query_one("#metrics").summary
-        assert summary is not None and summary.generated_tokens > 1
-        assert len(batches) >= 3, batches  # else "no layout per batch" says little
+        assert summary is not None and summary.generated_tokens == 52
+        assert len(batches) == 54, batches  # one per event: "no layout per batch" means something
         assert layouts == [], f"{len(layouts)} layouts in a run of {len(batches)} batches"
         assert blink == [(True, False), (False, True)]
 

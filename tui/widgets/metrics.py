@@ -30,7 +30,7 @@ REFRESH_S = 0.5
 
 class MetricsPanel(VerticalScroll):
     """Fed with the same event batches as the stream; everything is recomputed per batch, and a
-    widget is updated only when what it shows changed, laid out again only when its height did
+    widget is updated only when what it shows changed, laid out again only when it grew
     (a layout of the whole screen per batch was most of the UI's time while a model streamed)."""
 
     def compose(self) -> ComposeResult:
@@ -75,10 +75,7 @@ class MetricsPanel(VerticalScroll):
         self.cold_stop: ev.ColdStop | None = None
         self.phase_reason = ""
         self.focus_seq: int | None = None
-        # widget id -> (what it shows, its height in lines); the heights outlive the run, so a
-        # new run lays the screen out only where its panel's shape differs from the last one's
-        shown = getattr(self, "_shown", {})
-        self._shown: dict[str, tuple] = {wid: (None, height) for wid, (_, height) in shown.items()}
+        self._shown: dict[str, tuple] = {}  # widget id -> what it shows (to skip an update)
         self._drawn_at = -math.inf
         if getattr(self, "_redraw", None) is not None:
             self._redraw.stop()
@@ -160,17 +157,23 @@ class MetricsPanel(VerticalScroll):
         return "\n".join(lines)
 
     def _put(self, wid: str, content: str | Text) -> None:
-        """Show ``content`` in the Static ``#wid`` if it differs from what it shows."""
+        """Show ``content`` in the Static ``#wid`` if it differs from what it shows. A widget
+        never gets shorter (blank lines keep its height): one that shrank at a run's start and
+        grew back in it (a "thinking ended" line) laid the screen out twice per run."""
         text = Text.from_markup(content) if isinstance(content, str) else content
         key = (text.plain, tuple(text.spans))
-        shown = self._shown.get(wid)
-        if shown is not None and shown[0] == key:
+        if self._shown.get(wid) == key:
             return
         widget = self.query_one(f"#{wid}", Static)
-        width = widget.content_region.width
-        height = len(text.wrap(self.app.console, width)) if width > 0 else -1
-        widget.update(text, layout=shown is None or height != shown[1] or height < 0)
-        self._shown[wid] = (key, height)
+        region = widget.content_region
+        if region.width > 0:
+            height = len(text.wrap(self.app.console, region.width))
+            if height < region.height:
+                text = text + "\n" * (region.height - height)
+            widget.update(text, layout=height > region.height)
+        else:
+            widget.update(text)  # not laid out yet: its height comes with that layout
+        self._shown[wid] = key
 
     def _spark(self, wid: str, data: list[float]) -> None:
         spark = self.query_one(f"#{wid}", Sparkline)
