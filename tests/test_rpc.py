@@ -84,23 +84,30 @@ def _greedy(engine: Engine, n: int = 12) -> tuple[list[int], list[np.ndarray]]:
     return out, logits
 
 
-def _assert_logits_close(got: list[np.ndarray], want: list[np.ndarray]) -> None:
-    for g, w in zip(got, want):
-        assert np.abs(g - w).max() <= 1e-3 * (w.max() - w.min())  # test_engine's parity tolerance
+def _assert_same_greedy(got: list[int], got_logits: list[np.ndarray], want: list[int],
+                        want_logits: list[np.ndarray]) -> None:
+    """The same logits (test_engine's parity tolerance) and tokens as the local run, up to the
+    first step whose local top-1 margin is narrow: there a correct split may pick the other token
+    on some build, and the two runs then continue from different texts. Step 0 (the prompt alone)
+    is always compared."""
+    for i, (g, w) in enumerate(zip(got_logits, want_logits)):
+        assert np.abs(g - w).max() <= 1e-3 * (w.max() - w.min()), f"logits differ at step {i}"
+        top2 = np.sort(w)[-2:]
+        if top2[1] - top2[0] < 0.5:
+            return
+        assert got[i] == want[i], f"token {i}"
 
 
 def test_split_and_single_worker_greedy_tokens_equal_local(local, split, smol_path, workers):
     want, want_logits = _greedy(local)
     assert split.model.n_gpu_layers == split.n_layer + 1  # every layer (and the output) offloaded
     got, got_logits = _greedy(split)
-    assert got == want
-    _assert_logits_close(got_logits, want_logits)
+    _assert_same_greedy(got, got_logits, want, want_logits)
     # all layers on the second worker, while the split model holds both: one shared connection
     with Engine.open(EngineSettings(model=smol_path, n_ctx=512, n_seq_max=1, n_threads=1,
                                     rpc=(workers[1].endpoint,))) as one:
         got1, logits1 = _greedy(one)
-    assert got1 == want
-    _assert_logits_close(logits1, want_logits)
+    _assert_same_greedy(got1, logits1, want, want_logits)
 
 
 def test_tensor_split_puts_the_layers_where_asked(local, smol_path, workers):
@@ -110,8 +117,7 @@ def test_tensor_split_puts_the_layers_where_asked(local, smol_path, workers):
     with Engine.open(settings) as e:
         assert e.model.n_gpu_layers == 20  # the other 10 blocks stay on this machine's CPU
         got, got_logits = _greedy(e, n=4)
-    assert got == want
-    _assert_logits_close(got_logits, want_logits)
+    _assert_same_greedy(got, got_logits, want, want_logits)
     with pytest.raises(LatentLocalError, match="3 shares but there are 2 devices"):
         Engine.open(EngineSettings(model=smol_path, rpc=tuple(w.endpoint for w in workers),
                                    tensor_split=(1, 1, 1)))
