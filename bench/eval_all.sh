@@ -4,8 +4,9 @@
 #   bench/eval_all.sh [stage ...]     stages: qwen-seal qwen smol-seal smol-sweep smol qwen-sr
 #                                     smol-gsm smol-gsm-st gemma qwen-gsm gemma-gsm qwen-sweep
 #                                     gemma-seal smol-seal-svamp smol-sr smol-sr-gsm qwen-swir
-#                                     qwen300 qwen300-more qwen300-gsm (default: all but the
-#                                     qwen300 stages, hours on 2 cores each)
+#                                     qwen300 qwen300-gsm qwen300-seal qwen300-noise qwen300-sc
+#                                     qwen300-swir qwen100-sr (default: all but the 300-problem
+#                                     stages, hours on 2 cores each)
 # The evaluation model (Qwen2.5-Coder-0.5B-Instruct) comes from ../shared/tools/eval-models; it is
 # not a product dependency. Slices: SVAMP dev.jsonl first 100 for reports, GSM8K train first 40/60
 # for SEAL extraction only, SVAMP dev [400:430) for the always-on scale sweep only; for reports
@@ -103,23 +104,35 @@ for s in "${stages[@]}"; do
                  --methods "$m" --out "$RESULTS/svamp300-qwen0.5b" \
                  --title "SVAMP dev [0:300), Qwen2.5-Coder-0.5B-Instruct Q4_K_M, max 320 tokens, batch 4"
              done ;;
-    # issue 18's other 300-problem tables. Batched methods first (--batch 4), then the ones that
-    # refuse --batch into the same folder (its cot rows are kept and paired with them).
-    qwen300-more) $LL bench "${T[@]}" --model "$QWEN" --data "$SVAMP" --limit 300 --max-tokens 320 --batch 4 \
-                    --methods "cot,soft-thinking,soft-thinking:noise=gumbel,soft-thinking:noise=dirichlet" \
-                    --out "$RESULTS/svamp300-qwen0.5b" \
-                    --title "SVAMP dev [0:300), Qwen2.5-Coder-0.5B-Instruct Q4_K_M, max 320 tokens"
-                  $LL bench "${T[@]}" --model "$QWEN" --data "$SVAMP" --limit 300 --max-tokens 320 \
-                    --methods "cot,soft-thinking,soft-thinking:noise=gumbel,soft-thinking:noise=dirichlet,seal:vector=$QVEC,sc:temperature=0.4;samples=8,sc:temperature=0.8;samples=8" \
-                    --out "$RESULTS/svamp300-qwen0.5b" \
-                    --title "SVAMP dev [0:300), Qwen2.5-Coder-0.5B-Instruct Q4_K_M, max 320 tokens" ;;
+    # issue 18's other 300-problem tables, in the order they are worth the CPU: the GSM8K slice's
+    # batched cot and soft-thinking, then the methods that refuse --batch (they run unbatched into
+    # the same folder; the report pairs every method with the cot rows already there).
     # GSM8K train [7000:7300): far from the SEAL extraction slice (the first 40)
     qwen300-gsm) $LL bench "${T[@]}" --model "$QWEN" "${GSLICE[@]}" --limit 300 --max-tokens 320 --batch 4 \
                    --methods "cot,soft-thinking" --out "$RESULTS/gsm300-qwen0.5b" \
-                   --title "GSM8K train [7000:7300), Qwen2.5-Coder-0.5B-Instruct Q4_K_M, max 320 tokens"
-                 $LL bench "${T[@]}" --model "$QWEN" "${GSLICE[@]}" --limit 300 --max-tokens 320 \
-                   --methods "cot,soft-thinking,seal:vector=$QVEC" --out "$RESULTS/gsm300-qwen0.5b" \
                    --title "GSM8K train [7000:7300), Qwen2.5-Coder-0.5B-Instruct Q4_K_M, max 320 tokens" ;;
+    qwen300-seal) $LL bench "${T[@]}" --model "$QWEN" --data "$SVAMP" --limit 300 --max-tokens 320 \
+                    --methods "seal:vector=$QVEC" --out "$RESULTS/svamp300-qwen0.5b" \
+                    --title "SVAMP dev [0:300), Qwen2.5-Coder-0.5B-Instruct Q4_K_M, max 320 tokens"
+                  $LL bench "${T[@]}" --model "$QWEN" "${GSLICE[@]}" --limit 300 --max-tokens 320 \
+                    --methods "seal:vector=$QVEC" --out "$RESULTS/gsm300-qwen0.5b" \
+                    --title "GSM8K train [7000:7300), Qwen2.5-Coder-0.5B-Instruct Q4_K_M, max 320 tokens" ;;
+    qwen300-noise) $LL bench "${T[@]}" --model "$QWEN" --data "$SVAMP" --limit 300 --max-tokens 320 --batch 4 \
+                     --methods "soft-thinking:noise=gumbel,soft-thinking:noise=dirichlet" \
+                     --out "$RESULTS/svamp300-qwen0.5b" \
+                     --title "SVAMP dev [0:300), Qwen2.5-Coder-0.5B-Instruct Q4_K_M, max 320 tokens" ;;
+    qwen300-sc) $LL bench "${T[@]}" --model "$QWEN" --data "$SVAMP" --limit 300 --max-tokens 320 \
+                  --methods "sc:temperature=0.4;samples=8,sc:temperature=0.8;samples=8" \
+                  --out "$RESULTS/svamp300-qwen0.5b" \
+                  --title "SVAMP dev [0:300), Qwen2.5-Coder-0.5B-Instruct Q4_K_M, max 320 tokens" ;;
+    qwen300-swir) $LL bench "${T[@]}" --model "$QWEN" --data "$SVAMP" --limit 300 --max-tokens 320 \
+                    --methods "swi-reasoning" --out "$RESULTS/svamp300-qwen0.5b" \
+                    --title "SVAMP dev [0:300), Qwen2.5-Coder-0.5B-Instruct Q4_K_M, max 320 tokens" ;;
+    # Soft Reasoning with 8 generations per question (4 candidates x 2 rounds) on the first 100 of
+    # the same slice: the report pairs it with cot and sc over those 100
+    qwen100-sr) $LL bench "${T[@]}" --model "$QWEN" --data "$SVAMP" --limit 100 --max-tokens 320 \
+                  --methods "soft-reasoning:candidates=4;rounds=2" --out "$RESULTS/svamp300-qwen0.5b" \
+                  --title "SVAMP dev [0:300), Qwen2.5-Coder-0.5B-Instruct Q4_K_M, max 320 tokens" ;;
     *) echo "unknown stage $s" >&2; exit 2 ;;
   esac
 done
