@@ -5,7 +5,7 @@
 #                                     smol-gsm smol-gsm-st gemma qwen-gsm gemma-gsm qwen-sweep
 #                                     gemma-seal smol-seal-svamp smol-sr smol-sr-gsm qwen-swir
 #                                     qwen300 qwen300-gsm qwen300-seal qwen300-noise qwen300-sc
-#                                     qwen300-swir qwen100-sr (default: all but the 300-problem
+#                                     qwen300-swir qwen100-sr smol-seal2 (default: all but the 300-problem
 #                                     stages, hours on 2 cores each)
 # The evaluation model (Qwen2.5-Coder-0.5B-Instruct) comes from ../shared/tools/eval-models; it is
 # not a product dependency. Slices: SVAMP dev.jsonl first 100 for reports, GSM8K train first 40/60
@@ -128,6 +128,14 @@ for s in "${stages[@]}"; do
     qwen300-swir) $LL bench "${T[@]}" --model "$QWEN" --data "$SVAMP" --limit 300 --max-tokens 320 \
                     --methods "swi-reasoning" --out "$RESULTS/svamp300-qwen0.5b" \
                     --title "SVAMP dev [0:300), Qwen2.5-Coder-0.5B-Instruct Q4_K_M, max 320 tokens" ;;
+    # SmolLM2's SEAL rows again, cot beside them, with the vector re-extracted under the paper's
+    # transition phrases (issue 14): the older folders keep the rows of the first vector
+    smol-seal2) $LL bench "${T[@]}" --data "$SVAMP" --limit 100 --max-tokens 256 \
+                  --methods "cot,seal:vector=$SVEC" --out "$RESULTS/svamp100-seal2-smollm2" \
+                  --title "SVAMP dev [0:100), SmolLM2-135M-Instruct Q4_1 (bundled), max 256 tokens, SEAL vector re-extracted with the paper's labels"
+                $LL bench "${T[@]}" "${GSLICE[@]}" --limit 100 --max-tokens 256 \
+                  --methods "cot,seal:vector=$SVEC" --out "$RESULTS/gsm100-seal2-smollm2" \
+                  --title "GSM8K train [7000:7100), SmolLM2-135M-Instruct Q4_1 (bundled), max 256 tokens, SEAL vector re-extracted with the paper's labels" ;;
     # Soft Reasoning with 8 generations per question (4 candidates x 2 rounds) on the first 100 of
     # the same slice: the report pairs it with cot and sc over those 100
     qwen100-sr) $LL bench "${T[@]}" --model "$QWEN" --data "$SVAMP" --limit 100 --max-tokens 320 \
