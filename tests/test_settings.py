@@ -193,3 +193,28 @@ def test_runs_record_their_settings(smol, tmp_path):
     assert json.loads(json.dumps(to_dict(summary)))["settings"] == summary.settings
     rec = record_for("cot", Problem(id="p", question="q", gold="5"), summary, 0.1)
     assert rec["settings"] == summary.settings and "settings.top_k" not in rec
+
+
+def test_every_config_checks_its_settings_when_built_directly():
+    """The library path (a config made in Python, no registry): each method's config refuses a
+    value outside a setting's bounds, coerces an int given for a float, and refuses an answer
+    reserve the budget cannot hold. Catches a config whose ``__post_init__`` skips validation."""
+    for spec in registry.specs():
+        cls = spec.config
+        for s in st.settings_of(cls):
+            b = s.bounds
+            if b is None or b.lo is None:
+                continue
+            below = b.lo if b.lo_open else b.lo - 1
+            with pytest.raises(LatentLocalError, match=s.flag):
+                cls(**{s.field: below})
+        floats = [s for s in st.settings_of(cls) if s.type is float and s.default is not None]
+        if floats:
+            f = floats[0]
+            cfg = cls(**{f.field: 1} if (f.bounds is None or 1 in f.bounds) else {})
+            assert type(getattr(cfg, f.field)) is float, (spec.name, f.name)
+        if "answer_reserve" in {s.field for s in st.settings_of(cls)}:
+            with pytest.raises(LatentLocalError, match="answer-reserve"):
+                cls(answer_reserve=-1)
+            assert isinstance(cls(), st.Budgeted)
+            assert cls(max_tokens=64, answer_reserve=10).budget.reserve == 10

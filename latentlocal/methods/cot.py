@@ -26,7 +26,7 @@ from latentlocal.sampling import Sampled, SamplingConfig, sample_token
 
 
 @dataclass(frozen=True)
-class CotConfig(Sampled):
+class CotConfig(Sampled, settings.Budgeted):
     # chains decoded; more than one is self-consistency (the registry runs sc with sc's defaults)
     samples: int = settings.setting(1, help="chains decoded; more than 1 runs self-consistency (sc)",
                                     bounds=settings.at_least(1))
@@ -42,17 +42,9 @@ class CotConfig(Sampled):
     system: str | None = COT_SYSTEM
     answer_marker: str = ANSWER_MARKER
 
-    def __post_init__(self) -> None:
-        settings.validate(self)
-        self.budget  # noqa: B018 - the reserve against max_tokens
-
-    @property
-    def budget(self) -> Budget:
-        return Budget(self.max_tokens, self.answer_reserve)
-
 
 @dataclass(frozen=True)
-class SelfConsistencyConfig(Sampled):
+class SelfConsistencyConfig(Sampled, settings.Budgeted):
     samples: int = settings.setting(5, help="self-consistency chains", bounds=settings.at_least(1))
     max_tokens: int = settings.max_tokens(512)
     temperature: float = settings.temperature(0.8)
@@ -65,14 +57,6 @@ class SelfConsistencyConfig(Sampled):
     stop_after_answer: bool = True
     system: str | None = COT_SYSTEM
     answer_marker: str = ANSWER_MARKER
-
-    def __post_init__(self) -> None:
-        settings.validate(self)
-        self.budget  # noqa: B018 - the reserve against max_tokens
-
-    @property
-    def budget(self) -> Budget:
-        return Budget(self.max_tokens, self.answer_reserve)
 
 
 def prompt_tokens(engine: Engine, question: str, system: str | None) -> list[int]:

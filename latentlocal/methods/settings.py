@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from latentlocal.errors import LatentLocalError
+from latentlocal.phases import Budget
 
 _KEY = "latentlocal.setting"
 
@@ -285,3 +286,20 @@ def answer_reserve(default: int) -> Any:
     return setting(default, help="thinking models: tokens kept for the answer after </think>, which is "
                                  "forced when thinking reaches --max-tokens minus this (at most half of "
                                  "--max-tokens)", bounds=at_least(0))
+
+
+class Budgeted:
+    """Mixed into a method's frozen config that declares ``max_tokens`` and ``answer_reserve``:
+    the config is validated when it is made (every setting's bounds, then the reserve against
+    ``max_tokens``), and ``budget`` is the split between thinking and the answer."""
+
+    max_tokens: int
+    answer_reserve: int
+
+    def __post_init__(self) -> None:
+        validate(self)
+        self.budget  # noqa: B018 - Budget checks the reserve against max_tokens
+
+    @property
+    def budget(self) -> Budget:
+        return Budget(self.max_tokens, self.answer_reserve)

@@ -62,7 +62,7 @@ SPACES = ("subspace", "around-token")
 
 
 @dataclass(frozen=True)
-class SoftReasoningConfig:
+class SoftReasoningConfig(settings.Budgeted):
     candidates: int = settings.setting(5, help="candidates per round", bounds=settings.at_least(1))
     rounds: int = settings.setting(5, help="optimiser rounds at most", bounds=settings.at_least(1))
     space: str = settings.setting("subspace", choices=SPACES,
@@ -81,10 +81,6 @@ class SoftReasoningConfig:
     reuse_prefix: int = 24
     seed: int = settings.seed(0)
     system: str | None = COT_SYSTEM
-
-    def __post_init__(self) -> None:
-        settings.validate(self)
-        Budget(self.max_tokens, self.answer_reserve)  # the reserve against max_tokens
 
 
 @dataclass
@@ -159,7 +155,7 @@ def _decode_candidates(
     for s in seqs:
         engine.seq_copy(0, s)
     engine.decode_step(seqs, rows=np.stack([c.x for c in cands]))
-    budget = budget or Budget(cfg.max_tokens, cfg.answer_reserve)
+    budget = budget or cfg.budget
     streams = {s: _Stream(engine, (), marker, budget, fmt) for s in seqs}
     if first_token is not None:
         for st in streams.values():
@@ -314,7 +310,7 @@ def run_soft_reasoning(
     engine.decode_tokens(prompt, seq=0)
     z = int(np.argmax(engine.logits(-1)))
     # the candidates share the context; the first position (the embedding) takes one of each's
-    budget, notes = fitted(Budget(cfg.max_tokens, cfg.answer_reserve), engine.n_ctx,
+    budget, notes = fitted(cfg.budget, engine.n_ctx,
                            len(prompt) + cfg.candidates, sequences=cfg.candidates)
     yield from notes
     e_z = model.embeddings.row(z)

@@ -127,7 +127,7 @@ _CUT_NATS = 30.0
 
 
 @dataclass(frozen=True)
-class SoftThinkingConfig:
+class SoftThinkingConfig(settings.Budgeted):
     """Defaults are the paper's (QwQ-32B): T 0.6, top-p 0.95, top-k 30, min-p 0.001, max_topk 10."""
 
     max_tokens: int = settings.max_tokens(512)
@@ -172,7 +172,7 @@ class SoftThinkingConfig:
     onehot_tokens: bool = True        # feed a one-candidate concept as its token id (same input)
 
     def __post_init__(self) -> None:
-        settings.validate(self)
+        super().__post_init__()
         if self.mix == "moi" and self.noise != "none":
             raise LatentLocalError(
                 f"--noise {self.noise} and --mix moi do not combine: Mixture of Inputs samples its own "
@@ -180,6 +180,10 @@ class SoftThinkingConfig:
             )
         if self.moi_top_k < 2:
             raise LatentLocalError(f"moi_top_k must be at least 2, not {self.moi_top_k}")
+
+    @property
+    def budget(self) -> Budget:
+        return Budget(self.max_tokens, self.answer_reserve, self.think_budget)
 
     @property
     def answer_sampling(self) -> SamplingConfig:
@@ -432,8 +436,7 @@ class SoftThinkingChain:
         self.native = fmt.native
         # Native models always get an answer: thinking ends with a forced </think> when only the
         # answer reserve is left. Text-marker models keep the plain --think-budget rule.
-        budget, self.notes = fitted(Budget(cfg.max_tokens, cfg.answer_reserve, cfg.think_budget),
-                                    engine.n_ctx, len(self.prompt))
+        budget, self.notes = fitted(cfg.budget, engine.n_ctx, len(self.prompt))
         self.max_tokens = budget.max_tokens
         self.think_limit = budget.think_limit() if self.native else cfg.think_budget
         self.budget_on = self.native or cfg.think_budget > 0

@@ -125,7 +125,7 @@ from latentlocal.methods.cot import _Stream
 from latentlocal.methods.soft_thinking import ConceptFilter, forced_end_tokens
 from latentlocal.methods.spec import MethodSpec
 from latentlocal.parity import check_embedding_input
-from latentlocal.phases import DEFAULT_ANSWER_RESERVE, Budget, final_answer, fitted
+from latentlocal.phases import DEFAULT_ANSWER_RESERVE, final_answer, fitted
 from latentlocal.prompts import ANSWER_MARKER, COT_SYSTEM, build_prompt, reasoning_format
 from latentlocal.sampling import Sampled, sample_token
 
@@ -161,7 +161,7 @@ TERMINATION_WORDS = "</think>\n\nThe final answer is"
 
 
 @dataclass(frozen=True)
-class SwiReasoningConfig(Sampled):
+class SwiReasoningConfig(Sampled, settings.Budgeted):
     """Defaults are the code's (run.py:574-583, gu:232-241): T 0.6, top-p 0.95, top-k 20,
     min-p 0, alpha 1.0, beta 0.7, window 512, no switch cap, 32 termination tokens."""
 
@@ -201,14 +201,6 @@ class SwiReasoningConfig(Sampled):
     answer_marker: str = ANSWER_MARKER
     top_events: int = 5               # mixture candidates shown per latent Token event
     onehot_tokens: bool = True        # feed a one-token mixture as its token (the same input)
-
-    def __post_init__(self) -> None:
-        settings.validate(self)
-        self.budget  # noqa: B018 - the reserve against max_tokens
-
-    @property
-    def budget(self) -> Budget:
-        return Budget(self.max_tokens, self.answer_reserve)
 
 
 # ---------------------------------------------------------------------------------------------

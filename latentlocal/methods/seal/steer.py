@@ -19,7 +19,7 @@ from latentlocal.markers import MarkerWatch
 from latentlocal.methods import settings
 from latentlocal.methods.cot import _Stream, prompt_tokens
 from latentlocal.methods.seal.thoughts import ThoughtSpan, ThoughtSplitter, count_labels
-from latentlocal.phases import DEFAULT_ANSWER_RESERVE, Budget, fitted
+from latentlocal.phases import DEFAULT_ANSWER_RESERVE, fitted
 from latentlocal.prompts import ANSWER_MARKER, COT_SYSTEM, reasoning_format
 from latentlocal.sampling import Sampled
 
@@ -44,7 +44,7 @@ DEFAULT_ALPHA = 1.0  # the steering strength when none is given and no manifest 
 
 
 @dataclass(frozen=True)
-class SealConfig(Sampled):
+class SealConfig(Sampled, settings.Budgeted):
     """``directions`` maps block -> S (as read from a file); ``alpha`` scales it.
 
     In ``always_on`` mode the vector is set for the whole generation, prompt included, scaled by
@@ -75,18 +75,10 @@ class SealConfig(Sampled):
     answer_marker: str = ANSWER_MARKER
     model_hint: str | None = None  # checked against the model's architecture when set
 
-    def __post_init__(self) -> None:
-        settings.validate(self)
-        self.budget  # noqa: B018 - the reserve against max_tokens
-
     @property
     def scale(self) -> float:
         """The steering strength used: ``alpha``, else :data:`DEFAULT_ALPHA`."""
         return DEFAULT_ALPHA if self.alpha is None else self.alpha
-
-    @property
-    def budget(self) -> Budget:
-        return Budget(self.max_tokens, self.answer_reserve)
 
 
 def check_vector(engine: Engine, directions: Mapping[int, np.ndarray], model_hint: str | None) -> None:
