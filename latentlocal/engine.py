@@ -23,7 +23,15 @@ from latentlocal.engine_settings import MAX_SEQUENCES, EngineSettings
 from latentlocal.errors import LatentLocalError
 from latentlocal.gguf_header import check_gguf_file, locate_tensor
 from latentlocal.llama_libs import C, ggml_base
-from latentlocal.rpc import guard_aborts, local_gpus, parse_endpoints, release, worker_devices
+from latentlocal.rpc import (
+    guard_aborts,
+    keep_alive_to,
+    local_gpus,
+    parse_endpoints,
+    release,
+    silence_timeout,
+    worker_devices,
+)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -110,6 +118,7 @@ class Model:
         self.rpc = parse_endpoints(rpc)
         params = C.llama_model_default_params()
         if self.rpc:
+            timeout = silence_timeout()
             # a worker lost from now on (registration included) ends the run with a clear message
             guard_aborts(self.rpc, recent_errors)
             # workers first, then this machine's GPUs: llama.cpp's own order (src/llama.cpp:256-263)
@@ -146,6 +155,10 @@ class Model:
         except BaseException:
             release(self.rpc)
             raise
+        if self.rpc:
+            # ggml-rpc's connections (one per worker, opened at registration) get keepalive, so a
+            # worker's machine that vanishes ends the run within the timeout instead of hanging it
+            keep_alive_to(self.rpc, timeout)
         self._ptr = ptr
         self._vocab = C.llama_model_get_vocab(ptr)
         self.n_layer: int = C.llama_model_n_layer(ptr)

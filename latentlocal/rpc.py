@@ -9,18 +9,27 @@ ggml-rpc.cpp:35 and :566-569). So every endpoint is probed here first (a plain T
 the protocol's HELLO, with a timeout) and refused with a ``LatentLocalError`` naming it; and while
 workers are in use, ggml's abort callback (ggml.c:253-272, called before ``abort()``) prints which
 worker went away and ends the process with exit code 2 instead of a raw abort and gdb backtrace.
+
+A machine that vanishes (powered off, off the network) closes nothing, and ggml-rpc's transport
+sets no socket timeout (transport.cpp:692-721): its ``recv`` would wait for ever. So the
+connections to the workers get TCP keepalive and a user timeout (:func:`keep_alive_to`, and
+:func:`keep_alive_on` for a worker's clients): after ``LATENTLOCAL_RPC_TIMEOUT`` seconds (30) of
+silence from the other machine's kernel the ``recv`` fails, and the abort path above reports it.
+A busy worker is not silent: its kernel answers the probes however long a graph takes.
 """
 
 from __future__ import annotations
 
 import collections
+import math
 import os
 import socket
+import stat
 import struct
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 from latentlocal.errors import LatentLocalError
 
@@ -35,6 +44,8 @@ _HELLO = 14  # RPC_CMD_HELLO, fixed across versions (static_assert at ggml-rpc.c
 _CAPS = 24  # RPC_CONN_CAPS_SIZE (transport.h:11): hello request = caps; response = 4 bytes + caps
 PROBE_TIMEOUT_S = 5.0
 EXIT_WORKER_LOST = 2  # the CLI's exit status for every clear error
+TIMEOUT_ENV = "LATENTLOCAL_RPC_TIMEOUT"
+DEFAULT_TIMEOUT_S = 30.0
 
 
 def parse_endpoints(text: str | Sequence[str]) -> tuple[str, ...]:
@@ -171,6 +182,99 @@ def local_gpus() -> list[int]:
     devs = [reg.ggml_backend_dev_get(i) for i in range(reg.ggml_backend_dev_count())]
     gpus = [d for d in devs if base.ggml_backend_dev_type(d) == DEVICE_GPU]
     return gpus or [d for d in devs if base.ggml_backend_dev_type(d) == DEVICE_IGPU]
+
+
+# ---------------------------------------------------------------------------------------------
+# a vanished machine: keepalive on the connections ggml-rpc opened
+# ---------------------------------------------------------------------------------------------
+
+
+def silence_timeout() -> float:
+    """Seconds of silence from a worker's (or a client's) machine before its connection fails:
+    ``LATENTLOCAL_RPC_TIMEOUT``, else 30."""
+    raw = os.environ.get(TIMEOUT_ENV, "").strip()
+    if not raw:
+        return DEFAULT_TIMEOUT_S
+    try:
+        value = float(raw)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value >= 2):
+        raise LatentLocalError(
+            f"{TIMEOUT_ENV}={raw!r} is not a number of seconds of at least 2: set it to how long a "
+            f"silent machine may take before the run ends (default {DEFAULT_TIMEOUT_S:g}), or unset it")
+    return value
+
+
+def _tcp_connections() -> Iterator[socket.socket]:
+    """This process's connected IPv4 TCP sockets, each as a duplicate that is closed after use."""
+    try:
+        names = os.listdir("/dev/fd")  # Linux (/proc/self/fd) and macOS alike
+    except OSError:
+        return
+    for name in names:
+        try:
+            fd = int(name)
+            if not stat.S_ISSOCK(os.fstat(fd).st_mode):
+                continue
+            dup = os.dup(fd)
+        except (ValueError, OSError):
+            continue
+        try:
+            sock = socket.socket(fileno=dup)  # family and type read from the descriptor
+        except OSError:
+            os.close(dup)
+            continue
+        with sock:
+            if sock.family != socket.AF_INET or sock.type != socket.SOCK_STREAM:
+                continue
+            try:
+                sock.getpeername()
+            except OSError:  # a listening or unconnected socket
+                continue
+            yield sock
+
+
+def _keep_alive(sock: socket.socket, timeout: float) -> None:
+    # idle, then 3 probes: about 5/6 of the timeout; TCP_USER_TIMEOUT (Linux) caps the wait for
+    # an acknowledgement, probes included, at the timeout
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    idle = getattr(socket, "TCP_KEEPIDLE", getattr(socket, "TCP_KEEPALIVE", None))  # macOS: KEEPALIVE
+    for opt, value in ((idle, max(1, int(timeout / 3))),
+                       (getattr(socket, "TCP_KEEPINTVL", None), max(1, int(timeout / 6))),
+                       (getattr(socket, "TCP_KEEPCNT", None), 3),
+                       (getattr(socket, "TCP_USER_TIMEOUT", None), int(timeout * 1000))):
+        if opt is not None:
+            sock.setsockopt(socket.IPPROTO_TCP, opt, value)
+
+
+def keep_alive_to(endpoints: Sequence[str], timeout: float | None = None) -> int:
+    """Keepalive on this process's connections to these workers; how many connections got it."""
+    timeout = silence_timeout() if timeout is None else timeout
+    peers: set[tuple[str, int]] = set()
+    for ep in endpoints:
+        host, _, port = ep.rpartition(":")
+        try:
+            peers.add((socket.gethostbyname(host), int(port)))
+        except OSError:
+            continue
+    done = 0
+    for sock in _tcp_connections():
+        if sock.getpeername()[:2] in peers:
+            _keep_alive(sock, timeout)
+            done += 1
+    return done
+
+
+def keep_alive_on(port: int, timeout: float | None = None) -> int:
+    """Keepalive on the connections clients made to this process's ``port`` (a worker's)."""
+    timeout = silence_timeout() if timeout is None else timeout
+    done = 0
+    for sock in _tcp_connections():
+        if sock.getsockname()[1] == port:
+            _keep_alive(sock, timeout)
+            done += 1
+    return done
 
 
 # ---------------------------------------------------------------------------------------------

@@ -249,3 +249,77 @@ def test_the_worker_warns_off_loopback_and_stops_on_ctrl_c():
     assert w.proc.returncode == 0
     assert "no authentication" in err and "stopped" in err
 
+
+
+def _connections_to(endpoints: list[str]) -> list[socket.socket]:
+    """This process's TCP connections to these endpoints (duplicates: the caller closes them)."""
+    import os
+
+    peers = {(ep.rpartition(":")[0], int(ep.rpartition(":")[2])) for ep in endpoints}
+    found = []
+    for name in os.listdir("/proc/self/fd"):
+        try:
+            sock = socket.socket(fileno=os.dup(int(name)))
+        except OSError:
+            continue
+        try:
+            if sock.type == socket.SOCK_STREAM and sock.getpeername()[:2] in peers:
+                found.append(sock)
+                continue
+        except OSError:
+            pass
+        sock.close()
+    return found
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/fd")
+def test_the_connections_to_the_workers_have_keepalive_and_a_timeout(split, workers):
+    socks = _connections_to([w.endpoint for w in workers])
+    try:
+        peers = {s.getpeername()[1] for s in socks}
+        assert peers == {w.port for w in workers}  # ggml-rpc's connection to each worker
+        for s in socks:
+            assert s.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) == 1
+            assert s.getsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT) == int(rpc.DEFAULT_TIMEOUT_S * 1000)
+            idle = s.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE)
+            probes = s.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT)
+            interval = s.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL)
+            assert idle + probes * interval <= rpc.DEFAULT_TIMEOUT_S
+    finally:
+        for s in socks:
+            s.close()
+
+
+@pytest.mark.parametrize("raw", ["soon", "0", "-5", "nan", "1"])
+def test_a_bad_rpc_timeout_is_refused_with_the_fix(monkeypatch, raw):
+    monkeypatch.setenv(rpc.TIMEOUT_ENV, raw)
+    with pytest.raises(LatentLocalError, match="LATENTLOCAL_RPC_TIMEOUT=.*at least 2.*or unset it"):
+        rpc.silence_timeout()
+    monkeypatch.setenv(rpc.TIMEOUT_ENV, "12.5")
+    assert rpc.silence_timeout() == 12.5
+
+
+def _private_network() -> bool:
+    try:
+        return subprocess.run(["unshare", "-rn", "ip", "link", "set", "lo", "up"],
+                              capture_output=True, timeout=10).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
+@pytest.mark.skipif(not _private_network(), reason="needs `unshare -rn` (user and network namespaces) "
+                    "and `ip` to cut a network without root")
+def test_a_worker_whose_network_vanishes_ends_the_run_and_frees_the_worker():
+    """No FIN, no RST: the run must not wait for ever (tests/rpcvanish.py says how)."""
+    from rpcworker import REPO
+
+    proc = subprocess.run(["unshare", "-rn", sys.executable, str(REPO / "tests" / "rpcvanish.py")],
+                          capture_output=True, text=True, timeout=300, env=env(),
+                          cwd=str(REPO / "tests"))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["rc"] == 2, out["err"]
+    assert out["seconds"] < 30  # the 3 s timeout plus the abort message's reachability check
+    assert "went away" in out["err"] and "Restart the worker" in out["err"]
+    assert "backtrace" not in out["err"].lower()
+    assert out["rerun_rc"] == 0 and out["rerun_summary"], (out["rerun_err"], out["worker_log"])

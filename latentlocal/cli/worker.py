@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from latentlocal.errors import LatentLocalError
-from latentlocal.rpc import DEFAULT_PORT, PROTOCOL
+from latentlocal.rpc import DEFAULT_PORT, PROTOCOL, keep_alive_on, silence_timeout
 
 
 def add_worker_parser(sub: Any) -> None:
@@ -46,6 +46,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     if args.threads is not None and args.threads < 1:
         raise LatentLocalError(f"--threads must be at least 1, not {args.threads}")
     threads = args.threads or default_threads()
+    timeout = silence_timeout()
     cache = None
     if args.cache:
         cache = Path(args.cache).expanduser()
@@ -88,8 +89,10 @@ def cmd_worker(args: argparse.Namespace) -> int:
                   flush=True)
             print(f"  use it from another machine with: --rpc {_reachable_name(args.host)}:{args.port}"
                   "   (Ctrl-C stops)", flush=True)
+        # A client whose machine vanishes would hold the worker (it serves one client at a time)
+        # for ever: each client's connection gets keepalive within half a second of its accept.
         while not failed.wait(0.5):
-            pass
+            keep_alive_on(args.port, timeout)
     except KeyboardInterrupt:
         print("latentlocal worker: stopped", file=sys.stderr, flush=True)
         sys.stdout.flush()
