@@ -666,6 +666,62 @@ def test_stream_wraps_incrementally_as_a_whole_text_wraps():
 
 
 
+def test_streaming_repaints_only_the_lines_that_change():
+    """Every line drawn costs the UI thread time that a 2-core machine takes from the threads
+    decoding the model (issue 14): a batch that extends the last line must repaint that line,
+    not the view (the whole view was repainted at every new line), and following the text past
+    the bottom while a run is live scrolls a third of the view at once, so most batches move no
+    line. The newest text stays in view throughout, and when the run ends the view ends at the
+    text's last line, as a view that was never live does."""
+    from textual.app import App
+
+    from latentlocal import events as ev
+    from tui.widgets.stream import StreamView
+
+    class Host(App):
+        def compose(self):
+            yield StreamView(id="s")
+
+    async def main():
+        app = Host()
+        async with app.run_test(size=(44, 12)) as pilot:
+            view = app.query_one(StreamView)
+            height = view.scrollable_content_region.height
+            drawn: list[int] = []
+            real_line = view.render_line
+            view.render_line = lambda y: (drawn.append(y), real_line(y))[1]
+            view.set_live(True)
+            await pilot.pause()
+            scrolls, last_scroll = 0, view.scroll_y
+            per_batch: list[int] = []
+            for i in range(200):  # "wNNN " per batch: 5 cells, 8 a line, 25 lines
+                drawn.clear()
+                view.feed([ev.Token(text=f"w{i:03d} ", token_id=0, phase="think")])
+                await pilot.pause()
+                per_batch.append(len(drawn))
+                if view.scroll_y != last_scroll:
+                    scrolls, last_scroll = scrolls + 1, view.scroll_y
+                else:  # nothing moved: only the written line (and the one it wrapped into)
+                    assert len(drawn) <= 2, (i, drawn)
+                top = int(view.scroll_y)
+                assert top <= view.line_count - 1 < top + height, "the newest line is out of view"
+                assert view._line(view.line_count - 1).plain.rstrip().endswith(f"w{i:03d}")
+            lines_past_view = view.line_count - height
+            assert lines_past_view >= 12
+            # a scroll per third of the view, not per line
+            assert 1 <= scrolls <= lines_past_view // max(1, height // 3) + 1, (scrolls, lines_past_view)
+            assert sum(per_batch) < 200 * 2 + (scrolls + 1) * height
+
+            view.set_live(False)
+            await pilot.pause()
+            assert view.virtual_size.height == view.line_count
+            assert int(view.scroll_y) == view.line_count - height  # the last line at the bottom
+            assert real_line(height - 1).text.rstrip().endswith("w199")
+
+    asyncio.run(main())
+
+
+
 def test_the_models_tab_loads_onto_an_rpc_worker_and_names_a_bad_one(home):
     from latentlocal.llama_libs import rpc_library_path
 

@@ -82,6 +82,7 @@ class RunView(JobView, Horizontal):
         return True
 
     def running_changed(self, running: bool) -> None:
+        self.query_one("#stream", StreamView).set_live(running)
         if running:
             self._ticker.resume()
         else:
