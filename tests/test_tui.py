@@ -402,6 +402,42 @@ def test_a_repeated_run_streams_without_laying_out_the_screen(home, engine, monk
     run(scenario, engine)
 
 
+def test_a_finished_job_leaves_the_heap_collected_and_frozen(home, engine, monkeypatch):
+    """A full garbage collection walks all of the app's objects and holds the GIL meanwhile
+    (120-185 ms), stopping the worker that decodes the model (tui.heap). When a job ends, the
+    app collects everything and freezes what is left, so collections during the next job walk
+    only what it made; nothing frozen is leaked (a cycle that was alive at one job's end and is
+    garbage by the next is freed), and the app's exit unfreezes."""
+    import gc
+    import weakref
+
+    monkeypatch.setattr(forms, "make_runner", lambda method, values, *a, **k: _scripted_soft_run)
+
+    class Cycle:
+        pass
+
+    held = [Cycle()]
+    held[0].me = held[0]
+    gone = weakref.ref(held[0])
+
+    async def scenario(app, pilot):
+        await app.query_one("#run-form").select_method("soft-thinking")
+        gc.unfreeze()
+        await run_and_wait(app, pilot)
+        await wait_for(pilot, lambda: gc.get_freeze_count() > 0, what="the heap frozen after the job")
+        assert gone() is not None  # alive at the job's end: frozen with the rest
+        held.clear()  # now garbage, in the frozen generation
+        gc.collect()
+        assert gone() is not None  # a collection does not walk frozen objects
+        frozen = gc.get_freeze_count()
+        await run_and_wait(app, pilot)
+        await wait_for(pilot, lambda: gone() is None, what="the cycle collected after the next job")
+        assert gc.get_freeze_count() > 0.5 * frozen
+
+    run(scenario, engine)
+    assert gc.get_freeze_count() == 0
+
+
 def test_notices_reach_the_user(home, engine):
     """A Notice (here: --max-tokens cut to fit the context) is shown as a notification, not
     dropped: the CLI prints it to stderr, the Run tab must show it too."""

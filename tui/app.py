@@ -7,6 +7,7 @@ Ctrl+C set the job's ``threading.Event`` so the method stops at its next step.
 
 from __future__ import annotations
 
+import gc
 from pathlib import Path
 
 from textual.actions import SkipAction
@@ -15,6 +16,7 @@ from textual.binding import Binding
 from textual.widgets import Footer, Header, Select, TabbedContent, TabPane
 
 from tui import config as cfgmod
+from tui import heap
 from tui.jobs import Job
 from tui.screens.compare import CompareView
 from tui.screens.help import HelpScreen
@@ -141,6 +143,8 @@ class LatentLocalApp(App):
     def end_job(self, job: Job | None) -> None:
         if job is not None and self.job is job:
             self.job = None
+            # after the job's last frame: a full collection takes ~150 ms (tui.heap)
+            self.call_after_refresh(heap.settle)
 
     def cancel_job(self) -> bool:
         if self.job is None:
@@ -265,6 +269,7 @@ class LatentLocalApp(App):
     # -- shutdown ------------------------------------------------------------------------------
     def on_unmount(self) -> None:
         self.save_config()
+        gc.unfreeze()  # tui.heap: what the app froze is collectable again (tests run many apps)
         if self.job is None and self.engine is not None and self.engine is not self._given_engine:
             engine, self.engine = self.engine, None
             engine.close()  # and its model: the Models tab opened it with Engine.open

@@ -23,9 +23,11 @@ CONCEPT_ROWS = 8  # candidates of the current concept token shown
 # While tokens stream the panel redraws at most this often (the output text itself follows every
 # batch): its sparkline and concept bars cost several ms a frame, and on a 2-core machine the UI
 # thread's time is taken from the threads decoding the model (bench/bench_tui.py, soft-thinking:
-# Run tab / CLI median 0.83 at 0.15 s, 0.91-0.98 at 0.5 s). A redraw waits for a batch's frame
-# (its timer fires only when batches stop); the final state is drawn at once.
-REFRESH_S = 0.5
+# Run tab / CLI median 0.83 at 0.15 s, 0.91-0.98 at 0.5 s; replaying a recorded 256-token run at
+# 75 tok/s, the UI thread's CPU share was 5.7% at 0.5 s, 5.2% at 1 s, 4.2% with no redraw). A
+# redraw waits for a batch's frame (its timer fires only when batches stop); the final state is
+# drawn at once.
+REFRESH_S = 1.0
 
 
 class MetricsPanel(VerticalScroll):
