@@ -28,8 +28,9 @@ after the other, never together, alternating which goes first; a warm-up run of 
 first. ``--busy N`` starts N busy-looping processes for the measurement (the load of other work
 on the machine) and stops them at the end.
 
-Also printed: the UI thread's CPU time during the Run tab's generation, as a share of its wall
-time (the UI's cost, which on a 2-core machine is taken from the threads decoding the model).
+Also printed: the UI thread's CPU time from Ctrl+R to the end of the generation's worker, as a
+share of that wall time (the UI's cost, which on a 2-core machine is taken from the threads
+decoding the model; what the app does after the worker ended is not counted).
 
 Timings share the machine with whatever else runs: read the ratios, not the absolute numbers.
 """
@@ -110,9 +111,14 @@ async def run_tab(app, pilot, method: str, max_tokens: int):
     # wait on the generation's worker (no polling while it runs: each wake-up of this thread
     # would be the benchmark's cost, not the app's), then for its last messages
     await app.workers.wait_for_complete([w for w in app.workers if w.group == "engine"])
+    # until the worker ended: the UI's time beside the decoding (after it the app draws the end
+    # and collects its heap, tui.heap, which takes nothing from the model)
+    share = (time.thread_time() - cpu0) / (time.perf_counter() - wall0)
     await until(lambda: app.job is None and view.last_summary not in (None, before), 60,
                 "the run's end")
-    share = (time.thread_time() - cpu0) / (time.perf_counter() - wall0)
+    # what the app does once a job ended (its last frames, tui.heap's collection) happens now,
+    # as for a user, not while the next measurement runs (a CLI run blocks this event loop)
+    await pilot.pause()
     return view.last_summary, share
 
 
