@@ -16,16 +16,27 @@ A chain is the same object a lone run (``run_cot``, ``run_soft_thinking``) steps
 ``methods.chain.run_alone``, so the stop rules, sampling and Summary are the lone run's; only the
 batch around it differs.
 
+Prompts: a chain's prompt is prefilled at the start of the next step, together with every other
+prompt admitted since the last one (one ``llama_decode`` for all, :meth:`Engine.decode_many`).
+Prompts that start alike (a chat template and its system message) share that prefix's KV cells:
+a new chain copies the longest prefix it has in common with a prompt already decoded (a running
+chain's, or a finished chain's, whose prompt cells stay in its free sequence until the space is
+needed) and decodes only the rest, as llama-server's prompt cache does. Prompts admitted
+together with nothing decoded to copy from decode their shared prefix once: the first of them
+goes in a decode of its own and the others then copy from it.
+
 KV cells: one context's cache (``kv_unified``) holds every sequence, so a chain is admitted only
 when its prompt plus its token budget fit beside what the running chains may still use
-(:meth:`StepBatcher.fits`); a running chain can then never find the context full.
+(:meth:`StepBatcher.fits`); a running chain can then never find the context full. Each chain
+reserves its whole prompt even when it shares a prefix, and the kept prompts of finished chains
+count too and are dropped, oldest first, when a new chain needs their room.
 """
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Hashable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -44,6 +55,22 @@ class _Slot:
     cancel: threading.Event | None
     logits: np.ndarray | None  # a private copy while the engine's rows belong to another decode
     ended: bool = False        # StepBatcher.cancel: this chain only (``cancel`` may be shared)
+    pending: list[int] = field(default_factory=list)  # prompt tokens the next step prefills
+
+
+# A prefix shared among prompts admitted in the same step is decoded once (its first prompt
+# decodes alone, the others copy from it) when that spares at least this many tokens per prompt:
+# a llama_decode's fixed cost is a few prompt tokens' worth on a CPU.
+SHARE_IN_STEP_MIN = 16
+
+
+def _common(a: Sequence[int], b: Sequence[int], most: int) -> int:
+    """The length of the common prefix of ``a`` and ``b``, at most ``most``."""
+    n = min(len(a), len(b), most)
+    for i in range(n):
+        if a[i] != b[i]:
+            return i
+    return n
 
 
 class StepBatcher:
@@ -60,7 +87,14 @@ class StepBatcher:
         self._slots: dict[int, _Slot] = {}   # seq -> slot, in admission order
         self._row: dict[int, int] = {}       # seq -> its logits row in the last decode
         self._reserved = 0
+        # seq -> the tokens its KV cells hold from position 0 that a new prompt may copy: a
+        # running chain's decoded prompt, or a finished chain's prompt kept in its free sequence
+        # (oldest first: the order they are dropped in)
+        self._held: dict[int, list[int]] = {}
+        self._clears = engine.clears
         self.decodes = 0                     # llama_decode batches of steps (not prompts)
+        self.prefilled = 0                   # prompt tokens decoded
+        self.shared = 0                      # prompt tokens copied from another sequence instead
 
     # admission --------------------------------------------------------------------------------
     @property
@@ -81,7 +115,8 @@ class StepBatcher:
         return self.fits_cells(count * (prompt_len + self.budget_for(prompt_len, cfg).max_tokens), count)
 
     def fits_cells(self, cells: int, count: int = 1) -> bool:
-        """Whether ``count`` chains needing ``cells`` KV cells in all can join now."""
+        """Whether ``count`` chains needing ``cells`` KV cells in all can join now (the kept
+        prompts of finished chains give way)."""
         if len(self._slots) + count > self.capacity:
             return False
         return self._reserved + cells <= self.engine.n_ctx
@@ -100,18 +135,69 @@ class StepBatcher:
     def add_chain(
         self, key: Hashable, chain: Chain, cancel: threading.Event | None = None
     ) -> list[tuple[Hashable, Event]]:
-        """Decode ``chain.prompt`` into a free sequence and start the chain; returns its first
-        events (a ``Notice`` when its budget was cut to the context)."""
+        """Take a free sequence for ``chain`` (its prompt is prefilled at the start of the next
+        :meth:`step`) and start it; returns its first events (a ``Notice`` when its budget was
+        cut to the context)."""
+        self._check_held()
+        prompt = list(chain.prompt)
+        if not prompt:
+            raise ValueError("a chain needs a prompt of at least one token")
+        free = [s for s in range(self.capacity) if s not in self._slots]
+        if not free:
+            raise RuntimeError("no free sequence: ask fits() before adding a chain")
+        seq, src, copied = self._place(prompt, free)
         engine = self.engine
-        seq = next(s for s in range(self.capacity) if s not in self._slots)
-        self._keep_pending()  # the prompt's decode replaces the logits not sampled from yet
-        engine.seq_remove(seq)
-        engine.decode_tokens(list(chain.prompt), seq=seq)
-        slot = _Slot(key=key, seq=seq, chain=chain, cancel=cancel,
-                     logits=np.array(engine.logits(-1), copy=True))
+        if src == seq:
+            engine.seq_remove(seq, copied)
+        else:
+            engine.seq_remove(seq)
+            if copied:
+                engine.seq_copy(src, seq, copied)
+        self.shared += copied
+        self._held.pop(seq, None)
+        self._held[seq] = prompt[:copied]
+        slot = _Slot(key=key, seq=seq, chain=chain, cancel=cancel, logits=None, pending=prompt[copied:])
         self._slots[seq] = slot
         self._reserved += chain.cells
+        self._make_room()
         return [(key, n) for n in chain.notes]
+
+    def _place(self, prompt: list[int], free: list[int]) -> tuple[int, int | None, int]:
+        """Where a new prompt goes and what it copies: ``(seq, source, n)``, the first ``n``
+        tokens copied from ``source`` (``seq`` itself: its kept prompt is cut to them). At least
+        the last token is decoded, which gives the chain's first logits."""
+        engine = self.engine
+        held = {s: _common(t, prompt, len(prompt) - 1) for s, t in self._held.items()
+                if engine.prefix_reuse and engine.seq_intact(s)}
+        best = max(held.values(), default=0)
+        if best:
+            here = [s for s in free if held.get(s) == best]
+            if here:  # a kept prompt cut in place: the other kept prompts stay
+                return here[0], here[0], best
+        src = next((s for s, n in held.items() if n == best), None) if best else None
+        # a free sequence holding nothing, else the one whose kept prompt is oldest
+        seq = next((s for s in free if s not in self._held), None)
+        if seq is None:
+            seq = next(s for s in self._held if s in free)
+        return seq, src, best
+
+    def _make_room(self) -> None:
+        """Drop kept prompts, oldest first, while they and the chains' reservations could
+        overfill the context."""
+        held = sum(len(t) for s, t in self._held.items() if s not in self._slots)
+        for s in [s for s in self._held if s not in self._slots]:
+            if self._reserved + held <= self.engine.n_ctx:
+                break
+            held -= len(self._held.pop(s))
+            self.engine.seq_remove(s)
+
+    def _check_held(self) -> None:
+        """Forget the kept prompts when the engine was cleared behind the batcher's back."""
+        if self._clears != self.engine.clears:
+            if self._slots:
+                raise RuntimeError("the engine was cleared while the batcher had chains")
+            self._held.clear()
+            self._clears = self.engine.clears
 
     def cancel(self, key: Hashable) -> None:
         """End the chain ``key`` (its Summary comes with the next step, finish reason
@@ -128,8 +214,49 @@ class StepBatcher:
                 slot.logits = np.array(self.engine.logits(self._row[s]), copy=True)
         self._row = {}
 
+    def _prefill(self) -> None:
+        """Decode the prompts admitted since the last step, together (see the module docstring)."""
+        todo = {s: slot for s, slot in self._slots.items()
+                if slot.pending and not (slot.ended or (slot.cancel is not None and slot.cancel.is_set()))}
+        if not todo:
+            return
+        first: dict[int, _Slot] = {}
+        later: dict[int, _Slot] = {}
+        for s, slot in todo.items():
+            # a longer prefix it shares with a prompt decoded in this step than the one it has
+            gain = max((_common(o.chain.prompt, slot.chain.prompt, len(slot.chain.prompt) - 1)
+                        for o in first.values()), default=0) - len(self._held[s])
+            (later if gain >= SHARE_IN_STEP_MIN and self.engine.prefix_reuse else first)[s] = slot
+        self._keep_pending()
+        self._row = self._decode_prompts(first)
+        if later:
+            self._keep_pending()
+            for s, slot in later.items():
+                prompt = list(slot.chain.prompt)
+                self._held.pop(s)
+                src, n = max(((o, _common(self._held[o], prompt, len(prompt) - 1)) for o in self._held
+                              if o != s and self.engine.seq_intact(o)), key=lambda x: x[1], default=(None, 0))
+                self.engine.seq_remove(s)
+                if n:
+                    self.engine.seq_copy(src, s, n)
+                self.shared += n
+                self._held[s] = prompt[:n]
+                slot.pending = prompt[n:]
+            self._row = self._decode_prompts(later)
+
+    def _decode_prompts(self, slots: dict[int, _Slot]) -> dict[int, int]:
+        rows = self.engine.decode_many([(s, slot.pending) for s, slot in slots.items()])
+        for s, slot in slots.items():
+            self.prefilled += len(slot.pending)
+            slot.pending = []
+            self._held[s] = list(slot.chain.prompt)
+        return rows
+
     def step(self) -> list[tuple[Hashable, Event]]:
-        """One step of every chain, its feeds decoded together; the events it produced."""
+        """One step of every chain, its feeds decoded together; the events it produced. Chains
+        admitted since the last step have their prompts prefilled first, and take their first
+        step in this one."""
+        self._prefill()
         engine = self.engine
         out: list[tuple[Hashable, Event]] = []
         tokens: dict[int, int] = {}
@@ -181,14 +308,22 @@ class StepBatcher:
     def _finish(self, slot: _Slot) -> Summary:
         del self._slots[slot.seq]
         self._reserved -= slot.chain.cells
-        self.engine.seq_remove(slot.seq)
+        self._row.pop(slot.seq, None)
+        kept = self._held.pop(slot.seq, [])
+        if kept and self.engine.prefix_reuse and self.engine.seq_intact(slot.seq):
+            self.engine.seq_remove(slot.seq, len(kept))  # the prompt stays for the next one
+            self._held[slot.seq] = kept
+        else:
+            self.engine.seq_remove(slot.seq)
         return slot.chain.summary()
 
     def close(self) -> None:
-        """Drop every chain without a Summary (the engine is about to be used otherwise)."""
-        for seq in list(self._slots):
+        """Drop every chain without a Summary, and the kept prompts (the engine is about to be
+        used otherwise)."""
+        for seq in set(self._slots) | set(self._held):
             self.engine.seq_remove(seq)
         self._slots.clear()
+        self._held.clear()
         self._row.clear()
         self._reserved = 0
 

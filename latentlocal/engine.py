@@ -444,6 +444,10 @@ class Engine:
         self._tok = _Batch(self.n_batch)
         self._emb: _Batch | None = None
         self._pos: dict[int, int] = {}
+        self.clears = 0  # engine.clear() calls: what a cache of KV contents checks it is still valid
+        # attention KV in cells that sequences can share and cut at any position; recurrent
+        # state (Mamba, RWKV, hybrids) is one summary per sequence and cannot be cut
+        self.prefix_reuse = not (C.llama_model_is_recurrent(model._ptr) or C.llama_model_is_hybrid(model._ptr))
         self._cvec: tuple[int, int, int] | None = None  # (id(buffer), il_start, il_end) now set
         self._cvec_buf: np.ndarray | None = None
         self.cvec_changes = 0
@@ -627,6 +631,54 @@ class Engine:
         for s in seqs:
             self._pos[s] = self._pos.get(s, 0) + 1
 
+    def decode_many(self, feeds: Sequence[tuple[int, Sequence[int]]]) -> dict[int, int]:
+        """Append each feed's tokens to its sequence (distinct sequences), sharing ``llama_decode``
+        calls: as few as the batch size allows, with every feed's last token in the final one.
+
+        Returns ``{seq: i}``: ``logits(i)`` is the next-token distribution of ``seq`` (the only
+        rows kept). Several prompts prefilled this way cost one decode's fixed cost, not one each.
+        """
+        if not feeds:
+            return {}
+        cap = self._tok.capacity
+        if len({s for s, _ in feeds}) != len(feeds):
+            raise ValueError("decode_many takes one feed per sequence")
+        if len(feeds) > cap:
+            raise LatentLocalError(f"at most {cap} sequences per decode")
+        seqs, pos, toks = [], [], []
+        for s, t in feeds:
+            if not len(t):
+                raise ValueError(f"an empty feed for sequence {s}")
+            self._check_seq(s)
+            self._check_room(s, len(t))
+            start = self.pos(s)
+            seqs.append(np.full(len(t), s, dtype=np.int32))
+            pos.append(np.arange(start, start + len(t), dtype=np.int32))
+            toks.append(np.asarray(t, dtype=np.int32))
+        all_tok = np.concatenate(toks)
+        if all_tok.min() < 0 or all_tok.max() >= self.n_vocab:
+            raise LatentLocalError(f"token ids must lie in 0..{self.n_vocab - 1}")
+        # every feed's last token goes to the end, in the final decode: the only one whose logits
+        # survive; the rest, in order per sequence, fill the decodes before it and then that one
+        last = np.cumsum([len(t) for t in toks]) - 1
+        body = np.ones(len(all_tok), dtype=bool)
+        body[last] = False
+        order = np.concatenate([np.flatnonzero(body), last])
+        all_seq, all_pos, all_tok = np.concatenate(seqs)[order], np.concatenate(pos)[order], all_tok[order]
+        flags = np.zeros(len(order), dtype=np.int8)
+        flags[-len(feeds):] = 1
+        n_body = len(order) - len(feeds)
+        head = max(0, n_body - (cap - len(feeds)))  # body tokens that cannot ride in the final decode
+        cuts = list(range(0, head, cap)) + [head]
+        for a, b in zip(cuts, cuts[1:] + [len(order)]):
+            if b > a:
+                self._tok.token[:b - a] = all_tok[a:b]
+                self._tok.fill(b - a, all_pos[a:b], all_seq[a:b].tolist(), flags[a:b])
+                self._decode(self._tok)
+        for s, t in feeds:
+            self._pos[s] = self.pos(s) + len(t)
+        return {s: len(order) - head - len(feeds) + i for i, (s, _) in enumerate(feeds)}
+
     def logits(self, i: int = -1) -> np.ndarray:
         """Logits of output row ``i`` of the last decode, as a view valid until the next decode."""
         ptr = C.llama_get_logits_ith(self._ctx, i)
@@ -635,13 +687,28 @@ class Engine:
         return np.ctypeslib.as_array(ptr, shape=(self.n_vocab,))
 
     # sequences --------------------------------------------------------------------------------
-    def seq_copy(self, src: int, dst: int) -> None:
-        """Make ``dst`` a copy of ``src`` (shares the KV cells: no memory is duplicated)."""
+    def seq_copy(self, src: int, dst: int, length: int | None = None) -> None:
+        """Make ``dst`` a copy of ``src``, or of its first ``length`` positions (shares the KV
+        cells: no memory is duplicated)."""
         self._check_seq(src)
         self._check_seq(dst)
+        n = self.pos(src) if length is None else length
+        if not 0 <= n <= self.pos(src):
+            raise ValueError(f"sequence {src} holds {self.pos(src)} positions, not {n}")
+        if n < self.pos(src) and not self.prefix_reuse:
+            raise LatentLocalError(f"{self.model.name} keeps a recurrent state per sequence, "
+                                   "which cannot be copied in part")
         C.llama_memory_seq_rm(self._mem, dst, -1, -1)
-        C.llama_memory_seq_cp(self._mem, src, dst, -1, -1)
-        self._pos[dst] = self.pos(src)
+        C.llama_memory_seq_cp(self._mem, src, dst, -1, -1 if length is None else n)
+        self._pos[dst] = n
+        if not n:
+            self._pos.pop(dst, None)
+
+    def seq_intact(self, seq: int) -> bool:
+        """Whether ``seq`` still holds the KV of every position from 0 (a sliding-window cache
+        drops the oldest ones once the sequence outgrows the window)."""
+        self._check_seq(seq)
+        return self.pos(seq) > 0 and C.llama_memory_seq_pos_min(self._mem, seq) == 0
 
     def seq_remove(self, seq: int, p0: int = 0) -> None:
         """Drop positions ``p0`` and later from ``seq`` (all of it by default)."""
@@ -659,6 +726,7 @@ class Engine:
     def clear(self) -> None:
         C.llama_memory_clear(self._mem, True)
         self._pos.clear()
+        self.clears += 1
 
     # control vectors --------------------------------------------------------------------------
     def set_control_vector(self, directions: dict[int, np.ndarray] | None, scale: float = 1.0) -> None:

@@ -10,6 +10,8 @@ from latentlocal.engine_settings import EngineSettings
 from latentlocal.errors import LatentLocalError
 from latentlocal.events import Summary, Token
 from latentlocal.methods.cot import CotConfig, prompt_tokens, run_cot
+from latentlocal.prompts import COT_SYSTEM
+from closeness import assert_same_distribution
 from onestep import token_and_row_logits
 
 QUESTION = "Tom has 3 apples and buys 5 more. How many apples does he have?"
@@ -284,3 +286,58 @@ def test_engine_settings_refuse_bad_values_before_loading():
                        ({"n_ctx": -1}, "context size"), ({"n_threads": -2}, "threads")]:
         with pytest.raises(LatentLocalError, match=match):
             EngineSettings(**bad)
+
+
+def _alone(engine: Engine, toks: list[int]) -> np.ndarray:
+    engine.clear()
+    engine.decode_tokens(toks)
+    return np.array(engine.logits(-1))
+
+
+PROMPTS = [QUESTION, "What is 12 minus 5?", "A train travels 60 km in 1 hour. How far does it go in 3 hours?"]
+
+
+@pytest.mark.parametrize("n_batch", [512, 32])
+def test_prompts_decoded_together_give_each_its_own_logits(smol, n_batch):
+    """decode_many: each prompt's row is its own (catches rows mapped to the wrong sequence) at
+    its own positions, also when the prompts need several decodes (n_batch 32: the earlier
+    decodes' logits are gone, so every last token must ride in the final one)."""
+    engine = smol if n_batch == 512 else smol.sibling(n_batch=32)
+    try:
+        toks = [prompt_tokens(engine, q, None) for q in PROMPTS]
+        alone = [_alone(engine, t) for t in toks]
+        nxt = [_alone(engine, t + [330]) for t in toks]
+        engine.clear()
+        seqs = [3, 1, 5]
+        rows = engine.decode_many(list(zip(seqs, toks)))
+        for s, t, a in zip(seqs, toks, alone):
+            assert engine.pos(s) == len(t)
+            assert_same_distribution(a, engine.logits(rows[s]), f"sequence {s}")
+        engine.decode_step(seqs, tokens=[330] * 3)  # each sequence's KV holds its own prompt
+        for i, (s, b) in enumerate(zip(seqs, nxt)):
+            assert_same_distribution(b, engine.logits(i), f"sequence {s}, one token on")
+        with pytest.raises(ValueError, match="one feed per sequence"):
+            engine.decode_many([(0, toks[0]), (0, toks[1])])
+    finally:
+        if engine is not smol:
+            engine.close()
+
+
+def test_a_copied_prompt_prefix_continues_like_a_fresh_prefill(smol):
+    """seq_copy(src, dst, n): dst gets src's first n positions (KV and position) and nothing
+    after them; src is untouched. Catches a copy one position long or short, or whole."""
+    a, b = (prompt_tokens(smol, q, COT_SYSTEM) for q in PROMPTS[:2])
+    n = next(i for i, (x, y) in enumerate(zip(a, b)) if x != y)
+    assert n > 20  # the chat template and system message
+    fresh_b, a_on = _alone(smol, b), _alone(smol, a + [330])
+    smol.clear()
+    smol.decode_tokens(a, seq=0)
+    smol.seq_copy(0, 2, n)
+    assert smol.pos(2) == n and smol.pos(0) == len(a)
+    smol.decode_tokens(b[n:], seq=2)
+    assert_same_distribution(fresh_b, smol.logits(-1), "copied prefix")
+    smol.decode_tokens([330], seq=0)
+    assert_same_distribution(a_on, smol.logits(-1), "the source after the copy")
+    assert smol.seq_intact(2) and not smol.seq_intact(4)
+    with pytest.raises(ValueError, match="holds"):
+        smol.seq_copy(0, 3, len(a) + 5)

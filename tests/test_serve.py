@@ -378,3 +378,25 @@ def test_a_reachable_address_without_a_key_warns(engine, monkeypatch, capsys):
     srv.serve(engine, ServerConfig(api_key="k"), host="0.0.0.0", port=1)
     srv.serve(engine, ServerConfig(), host="127.0.0.1", port=1)
     assert "warning" not in capsys.readouterr().err and started == ["0.0.0.0"] * 2 + ["127.0.0.1"]
+
+
+def test_a_request_reuses_the_prompt_prefix_the_last_one_left(server, client):
+    """A cot request copies the chat-template prefix the previous cot request left in the cache
+    and decodes only the rest; after a method that runs alone (it clears the context) the next
+    one decodes its whole prompt (catches copying cells the lone method overwrote)."""
+    url = server[0]
+
+    def ask(q, **kw):
+        before = _jobs(url)
+        r = client.chat.completions.create(model="m", max_tokens=3, messages=[{"role": "user", "content": q}], **kw)
+        after = _jobs(url)
+        return r, (after["prompt_tokens_decoded"] - before["prompt_tokens_decoded"],
+                   after["prompt_tokens_reused"] - before["prompt_tokens_reused"])
+
+    ask("What is 7 + 1?")
+    r, (decoded, reused) = ask("What is 9 + 2?")
+    assert reused > 20 and decoded + reused == r.usage.prompt_tokens  # the system message at least
+    ask("What is 7 + 1?", extra_body={"method": "soft-thinking"})
+    r, (decoded, reused) = ask("What is 9 + 2?")
+    assert reused == 0 and decoded == r.usage.prompt_tokens
+    assert r.choices[0].message.content

@@ -128,6 +128,9 @@ class Scheduler:
         with self._cond:
             return {"queued": len(self._waiting), "running": len(self._running),
                     "batched_sequences": self.batch.active,
+                    # cot prompts' tokens decoded, and copied from another prompt's KV instead
+                    "prompt_tokens_decoded": self.batch.prefilled,
+                    "prompt_tokens_reused": self.batch.shared,
                     **{k: self.counts[k] for k in ("done", "cancelled", "failed", "timed_out", "rejected")}}
 
     def close(self) -> None:
@@ -154,6 +157,7 @@ class Scheduler:
                     continue
                 job = self._take(batched=False)
                 if job is not None:
+                    self.batch.close()  # the method clears the context: the kept prompts go
                     self._run_alone(job)
             except Exception:  # a bug must not kill the worker: fail what was running, go on
                 log.exception("job worker error")
