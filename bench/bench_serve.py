@@ -8,7 +8,7 @@ requests/s, tokens/s, p50/p95 latency and errors per level, the ratio of N clien
 server's overhead: one client's tokens/s (latency measured at the client, HTTP included) over the
 CLI's on the same prompts (``latentlocal run --json``, its own tokens/s; goal >= 0.9).
 
-    .venv/bin/python bench/bench_serve.py [--model PATH] [--clients 4] [--requests 8] [--max-tokens 64]
+    .venv/bin/python bench/bench_serve.py [--model PATH] [--clients 4] [--requests 8] [--max-tokens 64] [--rounds 1]
 """
 
 from __future__ import annotations
@@ -78,8 +78,15 @@ def start_server(args) -> tuple[subprocess.Popen, str]:
         time.sleep(0.2)
 
 
+def _prompt_counts(url: str) -> tuple[int, int]:
+    """The server's cot prompt tokens decoded so far, and those copied from a shared prefix."""
+    jobs = httpx.get(url + "/health", timeout=10).json()["jobs"]
+    return jobs.get("prompt_tokens_decoded", 0), jobs.get("prompt_tokens_reused", 0)
+
+
 def drive(url: str, clients: int, requests: int, max_tokens: int) -> dict:
     """``requests`` streamed requests over ``clients`` threads; timings measured at the client."""
+    before = _prompt_counts(url)
     client = openai.OpenAI(base_url=url + "/v1", api_key="bench", max_retries=0, timeout=3600)
     todo = list(range(requests))
     lock = threading.Lock()
@@ -116,16 +123,29 @@ def drive(url: str, clients: int, requests: int, max_tokens: int) -> dict:
     for t in threads:
         t.join()
     wall = time.perf_counter() - t0
-    lat = sorted(latencies)
+    decoded, reused = (b - a for a, b in zip(before, _prompt_counts(url)))
+    return {"clients": clients, "wall_s": wall, "latencies": latencies, "tokens": tokens,
+            "errors": errors, "prompt_decoded": decoded, "prompt_reused": reused}
+
+
+def pooled(runs: list[dict]) -> dict:
+    """One level's figures over all its runs (walls, tokens and latencies added up)."""
+    lat = sorted(x for r in runs for x in r["latencies"])
+    tokens = sum(sum(r["tokens"]) for r in runs)
+    wall = sum(r["wall_s"] for r in runs)
     pct = (lambda q: lat[min(len(lat) - 1, int(q * len(lat)))] if lat else float("nan"))
-    return {"clients": clients, "requests": len(lat), "errors": errors, "wall_s": wall,
-            "req_per_s": len(lat) / wall, "tok_per_s": sum(tokens) / wall, "tokens": sum(tokens),
+    return {"clients": runs[0]["clients"], "requests": len(lat), "wall_s": wall, "tokens": tokens,
+            "errors": [e for r in runs for e in r["errors"]],
+            "req_per_s": len(lat) / wall, "tok_per_s": tokens / wall,
             "p50_s": statistics.median(lat) if lat else float("nan"), "p95_s": pct(0.95),
-            "per_request_tok_per_s": sum(tokens) / sum(lat) if lat else float("nan")}
+            "per_request_tok_per_s": tokens / sum(lat) if lat else float("nan"),
+            "prompt_decoded": sum(r["prompt_decoded"] for r in runs),
+            "prompt_reused": sum(r["prompt_reused"] for r in runs)}
 
 
-def cli_tokens_per_s(args, count: int) -> float:
-    """The CLI's own tokens/s (its summary: prompt decode plus generation) on the same prompts."""
+def cli_run(args, count: int) -> tuple[float, float]:
+    """The CLI's own generated tokens and seconds (its summary: prompt decode plus generation)
+    on the first ``count`` prompts."""
     total_tokens = total_s = 0.0
     for i in range(count):
         out = subprocess.run(_latentlocal() + ["run", QUESTIONS[i % len(QUESTIONS)], "--json",
@@ -134,7 +154,7 @@ def cli_tokens_per_s(args, count: int) -> float:
         summary = json.loads(out.strip().splitlines()[-1])
         total_tokens += summary["generated_tokens"]
         total_s += summary["elapsed_s"]
-    return total_tokens / total_s
+    return total_tokens, total_s
 
 
 def main() -> int:
@@ -146,24 +166,36 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=None, help="CPU threads of server and CLI")
     ap.add_argument("--n-ctx", type=int, default=4096)
     ap.add_argument("--parallel", type=int, default=8)
+    ap.add_argument("--rounds", type=int, default=1,
+                    help="rounds of (1 client, N clients, the CLI), the levels' order flipping each "
+                         "round so a drift in machine load falls on both; figures pool the rounds (1)")
     args = ap.parse_args()
     os.environ.setdefault("PYTHONPATH", str(Path(__file__).resolve().parents[1]))
 
+    runs: dict[int, list[dict]] = {1: [], args.clients: []}
+    cli_tokens = cli_s = 0.0
     proc, url = start_server(args)
     try:
         drive(url, 1, 1, 4)  # warm-up: first-decode costs stay out of the figures
-        levels = [drive(url, c, args.requests, args.max_tokens) for c in (1, args.clients)]
+        for r in range(args.rounds):
+            for c in (1, args.clients) if r % 2 == 0 else (args.clients, 1):
+                runs[c].append(drive(url, c, args.requests, args.max_tokens))
+            # the idle server waits on a condition: the CLI has the CPU to itself
+            t, sec = cli_run(args, min(args.requests, len(QUESTIONS)))
+            cli_tokens, cli_s = cli_tokens + t, cli_s + sec
     finally:
         proc.terminate()
         proc.wait(timeout=60)
-    cli = cli_tokens_per_s(args, min(args.requests, len(QUESTIONS)))
+    levels = [pooled(runs[1]), pooled(runs[args.clients])]
+    cli = cli_tokens / cli_s
     name = Path(args.model).name if args.model else "bundled SmolLM2-135M"
-    print(f"latentlocal serve on {name}: {args.requests} greedy cot requests per level, "
-          f"max {args.max_tokens} tokens, streamed")
+    print(f"latentlocal serve on {name}: {args.requests} greedy cot requests per level and round, "
+          f"{args.rounds} round(s), max {args.max_tokens} tokens, streamed")
     for r in levels:
         print(f"  {r['clients']} client(s): {r['req_per_s']:.3f} req/s, {r['tok_per_s']:.1f} tok/s, "
               f"p50 {r['p50_s']:.2f} s, p95 {r['p95_s']:.2f} s, {r['tokens']} tokens, "
-              f"errors {len(r['errors'])}")
+              f"errors {len(r['errors'])}; prompt tokens decoded {r['prompt_decoded']}, "
+              f"reused {r['prompt_reused']}")
         for e in r["errors"][:3]:
             print(f"    error: {e}")
     one, many = levels
