@@ -235,17 +235,22 @@ def _tcp_connections() -> Iterator[socket.socket]:
             yield sock
 
 
-def _keep_alive(sock: socket.socket, timeout: float) -> None:
+def _keep_alive(sock: socket.socket, timeout: float) -> bool:
+    """Whether the options took (a connection closing meanwhile refuses them: nothing to guard)."""
     # idle, then 3 probes: about 5/6 of the timeout; TCP_USER_TIMEOUT (Linux) caps the wait for
     # an acknowledgement, probes included, at the timeout
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
     idle = getattr(socket, "TCP_KEEPIDLE", getattr(socket, "TCP_KEEPALIVE", None))  # macOS: KEEPALIVE
-    for opt, value in ((idle, max(1, int(timeout / 3))),
-                       (getattr(socket, "TCP_KEEPINTVL", None), max(1, int(timeout / 6))),
-                       (getattr(socket, "TCP_KEEPCNT", None), 3),
-                       (getattr(socket, "TCP_USER_TIMEOUT", None), int(timeout * 1000))):
-        if opt is not None:
-            sock.setsockopt(socket.IPPROTO_TCP, opt, value)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        for opt, value in ((idle, max(1, int(timeout / 3))),
+                           (getattr(socket, "TCP_KEEPINTVL", None), max(1, int(timeout / 6))),
+                           (getattr(socket, "TCP_KEEPCNT", None), 3),
+                           (getattr(socket, "TCP_USER_TIMEOUT", None), int(timeout * 1000))):
+            if opt is not None:
+                sock.setsockopt(socket.IPPROTO_TCP, opt, value)
+    except OSError:
+        return False
+    return True
 
 
 def keep_alive_to(endpoints: Sequence[str], timeout: float | None = None) -> int:
@@ -260,8 +265,7 @@ def keep_alive_to(endpoints: Sequence[str], timeout: float | None = None) -> int
             continue
     done = 0
     for sock in _tcp_connections():
-        if sock.getpeername()[:2] in peers:
-            _keep_alive(sock, timeout)
+        if sock.getpeername()[:2] in peers and _keep_alive(sock, timeout):
             done += 1
     return done
 
@@ -271,8 +275,7 @@ def keep_alive_on(port: int, timeout: float | None = None) -> int:
     timeout = silence_timeout() if timeout is None else timeout
     done = 0
     for sock in _tcp_connections():
-        if sock.getsockname()[1] == port:
-            _keep_alive(sock, timeout)
+        if sock.getsockname()[1] == port and _keep_alive(sock, timeout):
             done += 1
     return done
 
