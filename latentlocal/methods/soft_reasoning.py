@@ -39,7 +39,7 @@ from latentlocal.errors import LatentLocalError
 from latentlocal.events import CandidateResult, Event, Notice, PhaseChange, Round, SequenceDone, Summary, Token
 from latentlocal.markers import AnswerLineWatch
 from latentlocal.methods import settings
-from latentlocal.methods.cot import _Stream
+from latentlocal.methods.cot import _Stream, prompt_tokens
 from latentlocal.methods.spec import MethodSpec
 from latentlocal.parity import check_embedding_input
 from latentlocal.phases import DEFAULT_ANSWER_RESERVE, Budget, final_answer, fitted, split_thinking
@@ -47,7 +47,6 @@ from latentlocal.prompts import (
     ANSWER_MARKER,
     COT_SYSTEM,
     ReasoningFormat,
-    build_prompt,
     question_text,
     reasoning_format,
 )
@@ -305,7 +304,7 @@ def run_soft_reasoning(
     rng = np.random.default_rng(cfg.seed)
     model = engine.model
     fmt = reasoning_format(model)
-    prompt = model.tokenize(build_prompt(model, question, cfg.system))
+    prompt = prompt_tokens(engine, question, cfg.system)
     engine.clear()
     engine.decode_tokens(prompt, seq=0)
     z = int(np.argmax(engine.logits(-1)))

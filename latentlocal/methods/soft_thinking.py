@@ -111,10 +111,11 @@ from latentlocal.events import ColdStop, Event, PhaseChange, Summary, Token
 from latentlocal.markers import AnswerLineWatch, MarkerWatch
 from latentlocal.methods import settings
 from latentlocal.methods.chain import Feed, run_alone
+from latentlocal.methods.cot import prompt_tokens
 from latentlocal.methods.spec import MethodSpec
 from latentlocal.parity import check_embedding_input
 from latentlocal.phases import DEFAULT_ANSWER_RESERVE, Budget, final_answer, fitted
-from latentlocal.prompts import ANSWER_MARKER, COT_SYSTEM, ReasoningFormat, build_prompt, reasoning_format
+from latentlocal.prompts import ANSWER_MARKER, COT_SYSTEM, ReasoningFormat, reasoning_format
 from latentlocal.sampling import SamplingConfig, entropy, filter_chain, sample_token, softmax
 
 NOISES = ("none", "gumbel", "dirichlet")
@@ -623,11 +624,7 @@ class SoftThinkingChain:
 
 
 def soft_thinking_chain(engine: Engine, question: str, cfg: SoftThinkingConfig) -> SoftThinkingChain:
-    return SoftThinkingChain(engine, cfg, _prompt(engine, question, cfg))
-
-
-def _prompt(engine: Engine, question: str, cfg: SoftThinkingConfig) -> list[int]:
-    return engine.model.tokenize(build_prompt(engine.model, question, cfg.system))
+    return SoftThinkingChain(engine, cfg, prompt_tokens(engine, question, cfg.system))
 
 
 def run_soft_thinking(
@@ -642,7 +639,7 @@ def run_soft_thinking(
 
     ``fmt`` overrides where thinking ends (default: ``reasoning_format(engine.model)``).
     """
-    toks = list(prompt) if prompt is not None else _prompt(engine, question, cfg)
+    toks = list(prompt) if prompt is not None else prompt_tokens(engine, question, cfg.system)
     yield from run_alone(engine, SoftThinkingChain(engine, cfg, toks, fmt), cancel)
 
 

@@ -121,12 +121,12 @@ from latentlocal.engine import Engine
 from latentlocal.events import Event, PhaseChange, Summary, Token
 from latentlocal.markers import MarkerWatch
 from latentlocal.methods import settings
-from latentlocal.methods.cot import _Stream
+from latentlocal.methods.cot import _Stream, prompt_tokens
 from latentlocal.methods.soft_thinking import ConceptFilter, forced_end_tokens
 from latentlocal.methods.spec import MethodSpec
 from latentlocal.parity import check_embedding_input
 from latentlocal.phases import DEFAULT_ANSWER_RESERVE, final_answer, fitted
-from latentlocal.prompts import ANSWER_MARKER, COT_SYSTEM, build_prompt, reasoning_format
+from latentlocal.prompts import ANSWER_MARKER, COT_SYSTEM, reasoning_format
 from latentlocal.sampling import Sampled, sample_token
 
 # gu:109-128, fed as tokens even in latent mode
@@ -337,7 +337,7 @@ def run_swi_reasoning(
     fmt = reasoning_format(model)
     native = fmt.native
     rng = np.random.default_rng(engine.seed if cfg.seed is None else cfg.seed)
-    toks = list(prompt) if prompt is not None else model.tokenize(build_prompt(model, question, cfg.system))
+    toks = list(prompt) if prompt is not None else prompt_tokens(engine, question, cfg.system)
     engine.clear()
     engine.decode_tokens(toks)
     budget, notes = fitted(cfg.budget, engine.n_ctx, len(toks))
