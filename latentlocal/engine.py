@@ -531,6 +531,12 @@ class Engine:
                 )
             raise LatentLocalError(f"llama_decode failed with code {rc}; rerun with --verbose to see why")
 
+    def _token_ids(self, tokens: Sequence[int] | np.ndarray) -> np.ndarray:
+        toks = np.asarray(tokens, dtype=np.int32)
+        if toks.min() < 0 or toks.max() >= self.n_vocab:
+            raise LatentLocalError(f"token ids must lie in 0..{self.n_vocab - 1}")
+        return toks
+
     def decode_tokens(self, tokens: Sequence[int], seq: int = 0, logits: LogitsSpec = "last") -> None:
         """Append ``tokens`` to sequence ``seq``; logits are kept for the rows ``logits`` selects."""
         n = len(tokens)
@@ -539,9 +545,7 @@ class Engine:
         self._check_seq(seq)
         self._check_room(seq, n)
         flags = _logit_flags(n, logits)
-        toks = np.asarray(tokens, dtype=np.int32)
-        if toks.min() < 0 or toks.max() >= self.n_vocab:
-            raise LatentLocalError(f"token ids must lie in 0..{self.n_vocab - 1}")
+        toks = self._token_ids(tokens)
         start = self.pos(seq)
         cap = self._tok.capacity
         for off in range(0, n, cap):
@@ -655,9 +659,7 @@ class Engine:
             seqs.append(np.full(len(t), s, dtype=np.int32))
             pos.append(np.arange(start, start + len(t), dtype=np.int32))
             toks.append(np.asarray(t, dtype=np.int32))
-        all_tok = np.concatenate(toks)
-        if all_tok.min() < 0 or all_tok.max() >= self.n_vocab:
-            raise LatentLocalError(f"token ids must lie in 0..{self.n_vocab - 1}")
+        all_tok = self._token_ids(np.concatenate(toks))
         # every feed's last token goes to the end, in the final decode: the only one whose logits
         # survive; the rest, in order per sequence, fill the decodes before it and then that one
         last = np.cumsum([len(t) for t in toks]) - 1
