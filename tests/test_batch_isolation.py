@@ -27,27 +27,30 @@ STEPS = 10
 ATOL = 1e-4
 
 
-def _seq0_logits(engine, others: list[list[int]], other_feed) -> list[np.ndarray]:
-    """Greedy steps of sequence 0 beside three others; ``other_feed(k, i)`` feeds sequence k+1."""
+def _seq0_logits(engine, others: list[list[int]], other_feed, feed0: list[int] | None = None
+                 ) -> tuple[list[np.ndarray], list[int]]:
+    """Steps of sequence 0 beside three others (``other_feed(k, i)`` feeds sequence k+1): its
+    greedy tokens, or ``feed0`` (so a second run feeds the same whatever its numerics)."""
     engine.clear()
     for s, toks in enumerate(others, start=1):
         engine.decode_tokens(toks, seq=s)
     engine.decode_tokens(prompt_tokens(engine, QUESTIONS[0], COT_SYSTEM), seq=0)
     out = [np.array(engine.logits(-1), copy=True)]
+    fed: list[int] = []
     for i in range(STEPS):
-        tok = int(np.argmax(out[-1]))
-        engine.decode_step([0, 1, 2, 3], tokens=[tok] + [other_feed(k, i) for k in range(3)])
+        fed.append(int(np.argmax(out[-1])) if feed0 is None else feed0[i])
+        engine.decode_step([0, 1, 2, 3], tokens=[fed[-1]] + [other_feed(k, i) for k in range(3)])
         out.append(np.array(engine.logits(0), copy=True))
-    return out
+    return out, fed
 
 
 def test_a_sequence_in_a_batch_does_not_see_the_others(smol):
     prompts = [prompt_tokens(smol, q, COT_SYSTEM) for q in QUESTIONS[1:]]
     vocab = smol.model.n_vocab
-    a = _seq0_logits(smol, prompts, lambda k, i: (1000 + 37 * i + k) % vocab)
+    a, fed = _seq0_logits(smol, prompts, lambda k, i: (1000 + 37 * i + k) % vocab)
     # other questions in the other sequences (rotated: sequence 0's cells stay where they were,
     # after the same number of the others' cells) and other tokens fed beside it
-    b = _seq0_logits(smol, prompts[1:] + prompts[:1], lambda k, i: (5000 + 11 * i + 3 * k) % vocab)
+    b, _ = _seq0_logits(smol, prompts[1:] + prompts[:1], lambda k, i: (5000 + 11 * i + 3 * k) % vocab, fed)
     for i, (x, y) in enumerate(zip(a, b)):
         assert np.allclose(x, y, rtol=0, atol=ATOL), f"step {i}: max diff {np.abs(x - y).max():.3g}"
     # and the sequence decodes for real: its logits change from step to step
