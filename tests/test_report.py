@@ -232,3 +232,28 @@ def test_regenerate_from_file_via_module(tmp_path: Path) -> None:
 def test_main_reports_missing_results(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main([str(tmp_path)]) == 1
     assert "results.jsonl" in capsys.readouterr().err
+
+
+def test_plot_keeps_a_long_title_and_long_method_names_inside_the_image() -> None:
+    # A bench title names slice, model and settings; one line of it ran off both edges of the
+    # image, and the rightmost point's label ran off the right edge.
+    from latentlocal.eval.report import _figure
+
+    title = ("SVAMP dev [0:300), Qwen2.5-Coder-0.5B-Instruct Q4_K_M, max 320 tokens, batch 4, "
+             "with every method of issue 18 in one folder")
+    results = [rec("cot", "a", True, 180, 1.0), rec("cot", "b", False, 182, 1.0),
+               rec("soft-thinking:noise=dirichlet;dirichlet_alpha=1", "a", True, 400, 1.0),
+               rec("soft-thinking:noise=dirichlet;dirichlet_alpha=1", "b", True, 410, 1.0)]
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    fig = _figure(summarize(results), title)
+    canvas = FigureCanvasAgg(fig)  # what savefig draws with
+    canvas.draw()
+    renderer = canvas.get_renderer()
+    width, height = fig.bbox.width, fig.bbox.height
+    ax = fig.axes[0]
+    texts = [*ax.texts, ax.title]
+    assert len(texts) == 3  # the title and one label per method
+    for t in texts:
+        box = t.get_window_extent(renderer)
+        assert 0 <= box.x0 and box.x1 <= width and 0 <= box.y0 and box.y1 <= height, t.get_text()

@@ -14,6 +14,7 @@ import json
 import math
 import os
 import sys
+import textwrap
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -327,7 +328,7 @@ def _render_markdown(
     return "\n".join(lines)
 
 
-def _render_png(rows: list[MethodRow], title: str) -> bytes:
+def _figure(rows: list[MethodRow], title: str) -> Any:
     # Lazy import: matplotlib costs ~0.5 s and is only needed here. Agg because reports are
     # written from headless benchmark runs and from inside the TUI.
     import matplotlib
@@ -338,20 +339,32 @@ def _render_png(rows: list[MethodRow], title: str) -> bytes:
     fig = Figure(figsize=(7, 4.5), dpi=120)
     ax = fig.add_subplot()
     if rows:
+        lo, hi = min(r.mean_tokens for r in rows), max(r.mean_tokens for r in rows)
         for r in rows:
             y = 100 * r.accuracy
             yerr = [[y - 100 * r.ci_low], [100 * r.ci_high - y]]
             ax.errorbar([r.mean_tokens], [y], yerr=yerr, fmt="o", capsize=4)
-            ax.annotate(r.method, (r.mean_tokens, y), textcoords="offset points", xytext=(6, 4), fontsize=9)
+            # a point in the right half is labelled to its left, so a long method name (with its
+            # options) stays inside the image
+            right = hi > lo and r.mean_tokens > (lo + hi) / 2
+            ax.annotate(r.method, (r.mean_tokens, y), textcoords="offset points",
+                        xytext=(-6, 4) if right else (6, 4), ha="right" if right else "left", fontsize=9)
         # Headroom above the highest CI so a 100% point is not clipped by the frame.
         ax.set_ylim(bottom=0, top=max(5.0, min(103.0, max(100 * r.ci_high for r in rows) * 1.1)))
     else:
         ax.text(0.5, 0.5, "no results yet", ha="center", va="center", transform=ax.transAxes)
     ax.set_xlabel("mean generated tokens per problem")
     ax.set_ylabel("accuracy (%), 95% Wilson CI")
-    ax.set_title(title or "Evaluation report")
+    # Wrapped: a bench title (slice, model, settings) is wider than the axes, and tight_layout
+    # does not shrink a title, so one line would run off both edges of the image.
+    ax.set_title(textwrap.fill(title or "Evaluation report", 70), fontsize=10)
     ax.grid(True, alpha=0.3)
     fig.tight_layout()
+    return fig
+
+
+def _render_png(rows: list[MethodRow], title: str) -> bytes:
+    fig = _figure(rows, title)
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
     return buf.getvalue()
