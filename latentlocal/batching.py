@@ -4,7 +4,9 @@ Each chain (a method's per-problem decoding as steps, :mod:`latentlocal.methods.
 Soft Thinking's) holds one sequence of one context. A :meth:`StepBatcher.step` runs the step of
 every chain on the logits of its previous decode and feeds what they ask for together: the
 single-token feeds in one batch, the embedding rows in another (llama.cpp decodes either token
-ids or embeddings in one batch, never both). When a step has both, its tokens go in as their
+ids or embeddings in one batch, never both), and the feeds under a control vector (SEAL's
+delimiters, ``Feed.steering``) in a batch of their own with the vector set, since llama.cpp adds
+it to every row of a decode: only the sequences that asked for it are steered. When a step has both, its tokens go in as their
 embedding rows, so every step is one decode (Soft Thinking feeds a one-candidate concept and its
 answer as tokens while other chains feed mixtures). A feed of several tokens (Soft Thinking's
 forced "Final answer:") is decoded on its own. Decoding ``k`` sequences in one step costs far less than
@@ -42,7 +44,7 @@ import numpy as np
 
 from latentlocal.engine import Engine
 from latentlocal.events import Event, Summary
-from latentlocal.methods.chain import Chain, Feed
+from latentlocal.methods.chain import Chain, Feed, Steering, apply_steering
 from latentlocal.methods.cot import CotChain, CotConfig
 from latentlocal.phases import Budget, fit_context
 
@@ -245,6 +247,7 @@ class StepBatcher:
             self._row = self._decode_prompts(later)
 
     def _decode_prompts(self, slots: dict[int, _Slot]) -> dict[int, int]:
+        apply_steering(self.engine, None)  # prompts are never steered (SEAL's always-on is unbatched)
         rows = self.engine.decode_many([(s, slot.pending) for s, slot in slots.items()])
         for s, slot in slots.items():
             self.prefilled += len(slot.pending)
@@ -262,6 +265,7 @@ class StepBatcher:
         tokens: dict[int, int] = {}
         rows: dict[int, np.ndarray] = {}
         several: dict[int, Feed] = {}
+        steered: dict[Steering, dict[int, int]] = {}  # single-token feeds under a control vector
         for seq, slot in list(self._slots.items()):
             ch = slot.chain
             if slot.ended or (slot.cancel is not None and slot.cancel.is_set()):
@@ -276,9 +280,11 @@ class StepBatcher:
             slot.logits = None
             if feed is None:
                 out.append((slot.key, self._finish(slot)))
-            elif feed.row is not None:
+            elif feed.row is None and len(feed.tokens) == 1 and feed.steering is not None:
+                steered.setdefault(feed.steering, {})[seq] = feed.tokens[0]
+            elif feed.row is not None and feed.steering is None:
                 rows[seq] = np.asarray(feed.row, dtype=np.float32).reshape(-1)
-            elif len(feed.tokens) == 1:
+            elif len(feed.tokens) == 1 and feed.steering is None:
                 tokens[seq] = feed.tokens[0]
             else:
                 several[seq] = feed
@@ -293,16 +299,25 @@ class StepBatcher:
             self._keep_pending()
             feed.decode(engine, seq)
             self._row = {seq: -1}
-        if tokens:
-            self._keep_pending()
-            engine.decode_step(list(tokens), tokens=list(tokens.values()))
-            self._row = {s: i for i, s in enumerate(tokens)}
-            self.decodes += 1
-        if rows:
-            self._keep_pending()
-            engine.decode_step(list(rows), rows=np.stack(list(rows.values())))
-            self._row = {s: i for i, s in enumerate(rows)}
-            self.decodes += 1
+        # the steering set now first: a step that mixes steered and plain feeds changes the
+        # engine's control vector once, not twice
+        groups: list[tuple[Steering | None, dict[int, int] | None, dict[int, np.ndarray] | None]] = [
+            (v, toks, None) for v, toks in steered.items()]
+        if tokens or rows:
+            groups.append((None, tokens or None, rows or None))
+        groups.sort(key=lambda g: g[0] is not engine.control_vector_tag)
+        for steering, toks, embs in groups:
+            apply_steering(engine, steering)
+            for seqs, kind in ((toks, "tokens"), (embs, "rows")):
+                if not seqs:
+                    continue
+                self._keep_pending()
+                values = list(seqs.values())
+                engine.decode_step(list(seqs), **{kind: values if kind == "tokens" else np.stack(values)})
+                self._row = {s: i for i, s in enumerate(seqs)}
+                self.decodes += 1
+        if not self._slots:
+            apply_steering(engine, None)  # nothing of a finished batch stays steered
         return out
 
     def _finish(self, slot: _Slot) -> Summary:
@@ -322,6 +337,7 @@ class StepBatcher:
         used otherwise)."""
         for seq in set(self._slots) | set(self._held):
             self.engine.seq_remove(seq)
+        apply_steering(self.engine, None)
         self._slots.clear()
         self._held.clear()
         self._row.clear()

@@ -13,7 +13,7 @@ import ctypes
 import os
 import threading
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -451,6 +451,7 @@ class Engine:
         self._cvec: tuple[int, int, int] | None = None  # (id(buffer), il_start, il_end) now set
         self._cvec_buf: np.ndarray | None = None
         self.cvec_changes = 0
+        self.control_vector_tag: object = None  # the tag given with the vector now set
         # OpenBLAS threads spinning after numpy calls steal the cores from ggml (latentlocal.blas)
         single_thread_blas.__enter__()
         self._blas_pinned = True
@@ -731,13 +732,17 @@ class Engine:
         self.clears += 1
 
     # control vectors --------------------------------------------------------------------------
-    def set_control_vector(self, directions: dict[int, np.ndarray] | None, scale: float = 1.0) -> None:
+    def set_control_vector(
+        self, directions: Mapping[int, np.ndarray] | None, scale: float = 1.0, tag: object = None
+    ) -> None:
         """Add ``scale * directions[il]`` to the output of each block ``il``; ``None`` clears.
 
         Every call makes llama.cpp re-reserve its scheduler on the next decode (milliseconds), so
-        callers toggle it only when the state really changes.
+        callers toggle it only when the state really changes; ``tag`` (any object, kept as
+        :attr:`control_vector_tag` until the next call) lets them tell which vector is set.
         """
         if directions is None:
+            self.control_vector_tag = None
             if self._cvec is not None:
                 C.llama_set_adapter_cvec(self._ctx, None, 0, self.n_embd, -1, -1)
                 self._cvec = None
@@ -769,6 +774,7 @@ class Engine:
         self._cvec_buf = flat
         self._cvec = (id(flat), lo, hi)
         self.cvec_changes += 1
+        self.control_vector_tag = tag
 
     @property
     def control_vector_active(self) -> bool:

@@ -177,7 +177,7 @@ def _data(tmp_path) -> str:
 
 @pytest.mark.parametrize("method, why", [
     ("sc", "sequences of one context"),
-    ("seal", "control vector"),
+    ("seal:always_on=true", "steers the prompt too"),
     ("soft-reasoning", "sequences of one context"),
     ("swi-reasoning", "no batched form"),
 ])
@@ -207,3 +207,92 @@ def test_bench_batch_cli_opens_enough_sequences_and_context(tmp_path, capsys):
     assert main(["bench", "--batch", "0", "--data", _data(tmp_path), "--out", str(out)]) == 2
     assert "--batch must be between 1" in capsys.readouterr().err
     assert math.isfinite(sum(r["wall_s"] for r in rows))
+
+
+def test_batched_seal_steers_exactly_the_delimiters_of_the_sequence_that_fed_them(smol, monkeypatch):
+    """Two SEAL chains of one vector, one of another and a plain cot chain decoded together:
+    every token a sequence feeds goes in under its own chain's vector exactly when it is a
+    delimiter of that chain's reasoning span, and under none otherwise; the cot chain and every
+    prompt are never steered, and nothing stays steered after the batch. Catches a batch that
+    sets one chain's vector for the whole step (llama.cpp adds it to every row of a decode),
+    steers with another chain's vector, or decodes a steered feed with the plain ones. Blank
+    lines are forced into every chain at fixed steps, so there are delimiters to steer whatever
+    the build's continuation."""
+    import latentlocal.methods.cot as cot_module
+    from latentlocal.batching import StepBatcher
+    from latentlocal.events import PhaseChange, Summary, Token
+    from latentlocal.methods.cot import CotConfig, prompt_tokens
+    from latentlocal.methods.seal import SealChain, SealConfig, default_layer, is_delimiter
+
+    m = smol.model
+    (newline,) = m.tokenize("\n", add_special=False)
+    real, counts = cot_module.sample_token, {}
+
+    def sample(logits, cfg, rng):  # a blank line (two newlines) at steps 4-5, 11-12, 18-19, ...
+        n = counts[id(rng)] = counts.get(id(rng), 0) + 1
+        return (newline, 1.0) if n % 7 in (4, 5) else real(logits, cfg, rng)
+
+    monkeypatch.setattr(cot_module, "sample_token", sample)
+    rng = np.random.default_rng(3)
+    il = default_layer(smol.n_layer)
+    vec_a = SealConfig(directions={il: rng.normal(size=smol.n_embd).astype(np.float32)}, max_tokens=30)
+    vec_b = SealConfig(directions={il + 1: rng.normal(size=smol.n_embd).astype(np.float32)}, alpha=0.5,
+                       max_tokens=30)
+    questions = [p.question for p in load_problems(DATA)[:4]]
+    chains = {"a0": SealChain(smol, vec_a, prompt_tokens(smol, questions[0], vec_a.system)),
+              "a1": SealChain(smol, vec_a, prompt_tokens(smol, questions[1], vec_a.system)),
+              "b": SealChain(smol, vec_b, prompt_tokens(smol, questions[2], vec_b.system)),
+              "cot": CotChain(smol, CotConfig(max_tokens=30), prompt_tokens(smol, questions[3], None))}
+    assert chains["a0"].steering is chains["a1"].steering is not chains["b"].steering
+
+    decodes: list[tuple[tuple[int, ...], tuple[int, ...] | None, object]] = []
+    prompts_steered: list[object] = []
+    real_step, real_many = smol.decode_step, smol.decode_many
+
+    def decode_step(seqs, tokens=None, rows=None):
+        decodes.append((tuple(seqs), None if tokens is None else tuple(tokens), smol.control_vector_tag))
+        return real_step(seqs, tokens=tokens, rows=rows)
+
+    def decode_many(feeds):
+        prompts_steered.append(smol.control_vector_active)
+        return real_many(feeds)
+
+    monkeypatch.setattr(smol, "decode_step", decode_step)
+    monkeypatch.setattr(smol, "decode_many", decode_many)
+    smol.clear()
+    batch = StepBatcher(smol, 4)
+    for key, chain in chains.items():
+        batch.add_chain(key, chain)
+    seq_of = {slot.key: seq for seq, slot in batch._slots.items()}
+    events: dict[str, list] = {key: [] for key in chains}
+    while batch.active:
+        for key, ev in batch.step():
+            events[key].append(ev)
+    assert not smol.control_vector_active and prompts_steered and not any(prompts_steered)
+    assert all(n > 0 for n in counts.values()) and len(counts) == len(chains)
+    assert max(len(seqs) for seqs, _, _ in decodes) >= 2  # decoded side by side, not one at a time
+
+    for key, chain in chains.items():
+        seq = seq_of[key]
+        fed = [(toks[seqs.index(seq)], tag) for seqs, toks, tag in decodes if seq in seqs]
+        assert all(toks is not None for seqs, toks, _ in decodes if seq in seqs)
+        gen = [e.token_id for e in events[key] if isinstance(e, Token)]
+        summary = events[key][-1]
+        assert isinstance(summary, Summary)
+        assert [t for t, _ in fed] == gen[: len(fed)] and len(fed) == len(gen) - 1  # the last is not fed
+        # the delimiters of the reasoning span (up to the token that completes the answer
+        # marker), found from the generated text alone
+        span = len(gen)
+        for i, ev in enumerate(events[key]):
+            if isinstance(ev, PhaseChange):
+                span = sum(isinstance(e, Token) for e in events[key][:i]) - 1
+                break
+        pieces = [m.piece(t) for t in gen]
+        delims = [i for i in range(min(span, len(fed))) if is_delimiter(pieces[i], b"".join(pieces[:i]))]
+        assert delims, key  # the forced blank lines at least
+        steered = [i for i, (_, tag) in enumerate(fed) if tag is not None]
+        if key == "cot":
+            assert steered == []
+            continue
+        assert steered == delims == summary.extra["steered_positions"], key
+        assert all(tag is chain.steering for _, tag in fed if tag is not None), key

@@ -13,7 +13,7 @@ step is the same code alone and batched, and only the numerics of the batch arou
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -23,14 +23,36 @@ from latentlocal.engine import Engine
 from latentlocal.events import Event, Summary
 
 
+@dataclass(frozen=True, eq=False)
+class Steering:
+    """A control vector a feed is decoded under (SEAL's delimiters): ``scale * directions[il]``
+    added to the output of block ``il``. One object per run: it is told apart by identity."""
+
+    directions: Mapping[int, np.ndarray]
+    scale: float
+
+
+def apply_steering(engine: Engine, steering: Steering | None) -> None:
+    """Make ``steering`` (None: no vector) the engine's control vector, unless it already is: each
+    change costs llama.cpp a scheduler re-reserve, and llama.cpp adds the vector to every row of
+    a decode, so whoever decodes sets it before each decode."""
+    if steering is None:
+        engine.set_control_vector(None)
+    elif engine.control_vector_tag is not steering:
+        engine.set_control_vector(steering.directions, steering.scale, tag=steering)
+
+
 @dataclass(frozen=True)
 class Feed:
-    """What one step feeds: token ids (a single one joins a batched token step) or one row."""
+    """What one step feeds: token ids (a single one joins a batched token step) or one row,
+    decoded under ``steering`` (a batch decodes the feeds of each steering apart)."""
 
     tokens: tuple[int, ...] = ()
     row: np.ndarray | None = None
+    steering: Steering | None = None
 
     def decode(self, engine: Engine, seq: int = 0) -> None:
+        apply_steering(engine, self.steering)
         if self.row is not None:
             engine.decode_embeddings(self.row, seq=seq)
         else:

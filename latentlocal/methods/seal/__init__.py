@@ -10,9 +10,11 @@ Three parts, each usable on its own:
   the residual stream at the delimiter token preceding every thought. The vector is
   ``S = mean(execution) - mean(reflection and transition pooled)``, unnormalised. Traces and
   states are saved as they are produced, so an interrupted run resumes where it stopped.
-* **Steering** (:func:`run_seal`). ``alpha * S`` is added at the chosen block only while the token
-  being fed is a delimiter inside the reasoning span; or, ``always_on``, for every token, the way
-  ``llama-cli --control-vector`` applies an exported file.
+* **Steering** (:func:`run_seal`, :class:`SealChain`). ``alpha * S`` is added at the chosen block
+  only while the token being fed is a delimiter inside the reasoning span; or, ``always_on``, for
+  every token, the way ``llama-cli --control-vector`` applies an exported file. ``bench --batch``
+  decodes delimiter-mode SEAL beside other problems: a step's steered feeds get a decode of their
+  own with the vector set.
 
 Delimiters. The paper's rule is "a token whose text contains ``\\n\\n``" (Qwen has ``\\n\\n`` and
 merged forms such as ``.\\n\\n`` as single tokens). Some vocabularies (SmolLM2's, for one) write a
@@ -32,11 +34,21 @@ import dataclasses
 import os
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from latentlocal.controlvector import ControlVector, read_manifest
 from latentlocal.errors import LatentLocalError
 from latentlocal.methods.seal.extract import ExtractConfig, extract, extract_vector, work_dir
-from latentlocal.methods.seal.steer import SealConfig, check_vector, default_layer, load_vector, run_seal
+from latentlocal.methods.chain import ChainBuilder
+from latentlocal.methods.cot import prompt_tokens
+from latentlocal.methods.seal.steer import (
+    SealChain,
+    SealConfig,
+    check_vector,
+    default_layer,
+    load_vector,
+    run_seal,
+)
 from latentlocal.methods.seal.thoughts import (
     CUES,
     LABELS,
@@ -54,6 +66,7 @@ __all__ = [
     "CUES",
     "LABELS",
     "ExtractConfig",
+    "SealChain",
     "SealConfig",
     "ThoughtSpan",
     "ThoughtSplitter",
@@ -105,10 +118,15 @@ def _with_vector(cfg: SealConfig, vector: str | os.PathLike[str]) -> tuple[SealC
                                model_hint=cv.model_hint or None), cv
 
 
-def _seal_runner(cfg: SealConfig) -> Callable:
-    chosen = _with_vector(cfg, cfg.vector) if cfg.vector else None  # file problems surface before the model loads
+def _resolver(cfg: SealConfig) -> Callable[[Any], SealConfig]:
+    """``engine -> cfg`` with the directions of the given vector, or of the one made for the
+    engine's model, checked against it."""
+    # one resolved config per vector file, so the chains of a batch share its steering
+    read: dict[str, tuple[SealConfig, ControlVector]] = {}
+    if cfg.vector:
+        read[str(cfg.vector)] = _with_vector(cfg, cfg.vector)  # file problems surface before the model loads
 
-    def runner(engine, q, cancel=None):
+    def resolve(engine) -> SealConfig:
         vector = cfg.vector or vector_for_model(engine.model)
         if vector is None:
             raise LatentLocalError(
@@ -116,21 +134,40 @@ def _seal_runner(cfg: SealConfig) -> Callable:
                 f"was made for {engine.model.path.name}: make one with "
                 "`latentlocal seal extract --data FILE --out FILE`"
             )
-        run_cfg, cv = chosen or _with_vector(cfg, vector)
+        if str(vector) not in read:
+            read[str(vector)] = _with_vector(cfg, vector)
+        run_cfg, cv = read[str(vector)]
         check_vector(engine, cv.directions, run_cfg.model_hint)
         if cv.n_layer is not None and cv.n_layer != engine.n_layer:
             raise LatentLocalError(
                 f"{vector} was made for a {cv.n_layer}-block model but {engine.model.name} has "
                 f"{engine.n_layer}; extract a vector for this model"
             )
-        return run_seal(engine, q, run_cfg, cancel)
+        return run_cfg
 
-    return runner
+    return resolve
+
+
+def _seal_runner(cfg: SealConfig) -> Callable:
+    resolve = _resolver(cfg)
+    return lambda engine, q, cancel=None: run_seal(engine, q, resolve(engine), cancel)
+
+
+def _seal_chains(cfg: SealConfig) -> ChainBuilder:
+    if cfg.always_on:
+        raise LatentLocalError(
+            "seal --always-on cannot decode several problems at once: it steers the prompt too, "
+            "and a batch prefills its prompts together with the other problems'")
+    resolve = _resolver(cfg)
+
+    def build(engine, q: str) -> SealChain:
+        run_cfg = resolve(engine)
+        return SealChain(engine, run_cfg, prompt_tokens(engine, q, run_cfg.system))
+
+    return build
 
 
 METHODS: list[MethodSpec] = [
     MethodSpec("seal", "SEAL", "SEAL: steer thought delimiters with a vector (--vector FILE)", SealConfig,
-               _seal_runner,
-               unbatched="llama.cpp adds a control vector to every sequence of a decode, so it would "
-                         "steer the other problems' tokens too"),
+               _seal_runner, chain=_seal_chains),
 ]

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import numpy as np
@@ -17,9 +18,10 @@ from latentlocal.errors import LatentLocalError
 from latentlocal.events import Event, PhaseChange, Summary, Thought, Token
 from latentlocal.markers import MarkerWatch
 from latentlocal.methods import settings
-from latentlocal.methods.cot import _Stream, prompt_tokens
+from latentlocal.methods.chain import Feed, Steering, apply_steering, run_alone
+from latentlocal.methods.cot import CotChain, CotConfig, prompt_tokens
 from latentlocal.methods.seal.thoughts import ThoughtSpan, ThoughtSplitter, count_labels
-from latentlocal.phases import DEFAULT_ANSWER_RESERVE, fitted
+from latentlocal.phases import DEFAULT_ANSWER_RESERVE
 from latentlocal.prompts import ANSWER_MARKER, COT_SYSTEM, reasoning_format
 from latentlocal.sampling import Sampled
 
@@ -80,6 +82,13 @@ class SealConfig(Sampled, settings.Budgeted):
         """The steering strength used: ``alpha``, else :data:`DEFAULT_ALPHA`."""
         return DEFAULT_ALPHA if self.alpha is None else self.alpha
 
+    @functools.cached_property
+    def steering(self) -> Steering:
+        """``directions`` at ``scale``, one object per config: the chains of one config share it,
+        so a batch decodes their steered feeds together."""
+        return Steering({int(k): np.asarray(v, dtype=np.float32) for k, v in self.directions.items()},
+                        self.scale)
+
 
 def check_vector(engine: Engine, directions: Mapping[int, np.ndarray], model_hint: str | None) -> None:
     """Refuse a vector that does not fit the loaded model, naming what differs."""
@@ -105,6 +114,126 @@ def check_vector(engine: Engine, directions: Mapping[int, np.ndarray], model_hin
             )
 
 
+class SealChain:
+    """One SEAL decoding as steps (:mod:`latentlocal.methods.chain`): cot's step (sampling, the
+    stop rules, ``</think>``), SEAL's thought bookkeeping, and the steering of each feed: a
+    delimiter inside the reasoning span is fed under the vector, every other token without it
+    (always-on: every token under it, and the caller sets it for the prompt). Alone
+    (:func:`run_seal`) the engine's vector is toggled around exactly the delimiter decodes; in a
+    ``StepBatcher`` the steered feeds of a step are decoded apart from the others, since llama.cpp
+    adds a control vector to every row of a decode."""
+
+    wants_logits = True
+
+    def __init__(self, engine: Engine, cfg: SealConfig, prompt: Sequence[int]) -> None:
+        check_vector(engine, cfg.directions, cfg.model_hint)
+        self.t0 = time.perf_counter()
+        self.cfg = cfg
+        self.model = engine.model
+        self.fmt = reasoning_format(self.model)
+        self.steering = cfg.steering
+        cot = CotConfig(**{f.name: getattr(cfg, f.name) for f in fields(CotConfig)
+                           if f.name != "samples"})
+        self._cot = CotChain(engine, cot, prompt)
+        self.prompt = self._cot.prompt
+        self.cells = self._cot.cells
+        self.notes = self._cot.notes
+        self.settings: dict[str, Any] = {}
+        self._watch = None if self.fmt.native else MarkerWatch(cfg.answer_marker)
+        self._splitter = ThoughtSplitter()
+        self._thoughts: list[ThoughtSpan] = []
+        self._steered_flags: list[bool] = []
+        self._steered_positions: list[int] = []
+        self._opened_by_steered = cfg.always_on
+        self._phase = "think"
+        self._reasoning_tokens = 0
+        # control-vector changes this chain's feeds ask for, the final clear included (alone,
+        # the engine's count; batched, the engine's changes are shared by the step's chains)
+        self._on = cfg.always_on
+        self._changes = int(cfg.always_on)
+
+    def _thought(self, span: ThoughtSpan) -> Thought:
+        self._thoughts.append(span)
+        self._steered_flags.append(self._opened_by_steered)
+        return Thought(index=span.index, label=span.label, text=span.text, steered=self._opened_by_steered)
+
+    def _close_thoughts(self) -> list[Event]:
+        """The thought still open when the run ends inside the reasoning span."""
+        if self._phase != "think":
+            return []
+        self._phase = "ended"
+        last = self._splitter.finish()
+        return [self._thought(last)] if last is not None else []
+
+    def step(self, logits: np.ndarray | None) -> tuple[list[Event], Feed | None]:
+        cot_events, feed = self._cot.step(logits)
+        token = cot_events[0]
+        assert isinstance(token, Token)
+        st = self._cot.stream
+        tok, piece = token.token_id, token.text
+        events: list[Event] = []
+        delim = False
+        if self._phase == "think":
+            ended: list[ThoughtSpan] = []
+            end_here = st.closed is not None if self.fmt.native else self._watch.push(piece)
+            if end_here:
+                tail = None
+                if not self.fmt.native:
+                    text = self._splitter.current_text + piece
+                    tail = text[: text.lower().rfind(self.cfg.answer_marker.lower())]
+                last = self._splitter.finish(tail)
+                ended += [last] if last is not None else []
+            elif not self.model.is_eog(tok):  # an end-of-generation token's text is no thought's
+                self._reasoning_tokens += 1
+                delim, closed = self._splitter.push(self.model.piece(tok))
+                ended += [closed] if closed is not None else []
+            events.append(Token(text=piece, token_id=tok, phase="think", prob=token.prob))
+            events += [self._thought(span) for span in ended]
+            if end_here:
+                self._phase = "answer"
+                events.append(PhaseChange(phase="answer", reason=st.closed or "marker"))
+        else:
+            events.append(Token(text=piece, token_id=tok, phase="answer", prob=token.prob))
+        if feed is None:
+            return events + self._close_thoughts(), None
+        steer = self.cfg.always_on or delim
+        if delim and not self.cfg.always_on:
+            self._steered_positions.append(len(st.tokens) - 1)
+            self._opened_by_steered = True
+        if steer != self._on:
+            self._on = steer
+            self._changes += 1
+        return events, Feed(feed.tokens, steering=self.steering if steer else None)
+
+    def cancel(self) -> None:
+        self._cot.cancel()
+
+    def summary(self) -> Summary:
+        self._close_thoughts()
+        st = self._cot.stream
+        return Summary(
+            method="seal",
+            answer=st.answer,
+            text=st.text,
+            generated_tokens=len(st.tokens),
+            elapsed_s=time.perf_counter() - self.t0,
+            finish_reason=st.finish or "done",
+            extra={
+                "prompt_tokens": len(self.prompt),
+                **st.extra(),
+                "reasoning_tokens": self._reasoning_tokens,
+                "thoughts": count_labels(self._thoughts),
+                "steered_thoughts": count_labels(t for t, s in zip(self._thoughts, self._steered_flags) if s),
+                "cvec_changes": self._changes + int(self._on),
+                "mode": "always-on" if self.cfg.always_on else "delimiter",
+                "alpha": self.cfg.scale,
+                "layers": sorted(self.steering.directions),
+                "steered_positions": list(self._steered_positions),
+            },
+            settings=dict(self.settings),
+        )
+
+
 def run_seal(
     engine: Engine,
     question: str,
@@ -112,7 +241,7 @@ def run_seal(
     cancel: threading.Event | None = None,
     prompt: Sequence[int] | None = None,
 ) -> Iterator[Event]:
-    """Decode one answer with SEAL steering, streamed token by token.
+    """Decode one answer with SEAL steering, streamed token by token (a :class:`SealChain` alone).
 
     Yields ``Token`` (phase think/answer), a ``Thought`` each time a thought of the reasoning span
     ends (``steered``: the thought was generated after a steered delimiter, or always-on),
@@ -122,97 +251,13 @@ def run_seal(
     cleared before the next non-delimiter token, so exactly the delimiter positions are steered;
     a run of delimiters keeps it set. Each change costs one scheduler re-reserve in llama.cpp.
     """
-    t0 = time.perf_counter()
-    check_vector(engine, cfg.directions, cfg.model_hint)
-    directions = {int(k): np.asarray(v, dtype=np.float32) for k, v in cfg.directions.items()}
-    model = engine.model
-    fmt = reasoning_format(model)
-    rng = np.random.default_rng(engine.seed if cfg.seed is None else cfg.seed)
     toks = list(prompt) if prompt is not None else prompt_tokens(engine, question, cfg.system)
-    engine.clear()
-    engine.set_control_vector(None)
-    changes0 = engine.cvec_changes
-    watch = None if fmt.native else MarkerWatch(cfg.answer_marker)
-    splitter = ThoughtSplitter()
-    thoughts: list[ThoughtSpan] = []
-    steered_flags: list[bool] = []
-    steered_positions: list[int] = []
-    opened_by_steered = cfg.always_on
-    phase = "think"
-    reasoning_tokens = 0
+    chain = SealChain(engine, cfg, toks)
     try:
-        if cfg.always_on:
-            engine.set_control_vector(directions, cfg.scale)
-        engine.decode_tokens(toks)
-        budget, notes = fitted(cfg.budget, engine.n_ctx, len(toks))
-        yield from notes
-        st = _Stream(engine, cfg.stop, cfg.answer_marker if cfg.stop_after_answer else None,
-                     budget, fmt)
-        for tok, piece, prob in st.steps(cfg.sampling, rng, cancel):
-            delim = False
-            ended: list[ThoughtSpan] = []
-            if phase == "think":
-                end_here = st.closed is not None if fmt.native else watch.push(piece)
-                if end_here:
-                    tail = None
-                    if not fmt.native:
-                        text = splitter.current_text + piece
-                        tail = text[: text.lower().rfind(cfg.answer_marker.lower())]
-                    last = splitter.finish(tail)
-                    ended += [last] if last is not None else []
-                elif not model.is_eog(tok):  # an end-of-generation token's text is no thought's
-                    reasoning_tokens += 1
-                    delim, closed = splitter.push(model.piece(tok))
-                    ended += [closed] if closed is not None else []
-                yield Token(text=piece, token_id=tok, phase="think", prob=prob)
-                for span in ended:
-                    thoughts.append(span)
-                    steered_flags.append(opened_by_steered)
-                    yield Thought(index=span.index, label=span.label, text=span.text,
-                                  steered=opened_by_steered)
-                if end_here:
-                    phase = "answer"
-                    yield PhaseChange(phase="answer", reason=st.closed or "marker")
-            else:
-                yield Token(text=piece, token_id=tok, phase="answer", prob=prob)
-            if st.finish is not None:
-                break
-            if not cfg.always_on:
-                if delim != engine.control_vector_active:
-                    engine.set_control_vector(directions if delim else None, cfg.scale)
-                if delim:
-                    steered_positions.append(len(st.tokens) - 1)
-                    opened_by_steered = True
-            # resuming st.steps feeds tok, steered or not as set just above
+        apply_steering(engine, chain.steering if cfg.always_on else None)  # the prompt's
+        yield from run_alone(engine, chain, cancel)
     finally:
         engine.set_control_vector(None)
-    if phase == "think":
-        last = splitter.finish()
-        if last is not None:
-            thoughts.append(last)
-            steered_flags.append(opened_by_steered)
-            yield Thought(index=last.index, label=last.label, text=last.text, steered=opened_by_steered)
-    counts = count_labels(thoughts)
-    yield Summary(
-        method="seal",
-        answer=st.answer,
-        text=st.text,
-        generated_tokens=len(st.tokens),
-        elapsed_s=time.perf_counter() - t0,
-        finish_reason=st.finish or "done",
-        extra={
-            "prompt_tokens": len(toks),
-            **st.extra(),
-            "reasoning_tokens": reasoning_tokens,
-            "thoughts": counts,
-            "steered_thoughts": count_labels(t for t, s in zip(thoughts, steered_flags) if s),
-            "cvec_changes": engine.cvec_changes - changes0,
-            "mode": "always-on" if cfg.always_on else "delimiter",
-            "alpha": cfg.scale,
-            "layers": sorted(directions),
-            "steered_positions": steered_positions,
-        },
-    )
 
 
 def load_vector(
