@@ -104,17 +104,17 @@ for s in "${stages[@]}"; do
                  --methods "$m" --out "$RESULTS/svamp300-qwen0.5b" \
                  --title "SVAMP dev [0:300), Qwen2.5-Coder-0.5B-Instruct Q4_K_M, max 320 tokens, batch 4"
              done ;;
-    # issue 18's other 300-problem tables, in the order they are worth the CPU: the GSM8K slice's
-    # batched cot and soft-thinking, then the methods that refuse --batch (they run unbatched into
-    # the same folder; the report pairs every method with the cot rows already there).
+    # issue 18's other 300-problem tables, in the order they are worth the CPU (the report pairs
+    # every method with the cot rows already in its folder); the methods that refuse --batch run
+    # unbatched into the same folder. SEAL batches since 8350a40 (steered feeds decoded apart).
     # GSM8K train [7000:7300): far from the SEAL extraction slice (the first 40)
     qwen300-gsm) $LL bench "${T[@]}" --model "$QWEN" "${GSLICE[@]}" --limit 300 --max-tokens 320 --batch 4 \
                    --methods "cot,soft-thinking" --out "$RESULTS/gsm300-qwen0.5b" \
                    --title "GSM8K train [7000:7300), Qwen2.5-Coder-0.5B-Instruct Q4_K_M, max 320 tokens" ;;
-    qwen300-seal) $LL bench "${T[@]}" --model "$QWEN" --data "$SVAMP" --limit 300 --max-tokens 320 \
+    qwen300-seal) $LL bench "${T[@]}" --model "$QWEN" --data "$SVAMP" --limit 300 --max-tokens 320 --batch 4 \
                     --methods "seal:vector=$QVEC" --out "$RESULTS/svamp300-qwen0.5b" \
                     --title "SVAMP dev [0:300), Qwen2.5-Coder-0.5B-Instruct Q4_K_M, max 320 tokens"
-                  $LL bench "${T[@]}" --model "$QWEN" "${GSLICE[@]}" --limit 300 --max-tokens 320 \
+                  $LL bench "${T[@]}" --model "$QWEN" "${GSLICE[@]}" --limit 300 --max-tokens 320 --batch 4 \
                     --methods "seal:vector=$QVEC" --out "$RESULTS/gsm300-qwen0.5b" \
                     --title "GSM8K train [7000:7300), Qwen2.5-Coder-0.5B-Instruct Q4_K_M, max 320 tokens" ;;
     qwen300-noise) $LL bench "${T[@]}" --model "$QWEN" --data "$SVAMP" --limit 300 --max-tokens 320 --batch 4 \
@@ -133,10 +133,10 @@ for s in "${stages[@]}"; do
                     --title "SVAMP dev [0:300), Qwen2.5-Coder-0.5B-Instruct Q4_K_M, max 320 tokens" ;;
     # SmolLM2's SEAL rows again, cot beside them, with the vector re-extracted under the paper's
     # transition phrases (issue 14): the older folders keep the rows of the first vector
-    smol-seal2) $LL bench "${T[@]}" --data "$SVAMP" --limit 100 --max-tokens 256 \
+    smol-seal2) $LL bench "${T[@]}" --data "$SVAMP" --limit 100 --max-tokens 256 --batch 4 \
                   --methods "cot,seal:vector=$SVEC" --out "$RESULTS/svamp100-seal2-smollm2" \
                   --title "SVAMP dev [0:100), SmolLM2-135M-Instruct Q4_1 (bundled), max 256 tokens, SEAL vector re-extracted with the paper's labels"
-                $LL bench "${T[@]}" "${GSLICE[@]}" --limit 100 --max-tokens 256 \
+                $LL bench "${T[@]}" "${GSLICE[@]}" --limit 100 --max-tokens 256 --batch 4 \
                   --methods "cot,seal:vector=$SVEC" --out "$RESULTS/gsm100-seal2-smollm2" \
                   --title "GSM8K train [7000:7100), SmolLM2-135M-Instruct Q4_1 (bundled), max 256 tokens, SEAL vector re-extracted with the paper's labels" ;;
     # Soft Reasoning with 8 generations per question (4 candidates x 2 rounds) on the first 100 of
