@@ -5,8 +5,9 @@
 #                                     smol-gsm smol-gsm-st gemma qwen-gsm gemma-gsm qwen-sweep
 #                                     gemma-seal smol-seal-svamp smol-sr smol-sr-gsm qwen-swir
 #                                     qwen300 smol-seal2 qwen300-seal qwen300-gsm qwen300-noise
-#                                     qwen300-swir qwen100-sc qwen100-sr qwen300-sc (default: all
-#                                     but these last nine, hours on 2 cores each)
+#                                     qwen300-swir qwen100-sc qwen100-sr qwen300-sc qwen300-gsm-noise
+#                                     qwen300-gsm-swir qwen100-gsm-sr (default: all but these last
+#                                     twelve, hours on 2 cores each)
 # The evaluation model (Qwen2.5-Coder-0.5B-Instruct) comes from ../shared/tools/eval-models; it is
 # not a product dependency. Slices: SVAMP dev.jsonl first 100 for reports, GSM8K train first 40/60
 # for SEAL extraction only, SVAMP dev [400:430) for the always-on scale sweep only; for reports
@@ -144,6 +145,19 @@ for s in "${stages[@]}"; do
     qwen100-sr) $LL bench "${T[@]}" --model "$QWEN" --data "$SVAMP" --limit 100 --max-tokens 320 \
                   --methods "soft-reasoning:candidates=4;rounds=2" --out "$RESULTS/svamp300-qwen0.5b" \
                   --title "SVAMP dev [0:300), Qwen2.5-Coder-0.5B-Instruct Q4_K_M, max 320 tokens" ;;
+    # the GSM8K slice's other methods, after the SVAMP table is whole: the noise variants and
+    # SwiReasoning on all 300, self-consistency and Soft Reasoning on the first 100
+    qwen300-gsm-noise) $LL bench "${T[@]}" --model "$QWEN" "${GSLICE[@]}" --limit 300 --max-tokens 320 --batch 4 \
+                         --methods "soft-thinking:noise=gumbel,soft-thinking:noise=dirichlet" \
+                         --out "$RESULTS/gsm300-qwen0.5b" \
+                         --title "GSM8K train [7000:7300), Qwen2.5-Coder-0.5B-Instruct Q4_K_M, max 320 tokens" ;;
+    qwen300-gsm-swir) $LL bench "${T[@]}" --model "$QWEN" "${GSLICE[@]}" --limit 300 --max-tokens 320 \
+                        --methods "swi-reasoning" --out "$RESULTS/gsm300-qwen0.5b" \
+                        --title "GSM8K train [7000:7300), Qwen2.5-Coder-0.5B-Instruct Q4_K_M, max 320 tokens" ;;
+    qwen100-gsm-sr) $LL bench "${T[@]}" --model "$QWEN" "${GSLICE[@]}" --limit 100 --max-tokens 320 \
+                      --methods "sc:temperature=0.4;samples=8,sc:temperature=0.8;samples=8,soft-reasoning:candidates=4;rounds=2" \
+                      --out "$RESULTS/gsm300-qwen0.5b" \
+                      --title "GSM8K train [7000:7300), Qwen2.5-Coder-0.5B-Instruct Q4_K_M, max 320 tokens" ;;
     *) echo "unknown stage $s" >&2; exit 2 ;;
   esac
 done
