@@ -360,3 +360,24 @@ def test_a_budget_larger_than_the_context_is_cut_with_a_notice(think_model, fmt,
     think_toks, answer, reason = check_split(events, fmt, max_tokens=room)
     assert reason == "budget" and events[-1].finish_reason == "length"
     assert len(think_toks) + len(answer) == room and len(answer) == Budget(room).reserve
+
+
+def test_the_parity_check_leaves_the_callers_sequences_alone(smol, monkeypatch):
+    """The check runs when a method first feeds rows, which in a server or a batched bench is
+    while other requests' sequences are decoding: measuring in the caller's context cleared
+    them."""
+    model = smol.model
+    monkeypatch.setattr(model, "arch", "mystery")
+    monkeypatch.setattr(model, "embedding_input_checked", None)
+    monkeypatch.setattr(model, "embedding_parity", None)
+    calls = []
+    real = parity.measure
+    monkeypatch.setattr(parity, "measure", lambda e: calls.append(e) or real(e))
+    smol.clear()
+    toks = model.tokenize(QUESTION)
+    smol.decode_tokens(toks, seq=1)
+    clears = smol.clears
+    parity.check_embedding_input(smol)
+    assert len(calls) == 1 and calls[0] is not smol and model.embedding_input_checked is True
+    assert smol.clears == clears and smol.pos(1) == len(toks)  # never cleared, the sequence kept
+    smol.clear()

@@ -131,8 +131,8 @@ def batch_context(engine: Any, problems: Sequence[Problem], chains: Mapping[str,
                   batch: int) -> int:
     """KV cells ``batch`` problems may need at once: ``batch`` times the largest chain (prompt
     plus budget) of any method on any problem. Building a chain of each method here, before
-    anything decodes, also runs the checks a method's first build makes on the engine (Soft
-    Thinking's embedding-input parity check clears the context)."""
+    anything decodes, also runs the checks a method's first build makes (Soft Thinking's
+    embedding-input parity check), so a refusal comes before any problem runs."""
     most = max((build(engine, p.question).cells for p in problems for build in chains.values()), default=0)
     return batch * most
 
