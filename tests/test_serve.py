@@ -206,6 +206,46 @@ def test_concurrent_cot_requests_share_decode_steps(server, client, engine, monk
     assert max(sizes) >= 2, f"no step decoded two requests together: {sizes}"
 
 
+def test_concurrent_soft_thinking_and_seal_requests_share_decode_steps(server, client, engine, monkeypatch):
+    """Latent methods with a chain form join the batch: two Soft Thinking requests and a SEAL
+    one at once are decoded in shared steps (alone, a method never calls decode_step), and each
+    answers with its own method's summary. Catches a server that runs them one after another."""
+    sizes = count_steps(engine, monkeypatch)
+    bodies = [{"method": "soft-thinking", "max_topk": 3}, {"method": "soft-thinking"},
+              {"method": "seal", "vector": SEAL_VECTOR}]
+    replies: list = [None] * len(bodies)
+    barrier = threading.Barrier(len(bodies))
+
+    def ask(i):
+        barrier.wait()
+        replies[i] = client.chat.completions.create(
+            model="any", max_tokens=16, extra_body=bodies[i],
+            messages=[{"role": "user", "content": f"What is {i} + 4?"}])
+
+    threads = [threading.Thread(target=ask, args=(i,)) for i in range(len(bodies))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for body, r in zip(bodies, replies):
+        assert r is not None and r.latentlocal["method"] == body["method"]
+        assert r.usage.completion_tokens == r.latentlocal["generated_tokens"] > 0
+    assert replies[2].latentlocal["mode"] == "delimiter"
+    assert max(sizes) >= 2, f"no step decoded two latent requests together: {sizes}"
+
+
+def test_a_request_whose_chain_cannot_be_built_fails_alone(server, client):
+    """A vector made for another model is found when the request's chain is built, at the head
+    of the queue: that request gets a 400 naming the problem, and the next one is served."""
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.chat.completions.create(model="any", messages=MSG, max_tokens=4, extra_body={
+            "method": "seal", "vector": "qwen2.5-coder-0.5b-instruct.seal.gguf"})
+    assert "'qwen2' model" in caught.value.body["message"] and "seal extract" in caught.value.body["message"]
+    reply = client.chat.completions.create(model="any", messages=MSG, max_tokens=4,
+                                           extra_body={"method": "seal", "vector": SEAL_VECTOR})
+    assert reply.latentlocal["method"] == "seal"
+
+
 # ---------------------------------------------------------------------------------------------
 # thinking models
 # ---------------------------------------------------------------------------------------------
@@ -381,9 +421,10 @@ def test_a_reachable_address_without_a_key_warns(engine, monkeypatch, capsys):
 
 
 def test_a_request_reuses_the_prompt_prefix_the_last_one_left(server, client):
-    """A cot request copies the chat-template prefix the previous cot request left in the cache
-    and decodes only the rest; after a method that runs alone (it clears the context) the next
-    one decodes its whole prompt (catches copying cells the lone method overwrote)."""
+    """A cot request copies the chat-template prefix the previous request left in the cache and
+    decodes only the rest (a Soft Thinking request, batched too, as well); after a method that
+    runs alone (it clears the context) the next one decodes its whole prompt (catches copying
+    cells the lone method overwrote)."""
     url = server[0]
 
     def ask(q, **kw):
@@ -396,7 +437,9 @@ def test_a_request_reuses_the_prompt_prefix_the_last_one_left(server, client):
     ask("What is 7 + 1?")
     r, (decoded, reused) = ask("What is 9 + 2?")
     assert reused > 20 and decoded + reused == r.usage.prompt_tokens  # the system message at least
-    ask("What is 7 + 1?", extra_body={"method": "soft-thinking"})
+    r, (decoded, reused) = ask("What is 7 + 1?", extra_body={"method": "soft-thinking"})
+    assert reused > 20 and decoded + reused == r.usage.prompt_tokens
+    ask("What is 7 + 1?", extra_body={"method": "swi-reasoning"})
     r, (decoded, reused) = ask("What is 9 + 2?")
     assert reused == 0 and decoded == r.usage.prompt_tokens
     assert r.choices[0].message.content

@@ -1,10 +1,12 @@
 """The job queue: one worker thread owns the engine and runs every request.
 
-Plain ``cot`` requests (greedy or sampled, ``n`` chains each) join one
+Plain ``cot`` requests (greedy or sampled, ``n`` chains each) and the methods with a chain form
+(Soft Thinking; SEAL at its delimiters: ``Plan.chain``) join one
 :class:`latentlocal.batching.StepBatcher` and share every decode step with the other requests'
-chains. Every other method decodes the whole context its own way (it clears the KV cache, feeds
-embedding rows, sets a control vector), so it runs alone: when one reaches the head of the queue,
-no new chains are admitted, the running ones finish, and it runs; then batching resumes.
+chains. Every other method decodes the whole context its own way (it clears the KV cache, or
+uses several sequences, or steers every token), so it runs alone: when one reaches the head of
+the queue, no new chains are admitted, the running ones finish, and it runs; then batching
+resumes.
 Requests are served in arrival order either way.
 
 A job reports to its HTTP handler through ``sink`` (called on the worker thread):
@@ -28,6 +30,7 @@ from latentlocal.batching import StepBatcher
 from latentlocal.engine import Engine
 from latentlocal.errors import LatentLocalError
 from latentlocal.events import Event, Notice, SequenceDone, Summary, Token, to_dict
+from latentlocal.methods.chain import Chain
 from latentlocal.prompts import reasoning_format
 from latentlocal.server.choices import ChoiceText
 from latentlocal.server.options import ChatRequest, Plan, RequestError
@@ -59,10 +62,12 @@ class Job:
     notices: list[str] = field(default_factory=list)
     started: bool = False
     deadline: float = 0.0
+    chain: Chain | None = None     # built when it reaches the head of the queue (plan.chain)
+    setup_error: LatentLocalError | None = None  # building it failed: the job fails with this
 
     @property
     def batched(self) -> bool:
-        return self.plan.cot is not None
+        return self.plan.cot is not None or self.plan.chain is not None
 
 
 @dataclass(frozen=True)
@@ -181,7 +186,15 @@ class Scheduler:
             job = self._waiting[0]
             if job.batched != batched:
                 return None
-            if batched and not self.batch.fits(len(job.prompt), job.plan.cot, count=job.req.n):
+            if batched and job.plan.chain is not None:
+                if job.chain is None and job.setup_error is None:
+                    try:  # here, with the engine: the prompt, the vector and the checks it needs
+                        job.chain = job.plan.chain(self.engine, list(job.req.messages))
+                    except LatentLocalError as exc:
+                        job.setup_error = exc
+                if job.chain is not None and not self.batch.fits_cells(job.chain.cells):
+                    return None
+            elif batched and not self.batch.fits(len(job.prompt), job.plan.cot, count=job.req.n):
                 return None
             self._waiting.popleft()
             job.state = "running"
@@ -191,6 +204,16 @@ class Scheduler:
 
     def _admit(self) -> None:
         while (job := self._take(batched=True)) is not None:
+            if job.setup_error is not None:
+                self._fail(job, RequestError(str(job.setup_error), None))
+                continue
+            if job.chain is not None:
+                key = (job.id, 0)
+                self._chains[key] = (job, 0)
+                for _, ev in self.batch.add_chain(key, job.chain, job.cancel):
+                    self._event(job, 0, ev)
+                self._started(job)
+                continue
             seed = job.plan.cot.seed if job.plan.cot.seed is not None else self.engine.seed
             for i in range(job.req.n):
                 key = (job.id, i)

@@ -19,6 +19,7 @@ from typing import Any
 from latentlocal.engine import ChatMessage
 from latentlocal.errors import LatentLocalError
 from latentlocal.methods.cot import CotConfig
+from latentlocal.methods.chain import ChainBuilder
 from latentlocal.methods.spec import Runner
 
 # methods whose seq-0 tokens are the answer as it is written; the others (sc, soft-reasoning)
@@ -205,15 +206,17 @@ def resolve_vector(name: Any, folders: Sequence[Path]) -> Path:
 
 @dataclass(frozen=True)
 class Plan:
-    """How a request runs: batched chains of thought (``cot``) or the method's runner alone."""
+    """How a request runs: batched chains of thought (``cot``), the method's chain builder
+    (``chain``: Soft Thinking and SEAL join the batch too), or the method's runner alone."""
 
     runner: Runner | None
     cot: CotConfig | None
+    chain: ChainBuilder | None = None
 
 
 def plan(req: ChatRequest, vector_dirs: Sequence[Path]) -> Plan:
     """Check the request's settings against its method; raises RequestError naming the field."""
-    from latentlocal.methods.registry import config_from_options, runner_from_options
+    from latentlocal.methods.registry import chain_from_options, config_from_options, runner_from_options
 
     options = dict(req.options)
     if "vector" in options:
@@ -235,7 +238,12 @@ def plan(req: ChatRequest, vector_dirs: Sequence[Path]) -> Plan:
                                    "sc for a vote over 'samples')", "samples")
             cfg = config_from_options("cot", options)
             return Plan(None, dataclasses.replace(cfg, stop=req.stop))
-        return Plan(runner_from_options(req.method, options), None)
+        runner = runner_from_options(req.method, options)
+        try:
+            chain = chain_from_options(req.method, options)
+        except LatentLocalError:
+            chain = None  # no batched form, or not with these settings (SEAL always-on): alone
+        return Plan(runner, None, chain)
     except LatentLocalError as exc:
         raise RequestError(str(exc), _named_field(str(exc), options)) from None
 
