@@ -6,9 +6,10 @@ every chain on the logits of its previous decode and feeds what they ask for tog
 single-token feeds in one batch, the embedding rows in another (llama.cpp decodes either token
 ids or embeddings in one batch, never both), and the feeds under a control vector (SEAL's
 delimiters, ``Feed.steering``) in a batch of their own with the vector set, since llama.cpp adds
-it to every row of a decode: only the sequences that asked for it are steered. When a step has both, its tokens go in as their
-embedding rows, so every step is one decode (Soft Thinking feeds a one-candidate concept and its
-answer as tokens while other chains feed mixtures). A feed of several tokens (Soft Thinking's
+it to every row of a decode: only the sequences that asked for it are steered. When a step has
+token and row feeds, its tokens go in as their embedding rows, so every unsteered step is one
+decode (Soft Thinking feeds a one-candidate concept and its answer as tokens while other chains
+feed mixtures). A feed of several tokens (Soft Thinking's
 forced "Final answer:") is decoded on its own. Decoding ``k`` sequences in one step costs far less than
 ``k`` steps on a CPU. Chains join (:meth:`StepBatcher.add_chain`, :meth:`StepBatcher.add` for a
 cot prompt) and leave (finished or cancelled) between steps, so a server adds a request while
