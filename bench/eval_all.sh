@@ -107,7 +107,8 @@ for s in "${stages[@]}"; do
              done ;;
     # issue 18's other 300-problem tables, in the order they are worth the CPU (the report pairs
     # every method with the cot rows already in its folder); the methods that refuse --batch run
-    # unbatched into the same folder. SEAL batches since 8350a40 (steered feeds decoded apart).
+    # unbatched into the same folder. SEAL batches since 8350a40 (steered feeds decoded apart),
+    # SwiReasoning since its chain form.
     # GSM8K train [7000:7300): far from the SEAL extraction slice (the first 40)
     qwen300-gsm) $LL bench "${T[@]}" --model "$QWEN" "${GSLICE[@]}" --limit 300 --max-tokens 320 --batch 4 \
                    --methods "cot,soft-thinking" --out "$RESULTS/gsm300-qwen0.5b" \
@@ -129,7 +130,7 @@ for s in "${stages[@]}"; do
                   --methods "sc:temperature=0.4;samples=8,sc:temperature=0.8;samples=8" \
                   --out "$RESULTS/svamp300-qwen0.5b" \
                   --title "SVAMP dev [0:300), Qwen2.5-Coder-0.5B-Instruct Q4_K_M, max 320 tokens" ;;
-    qwen300-swir) $LL bench "${T[@]}" --model "$QWEN" --data "$SVAMP" --limit 300 --max-tokens 320 \
+    qwen300-swir) $LL bench "${T[@]}" --model "$QWEN" --data "$SVAMP" --limit 300 --max-tokens 320 --batch 4 \
                     --methods "swi-reasoning" --out "$RESULTS/svamp300-qwen0.5b" \
                     --title "SVAMP dev [0:300), Qwen2.5-Coder-0.5B-Instruct Q4_K_M, max 320 tokens" ;;
     # SmolLM2's SEAL rows again, cot beside them, with the vector re-extracted under the paper's
@@ -151,7 +152,7 @@ for s in "${stages[@]}"; do
                          --methods "soft-thinking:noise=gumbel,soft-thinking:noise=dirichlet" \
                          --out "$RESULTS/gsm300-qwen0.5b" \
                          --title "GSM8K train [7000:7300), Qwen2.5-Coder-0.5B-Instruct Q4_K_M, max 320 tokens" ;;
-    qwen300-gsm-swir) $LL bench "${T[@]}" --model "$QWEN" "${GSLICE[@]}" --limit 300 --max-tokens 320 \
+    qwen300-gsm-swir) $LL bench "${T[@]}" --model "$QWEN" "${GSLICE[@]}" --limit 300 --max-tokens 320 --batch 4 \
                         --methods "swi-reasoning" --out "$RESULTS/gsm300-qwen0.5b" \
                         --title "GSM8K train [7000:7300), Qwen2.5-Coder-0.5B-Instruct Q4_K_M, max 320 tokens" ;;
     qwen100-gsm-sr) $LL bench "${T[@]}" --model "$QWEN" "${GSLICE[@]}" --limit 100 --max-tokens 320 \

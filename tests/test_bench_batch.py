@@ -179,7 +179,6 @@ def _data(tmp_path) -> str:
     ("sc", "sequences of one context"),
     ("seal:always_on=true", "steers the prompt too"),
     ("soft-reasoning", "sequences of one context"),
-    ("swi-reasoning", "no batched form"),
 ])
 def test_bench_refuses_batch_for_methods_without_a_batched_form(tmp_path, capsys, method, why):
     from latentlocal.cli import main
@@ -296,3 +295,45 @@ def test_batched_seal_steers_exactly_the_delimiters_of_the_sequence_that_fed_the
             continue
         assert steered == delims == summary.extra["steered_positions"], key
         assert all(tag is chain.steering for _, tag in fed if tag is not None), key
+
+
+def test_swi_reasoning_batches_and_one_chain_in_a_batch_is_the_lone_run(smol, tmp_path, monkeypatch):
+    """SwiReasoning's chain in a batch: a batch holding only it decodes exactly what the lone run
+    decodes (one row per step either way: same tokens, modes, entropies and summary), and four
+    problems at once share their steps, soft rows among them, and give one recorded row each.
+    Catches a chain whose batched feeds differ from its lone ones (a row fed as a token, a
+    missed blend) or a SwiReasoning that still decodes alone."""
+    from latentlocal.batching import StepBatcher
+    from latentlocal.events import Summary, Token
+    from latentlocal.methods.swi_reasoning import SwiReasoningConfig, run_swi_reasoning, swi_chain
+
+    # math_explicit off: a problem whose first token is a digit or a single letter would
+    # otherwise feed no soft row at all (decoding starts latent, so now the first row is soft)
+    cfg = SwiReasoningConfig(max_tokens=24, answer_reserve=8, seed=3, math_explicit=False)
+    question = load_problems(DATA)[0].question
+    lone = list(run_swi_reasoning(smol, question, cfg))
+    smol.clear()
+    batch = StepBatcher(smol, 4)
+    batch.add_chain("one", swi_chain(smol, question, cfg))
+    batched = []
+    while batch.active:
+        batched += [ev for _, ev in batch.step()]
+    batch.close()
+
+    def view(events):
+        return [(e.token_id, e.mode, e.entropy) for e in events if isinstance(e, Token)]
+
+    assert view(batched) == view(lone) and any(m == "soft" for _, m, _ in view(lone))
+    a, b = lone[-1], batched[-1]
+    assert isinstance(b, Summary) and (b.text, b.finish_reason) == (a.text, a.finish_reason)
+    assert {k: v for k, v in b.extra.items() if k != "time_to_first_step_s"} == \
+        {k: v for k, v in a.extra.items() if k != "time_to_first_step_s"}
+
+    methods = [("swi", lambda e, q, c=None: run_swi_reasoning(e, q, cfg, c))]
+    chains = {"swi": lambda e, q: swi_chain(e, q, cfg)}
+    sizes = _step_sizes(smol, monkeypatch)
+    problems = load_problems(DATA)[:4]
+    rows = read_results(run_bench(smol, problems, methods, tmp_path / "b", batch=4, chains=chains))
+    assert sorted(r["id"] for r in rows) == sorted(p.id for p in problems)
+    assert {r["batch"] for r in rows} == {4}
+    assert max(n for kind, n in sizes if kind == "rows") >= 2  # soft rows of several problems at once

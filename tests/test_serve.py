@@ -439,7 +439,7 @@ def test_a_request_reuses_the_prompt_prefix_the_last_one_left(server, client):
     assert reused > 20 and decoded + reused == r.usage.prompt_tokens  # the system message at least
     r, (decoded, reused) = ask("What is 7 + 1?", extra_body={"method": "soft-thinking"})
     assert reused > 20 and decoded + reused == r.usage.prompt_tokens
-    ask("What is 7 + 1?", extra_body={"method": "swi-reasoning"})
+    ask("What is 7 + 1?", extra_body={"method": "sc", "samples": 2})
     r, (decoded, reused) = ask("What is 9 + 2?")
     assert reused == 0 and decoded == r.usage.prompt_tokens
     assert r.choices[0].message.content

@@ -121,6 +121,7 @@ from latentlocal.engine import Engine
 from latentlocal.events import Event, PhaseChange, Summary, Token
 from latentlocal.markers import MarkerWatch
 from latentlocal.methods import settings
+from latentlocal.methods.chain import Feed, run_alone
 from latentlocal.methods.cot import _Stream, prompt_tokens
 from latentlocal.methods.soft_thinking import ConceptFilter, forced_end_tokens
 from latentlocal.methods.spec import MethodSpec
@@ -322,6 +323,172 @@ def _convergence_text(model) -> str:
 # ---------------------------------------------------------------------------------------------
 
 
+class SwiChain:
+    """SwiReasoning as steps (:mod:`latentlocal.methods.chain`): each step reads a position's
+    logits, decides the mode and returns the next input (a token, or a soft embedding row).
+    ``run_swi_reasoning`` runs one alone; ``latentlocal.batching.StepBatcher`` many side by side
+    (``bench --batch``, the server)."""
+
+    wants_logits = True
+
+    def __init__(self, engine: Engine, cfg: SwiReasoningConfig, prompt: Sequence[int]) -> None:
+        self.t0 = time.perf_counter()
+        self.cfg = cfg
+        model = self.model = engine.model
+        if not cfg.explicit_only:
+            check_embedding_input(engine)
+        fmt = self.fmt = reasoning_format(model)
+        native = self.native = fmt.native
+        self.rng = np.random.default_rng(engine.seed if cfg.seed is None else cfg.seed)
+        self.prompt = list(prompt)
+        budget, self.notes = fitted(cfg.budget, engine.n_ctx, len(self.prompt))
+        self.n_max = budget.max_tokens
+        self.cells = len(self.prompt) + budget.max_tokens
+        self.settings: dict[str, object] = {}
+        st = self.st = _Stream(engine, (), cfg.answer_marker if cfg.stop_after_answer else None, budget, fmt)
+        self.think_watch = None if native else MarkerWatch(fmt.answer_marker)
+        if native:
+            convergence: Sequence[int] | Callable[[], list[int]] = model.tokenize(
+                _convergence_text(model), add_special=False, parse_special=True)
+            termination: Sequence[int] | Callable[[], list[int]] = model.tokenize(
+                TERMINATION_WORDS, add_special=False, parse_special=True)
+        else:
+            convergence = termination = lambda: forced_end_tokens(model, fmt, st.text)
+        self.ctrl = SwitchController(cfg.window, cfg.max_switch_count, convergence, termination,
+                                     cfg.termination_max_tokens, allow_latent=not cfg.explicit_only)
+        self.concept = ConceptFilter(1.0, cfg.latent_rows, cfg.latent_mass, 0.0, cfg.latent_rows)
+        table = self.table = None if cfg.explicit_only else model.embeddings
+        self.math_ids = math_token_ids(model) if cfg.math_explicit and not cfg.explicit_only else frozenset()
+        self.end_row = self.start_row = self.lb_row = None
+        if table is not None:
+            if native:
+                self.end_row = table.row(int(fmt.think_end_token))  # type: ignore[arg-type]
+                start_tok = model.find_token("<think>")
+                self.start_row = table.row(start_tok) if start_tok is not None else None
+            lb = model.find_token("\\n")
+            lb = lb if lb is not None else model.find_token("\n")
+            self.lb_row = table.row(lb) if lb is not None else None
+        self.top_n = max(0, cfg.top_events)
+        self.thinking = True          # the thinking span is open
+        self.think_tokens = 0         # positions of the thinking span (its closing token included)
+        self.think_end: str | None = None
+        self.latent_tokens = 0
+        self.switch_steps: list[list] = []
+        self.finish: str | None = None
+        self.first_step_s: float | None = None
+
+    def step(self, logits: np.ndarray | None) -> tuple[list[Event], Feed | None]:
+        cfg, st, ctrl, fmt, native = self.cfg, self.st, self.ctrl, self.fmt, self.native
+        t = len(st.tokens)  # this position's 0-based index
+        lg = logits
+        ids, w, h = self.concept(lg)
+        sampled, prob = sample_token(lg, cfg.sampling, self.rng)
+        tok, injected = ctrl.choose(sampled, native and sampled == fmt.think_end_token and self.thinking)
+        fed = st.choose(tok)           # native: </think> at the thinking budget or for an eos
+        forced = fed != tok
+        was_thinking = self.thinking
+        piece = st.push(fed)
+        closed = None
+        if was_thinking:
+            self.think_tokens += 1
+            if native:
+                closed = st.closed
+                if closed == "marker" and injected:
+                    closed = "switch_cap"
+            elif self.think_watch is not None and self.think_watch.push(piece):
+                closed = "switch_cap" if injected else "marker"
+            if closed is not None:
+                self.thinking = False
+                self.think_end = closed
+                if not injected:
+                    ctrl.lock()  # gu:303: closing thinking locks explicit mode (injected words do not)
+        d = ctrl.observe(h)
+        if d.to_explicit or d.to_latent:
+            self.switch_steps.append([t, "explicit" if d.to_explicit else "latent"])
+        soft = d.latent and not ctrl.locked and fed not in self.math_ids and not forced
+        phase = st.token_phase if native else ("think" if was_thinking else "answer")
+        top = ()
+        if soft and self.top_n:
+            k = min(self.top_n, ids.shape[0])
+            top = tuple((self.model.token_text(int(ids[i])), float(w[i])) for i in range(k))
+        self.latent_tokens += soft
+        events: list[Event] = [Token(text=piece, token_id=fed, phase=phase, mode="soft" if soft else "discrete",
+                                     entropy=h, prob=prob if fed == sampled else None, top=top)]
+        if self.first_step_s is None:
+            self.first_step_s = time.perf_counter() - self.t0
+        if closed is not None:
+            events.append(PhaseChange(phase="answer", reason=closed))
+        if st.finish is not None:
+            self.finish = st.finish
+            return events, None
+        if d.done:
+            self.finish = "switch_cap"
+            return events, None
+        # ---- the next input (gu:338-351) ----
+        table = self.table
+        if soft:
+            blend = (t == 0 and self.lb_row is not None) or (
+                d.to_latent and self.start_row is not None and cfg.alpha < 1)
+            if cfg.onehot_tokens and ids.shape[0] == 1 and not blend:
+                return events, Feed((int(ids[0]),))
+            row = table.mix(ids, w)
+            if t == 0:
+                if self.lb_row is not None:
+                    row = 0.9 * row + 0.1 * self.lb_row
+            elif d.to_latent and self.start_row is not None:
+                a = cfg.alpha + (1.0 - cfg.alpha) * t / self.n_max
+                row = a * row + (1.0 - a) * self.start_row
+            return events, Feed(row=row)
+        if d.to_explicit and not forced:
+            row = table.mix(ids, w)
+            if self.end_row is not None:
+                b = cfg.beta + (1.0 - cfg.beta) * t / self.n_max
+                row = b * row + (1.0 - b) * self.end_row
+            return events, Feed(row=row)
+        return events, Feed((fed,))
+
+    def cancel(self) -> None:
+        if self.finish is None:
+            self.finish = "cancelled"
+
+    def summary(self) -> Summary:
+        st, cfg, ctrl, native = self.st, self.cfg, self.ctrl, self.native
+        n = len(st.tokens)
+        extra: dict[str, object] = {
+            "thinking_tokens": st.think.think_tokens if native else self.think_tokens,
+            "answer_tokens": n - (st.think.think_tokens if native else self.think_tokens),
+            "latent_tokens": self.latent_tokens,
+            "explicit_tokens": n - self.latent_tokens,
+            "switches": len(self.switch_steps),
+            "switches_to_explicit": ctrl.switches,
+            "switches_to_latent": ctrl.switches_to_latent,
+            "switch_cap_injections": ctrl.injections,
+            "end_reason": self.think_end,
+            **({"think_end": self.think_end} if native else {}),
+            "switch_steps": self.switch_steps,
+            "time_to_first_step_s": self.first_step_s,
+            "prompt_tokens": len(self.prompt),
+            "max_switch_count": cfg.max_switch_count,
+            "alpha": cfg.alpha,
+            "window": cfg.window,
+            "explicit_only": cfg.explicit_only,
+        }
+        return Summary(
+            method="swi-reasoning",
+            answer=final_answer(st.text, self.fmt),
+            text=st.text,
+            generated_tokens=n,
+            elapsed_s=time.perf_counter() - self.t0,
+            finish_reason=self.finish or "length",
+            extra=extra,
+            settings=dict(self.settings),
+        )
+
+
+def swi_chain(engine: Engine, question: str, cfg: SwiReasoningConfig) -> SwiChain:
+    return SwiChain(engine, cfg, prompt_tokens(engine, question, cfg.system))
+
+
 def run_swi_reasoning(
     engine: Engine,
     question: str,
@@ -329,157 +496,10 @@ def run_swi_reasoning(
     cancel: threading.Event | None = None,
     prompt: Sequence[int] | None = None,
 ) -> Iterator[Event]:
-    """SwiReasoning decoding of one answer, streamed position by position (see the module docstring)."""
-    t0 = time.perf_counter()
-    model = engine.model
-    if not cfg.explicit_only:
-        check_embedding_input(engine)
-    fmt = reasoning_format(model)
-    native = fmt.native
-    rng = np.random.default_rng(engine.seed if cfg.seed is None else cfg.seed)
+    """SwiReasoning decoding of one answer, streamed position by position (see the module
+    docstring): a :class:`SwiChain` alone."""
     toks = list(prompt) if prompt is not None else prompt_tokens(engine, question, cfg.system)
-    engine.clear()
-    engine.decode_tokens(toks)
-    budget, notes = fitted(cfg.budget, engine.n_ctx, len(toks))
-    yield from notes
-    n_max = budget.max_tokens
-    st = _Stream(engine, (), cfg.answer_marker if cfg.stop_after_answer else None, budget, fmt)
-    think_watch = None if native else MarkerWatch(fmt.answer_marker)
-
-    if native:
-        convergence: Sequence[int] | Callable[[], list[int]] = model.tokenize(
-            _convergence_text(model), add_special=False, parse_special=True)
-        termination: Sequence[int] | Callable[[], list[int]] = model.tokenize(
-            TERMINATION_WORDS, add_special=False, parse_special=True)
-    else:
-        convergence = termination = lambda: forced_end_tokens(model, fmt, st.text)
-    ctrl = SwitchController(cfg.window, cfg.max_switch_count, convergence, termination,
-                            cfg.termination_max_tokens, allow_latent=not cfg.explicit_only)
-    sampling = cfg.sampling
-    concept = ConceptFilter(1.0, cfg.latent_rows, cfg.latent_mass, 0.0, cfg.latent_rows)
-    table = None if cfg.explicit_only else model.embeddings
-    math_ids = math_token_ids(model) if cfg.math_explicit and not cfg.explicit_only else frozenset()
-    end_row = start_row = lb_row = None
-    if table is not None:
-        if native:
-            end_row = table.row(int(fmt.think_end_token))  # type: ignore[arg-type]
-            start_tok = model.find_token("<think>")
-            start_row = table.row(start_tok) if start_tok is not None else None
-        lb = model.find_token("\\n")
-        lb = lb if lb is not None else model.find_token("\n")
-        lb_row = table.row(lb) if lb is not None else None
-    top_n = max(0, cfg.top_events)
-
-    thinking = True          # the thinking span is open
-    think_tokens = 0         # positions of the thinking span (its closing token included)
-    think_end: str | None = None
-    latent_tokens = 0
-    switch_steps: list[list] = []
-    finish: str | None = None
-    first_step_s: float | None = None
-
-    while finish is None:
-        if cancel is not None and cancel.is_set():
-            finish = "cancelled"
-            break
-        t = len(st.tokens)  # this position's 0-based index
-        lg = engine.logits(-1)
-        ids, w, h = concept(lg)
-        sampled, prob = sample_token(lg, sampling, rng)
-        tok, injected = ctrl.choose(sampled, native and sampled == fmt.think_end_token and thinking)
-        fed = st.choose(tok)           # native: </think> at the thinking budget or for an eos
-        forced = fed != tok
-        was_thinking = thinking
-        piece = st.push(fed)
-        closed = None
-        if was_thinking:
-            think_tokens += 1
-            if native:
-                closed = st.closed
-                if closed == "marker" and injected:
-                    closed = "switch_cap"
-            elif think_watch is not None and think_watch.push(piece):
-                closed = "switch_cap" if injected else "marker"
-            if closed is not None:
-                thinking = False
-                think_end = closed
-                if not injected:
-                    ctrl.lock()  # gu:303: closing thinking locks explicit mode (injected words do not)
-        d = ctrl.observe(h)
-        if d.to_explicit or d.to_latent:
-            switch_steps.append([t, "explicit" if d.to_explicit else "latent"])
-        soft = d.latent and not ctrl.locked and fed not in math_ids and not forced
-        phase = st.token_phase if native else ("think" if was_thinking else "answer")
-        top = ()
-        if soft and top_n:
-            k = min(top_n, ids.shape[0])
-            top = tuple((model.token_text(int(ids[i])), float(w[i])) for i in range(k))
-        latent_tokens += soft
-        yield Token(text=piece, token_id=fed, phase=phase, mode="soft" if soft else "discrete",
-                    entropy=h, prob=prob if fed == sampled else None, top=top)
-        if first_step_s is None:
-            first_step_s = time.perf_counter() - t0
-        if closed is not None:
-            yield PhaseChange(phase="answer", reason=closed)
-        if st.finish is not None:
-            finish = st.finish
-            break
-        if d.done:
-            finish = "switch_cap"
-            break
-        # ---- the next input (gu:338-351) ----
-        if soft:
-            blend = (t == 0 and lb_row is not None) or (
-                d.to_latent and start_row is not None and cfg.alpha < 1)
-            if cfg.onehot_tokens and ids.shape[0] == 1 and not blend:
-                engine.decode_tokens([int(ids[0])])
-                continue
-            row = table.mix(ids, w)
-            if t == 0:
-                if lb_row is not None:
-                    row = 0.9 * row + 0.1 * lb_row
-            elif d.to_latent and start_row is not None:
-                a = cfg.alpha + (1.0 - cfg.alpha) * t / n_max
-                row = a * row + (1.0 - a) * start_row
-            engine.decode_embeddings(row)
-        elif d.to_explicit and not forced:
-            row = table.mix(ids, w)
-            if end_row is not None:
-                b = cfg.beta + (1.0 - cfg.beta) * t / n_max
-                row = b * row + (1.0 - b) * end_row
-            engine.decode_embeddings(row)
-        else:
-            engine.decode_tokens([fed])
-
-    n = len(st.tokens)
-    extra: dict[str, object] = {
-        "thinking_tokens": st.think.think_tokens if native else think_tokens,
-        "answer_tokens": n - (st.think.think_tokens if native else think_tokens),
-        "latent_tokens": latent_tokens,
-        "explicit_tokens": n - latent_tokens,
-        "switches": len(switch_steps),
-        "switches_to_explicit": ctrl.switches,
-        "switches_to_latent": ctrl.switches_to_latent,
-        "switch_cap_injections": ctrl.injections,
-        "end_reason": think_end,
-        **({"think_end": think_end} if native else {}),
-        "switch_steps": switch_steps,
-        "time_to_first_step_s": first_step_s,
-        "prompt_tokens": len(toks),
-        "max_switch_count": cfg.max_switch_count,
-        "alpha": cfg.alpha,
-        "window": cfg.window,
-        "explicit_only": cfg.explicit_only,
-    }
-    yield Summary(
-        method="swi-reasoning",
-        answer=final_answer(st.text, fmt),
-        text=st.text,
-        generated_tokens=n,
-        elapsed_s=time.perf_counter() - t0,
-        finish_reason=finish or "length",
-        extra=extra,
-    )
+    yield from run_alone(engine, SwiChain(engine, cfg, toks), cancel)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -495,6 +515,6 @@ METHODS: list[MethodSpec] = [
         SwiReasoningConfig,
         lambda cfg: lambda engine, q, cancel=None: run_swi_reasoning(engine, q, cfg, cancel),
         aliases=("swir",),
-        unbatched="its steps have no batched form yet",
+        chain=lambda cfg: lambda engine, q: swi_chain(engine, q, cfg),
     ),
 ]

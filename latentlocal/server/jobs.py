@@ -1,7 +1,7 @@
 """The job queue: one worker thread owns the engine and runs every request.
 
 Plain ``cot`` requests (greedy or sampled, ``n`` chains each) and the methods with a chain form
-(Soft Thinking; SEAL at its delimiters: ``Plan.chain``) join one
+(Soft Thinking, SwiReasoning, SEAL at its delimiters: ``Plan.chain``) join one
 :class:`latentlocal.batching.StepBatcher` and share every decode step with the other requests'
 chains. Every other method decodes the whole context its own way (it clears the KV cache, or
 uses several sequences, or steers every token), so it runs alone: when one reaches the head of
