@@ -253,6 +253,33 @@ def test_seal_steers_only_the_delimiter_positions(smol):
     assert greedy_plain[: first + 1] == gen[: first + 1]
 
 
+def test_a_cancelled_run_still_reports_its_open_thought(smol, monkeypatch):
+    """Cancelled inside the reasoning span, the run yields the thought it was writing before its
+    Summary, as a run that ends by itself does: every thought the Summary counts came as a
+    Thought event, and the vector is cleared. (The tokens are scripted: a build whose greedy
+    text opened with a blank line or the answer marker would leave no thought open.)"""
+    import threading
+
+    import latentlocal.methods.cot as decoding
+
+    script = iter(smol.model.tokenize(" He buys 5 more apples and eats one of them", add_special=False))
+    monkeypatch.setattr(decoding, "sample_token", lambda logits, cfg, rng: (next(script), 1.0))
+    cancel = threading.Event()
+    cfg = SealConfig(directions={default_layer(smol.n_layer): np.zeros(smol.n_embd, np.float32)},
+                     max_tokens=64, stop_after_answer=False)
+    events = []
+    for ev in run_seal(smol, QUESTION, cfg, cancel=cancel, prompt=_prefilled(smol, "Tom has 3 apples.")):
+        events.append(ev)
+        if isinstance(ev, Token) and sum(isinstance(e, Token) for e in events) == 5:
+            cancel.set()
+    summary = events[-1]
+    assert isinstance(summary, Summary) and summary.finish_reason == "cancelled"
+    thoughts = [e for e in events if isinstance(e, Thought)]
+    assert thoughts and sum(summary.extra["thoughts"].values()) == len(thoughts)
+    assert isinstance(events[-2], Thought)  # the open one, closed by the cancel
+    assert not smol.control_vector_active
+
+
 def test_seal_without_delimiters_never_sets_the_vector(smol):
     s = np.ones(smol.n_embd, dtype=np.float32)
     prompt = _prefilled(smol, "Let's solve this step by step.")

@@ -151,6 +151,7 @@ class SealChain:
         # the engine's count; batched, the engine's changes are shared by the step's chains)
         self._on = cfg.always_on
         self._changes = int(cfg.always_on)
+        self.unsent: list[Event] = []  # the thought a cancel closed: run_seal yields it
 
     def _thought(self, span: ThoughtSpan) -> Thought:
         self._thoughts.append(span)
@@ -207,6 +208,7 @@ class SealChain:
 
     def cancel(self) -> None:
         self._cot.cancel()
+        self.unsent = self._close_thoughts()
 
     def summary(self) -> Summary:
         self._close_thoughts()
@@ -255,7 +257,10 @@ def run_seal(
     chain = SealChain(engine, cfg, toks)
     try:
         apply_steering(engine, chain.steering if cfg.always_on else None)  # the prompt's
-        yield from run_alone(engine, chain, cancel)
+        for ev in run_alone(engine, chain, cancel):
+            if isinstance(ev, Summary):
+                yield from chain.unsent  # a cancelled run's last thought, as a finished run's
+            yield ev
     finally:
         engine.set_control_vector(None)
 
