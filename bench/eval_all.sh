@@ -110,9 +110,12 @@ for s in "${stages[@]}"; do
     # unbatched into the same folder. SEAL batches since 8350a40 (steered feeds decoded apart),
     # SwiReasoning since its chain form.
     # GSM8K train [7000:7300): far from the SEAL extraction slice (the first 40)
-    qwen300-gsm) $LL bench "${T[@]}" --model "$QWEN" "${GSLICE[@]}" --limit 300 --max-tokens 320 --batch 4 \
-                   --methods "cot,soft-thinking" --out "$RESULTS/gsm300-qwen0.5b" \
-                   --title "GSM8K train [7000:7300), Qwen2.5-Coder-0.5B-Instruct Q4_K_M, max 320 tokens" ;;
+    # cot over the whole slice first, so the rows every other method pairs with come first
+    qwen300-gsm) for m in cot cot,soft-thinking; do
+                   $LL bench "${T[@]}" --model "$QWEN" "${GSLICE[@]}" --limit 300 --max-tokens 320 --batch 4 \
+                     --methods "$m" --out "$RESULTS/gsm300-qwen0.5b" \
+                     --title "GSM8K train [7000:7300), Qwen2.5-Coder-0.5B-Instruct Q4_K_M, max 320 tokens"
+                 done ;;
     qwen300-seal) $LL bench "${T[@]}" --model "$QWEN" --data "$SVAMP" --limit 300 --max-tokens 320 --batch 4 \
                     --methods "seal:vector=$QVEC" --out "$RESULTS/svamp300-qwen0.5b" \
                     --title "SVAMP dev [0:300), Qwen2.5-Coder-0.5B-Instruct Q4_K_M, max 320 tokens"
