@@ -282,11 +282,16 @@ def test_soft_reasoning_warns_when_candidates_reach_no_answer(think, fmt, monkey
 # ---------------------------------------------------------------------------------------------
 
 
-def test_unknown_architecture_is_checked_once_and_cached(smol, monkeypatch, tmp_path):
-    model = smol.model
+def _unknown_architecture(model, monkeypatch) -> None:
+    """The model as one of an architecture without a parity test, not yet checked."""
     monkeypatch.setattr(model, "arch", "mystery")
     monkeypatch.setattr(model, "embedding_input_checked", None)
     monkeypatch.setattr(model, "embedding_parity", None)
+
+
+def test_unknown_architecture_is_checked_once_and_cached(smol, monkeypatch, tmp_path):
+    model = smol.model
+    _unknown_architecture(model, monkeypatch)
     calls = []
     real = parity.measure
     monkeypatch.setattr(parity, "measure", lambda e: calls.append(1) or real(e))
@@ -304,9 +309,7 @@ def test_unknown_architecture_is_checked_once_and_cached(smol, monkeypatch, tmp_
 
 def test_unknown_architecture_with_wrong_rows_is_refused(smol, monkeypatch):
     model = smol.model
-    monkeypatch.setattr(model, "arch", "mystery")
-    monkeypatch.setattr(model, "embedding_input_checked", None)
-    monkeypatch.setattr(model, "embedding_parity", None)
+    _unknown_architecture(model, monkeypatch)
     table = model.embeddings
     real = table.rows
     monkeypatch.setattr(table, "rows", lambda ids: real(ids) * 3.0)  # a graph that scales inputs
@@ -367,9 +370,7 @@ def test_the_parity_check_leaves_the_callers_sequences_alone(smol, monkeypatch):
     while other requests' sequences are decoding: measuring in the caller's context cleared
     them."""
     model = smol.model
-    monkeypatch.setattr(model, "arch", "mystery")
-    monkeypatch.setattr(model, "embedding_input_checked", None)
-    monkeypatch.setattr(model, "embedding_parity", None)
+    _unknown_architecture(model, monkeypatch)
     calls = []
     real = parity.measure
     monkeypatch.setattr(parity, "measure", lambda e: calls.append(e) or real(e))
