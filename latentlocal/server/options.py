@@ -207,7 +207,7 @@ def resolve_vector(name: Any, folders: Sequence[Path]) -> Path:
 @dataclass(frozen=True)
 class Plan:
     """How a request runs: batched chains of thought (``cot``), the method's chain builder
-    (``chain``: Soft Thinking and SEAL join the batch too), or the method's runner alone."""
+    (``chain``: Soft Thinking, SwiReasoning and SEAL join the batch too), or the method's runner alone."""
 
     runner: Runner | None
     cot: CotConfig | None
