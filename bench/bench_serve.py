@@ -1,14 +1,15 @@
 """Throughput of ``latentlocal serve`` with 1 and N concurrent streaming clients, and its overhead.
 
 Starts the server as a subprocess on a free loopback port, then drives it with the official
-``openai`` client: for each concurrency level, ``--requests`` greedy cot requests (the same
-prompts each time) spread over that many client threads, each streaming its answer. Prints
-requests/s, tokens/s, p50/p95 latency and errors per level, the ratio of N clients to one
-(concurrent cot requests share decode steps; goal >= 1.5 on the evaluation model), and the
-server's overhead: one client's tokens/s (latency measured at the client, HTTP included) over the
-CLI's on the same prompts (``latentlocal run --json``, its own tokens/s; goal >= 0.9).
+``openai`` client: for each concurrency level, ``--requests`` requests of one method at its
+defaults (``--method``, default cot, which is greedy; the same prompts each time) spread over that many client threads,
+each streaming its answer. Prints requests/s, tokens/s, p50/p95 latency and errors per level, the
+ratio of N clients to one (concurrent cot, Soft Thinking, SEAL and SwiReasoning requests share
+decode steps; goal >= 1.5 for cot on the evaluation model), and the server's overhead: one
+client's tokens/s (latency measured at the client, HTTP included) over the CLI's on the same
+prompts and method (``latentlocal run --json``, its own tokens/s; goal >= 0.9).
 
-    .venv/bin/python bench/bench_serve.py [--model PATH] [--clients 4] [--requests 8] [--max-tokens 64] [--rounds 1]
+    .venv/bin/python bench/bench_serve.py [--model PATH] [--method cot] [--clients 4] [--requests 8] [--max-tokens 64] [--rounds 1]
 """
 
 from __future__ import annotations
@@ -84,7 +85,7 @@ def _prompt_counts(url: str) -> tuple[int, int]:
     return jobs.get("prompt_tokens_decoded", 0), jobs.get("prompt_tokens_reused", 0)
 
 
-def drive(url: str, clients: int, requests: int, max_tokens: int) -> dict:
+def drive(url: str, clients: int, requests: int, max_tokens: int, method: str = "cot") -> dict:
     """``requests`` streamed requests over ``clients`` threads; timings measured at the client."""
     before = _prompt_counts(url)
     client = openai.OpenAI(base_url=url + "/v1", api_key="bench", max_retries=0, timeout=3600)
@@ -105,7 +106,8 @@ def drive(url: str, clients: int, requests: int, max_tokens: int) -> dict:
                 n = 0
                 stream = client.chat.completions.create(
                     model="m", max_tokens=max_tokens, stream=True, stream_options={"include_usage": True},
-                    messages=[{"role": "user", "content": QUESTIONS[i % len(QUESTIONS)]}])
+                    messages=[{"role": "user", "content": QUESTIONS[i % len(QUESTIONS)]}],
+                    extra_body={"method": method})
                 for chunk in stream:
                     if chunk.usage is not None:
                         n = chunk.usage.completion_tokens
@@ -149,7 +151,8 @@ def cli_run(args, count: int) -> tuple[float, float]:
     total_tokens = total_s = 0.0
     for i in range(count):
         out = subprocess.run(_latentlocal() + ["run", QUESTIONS[i % len(QUESTIONS)], "--json",
-                                               "--max-tokens", str(args.max_tokens)] + _engine_flags(args),
+                                               "--max-tokens", str(args.max_tokens), "--method", args.method]
+                             + _engine_flags(args),
                              capture_output=True, text=True, check=True).stdout
         summary = json.loads(out.strip().splitlines()[-1])
         total_tokens += summary["generated_tokens"]
@@ -160,6 +163,8 @@ def cli_run(args, count: int) -> tuple[float, float]:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", default=None, help="a .gguf (default: the bundled SmolLM2-135M)")
+    ap.add_argument("--method", default="cot",
+                    help="the method every request asks for (cot; soft-thinking, seal, swi-reasoning batch too)")
     ap.add_argument("--clients", type=int, default=4, help="the concurrent level compared with 1 (4)")
     ap.add_argument("--requests", type=int, default=8, help="requests per level (8)")
     ap.add_argument("--max-tokens", type=int, default=64, help="max tokens per request (64)")
@@ -176,10 +181,10 @@ def main() -> int:
     cli_tokens = cli_s = 0.0
     proc, url = start_server(args)
     try:
-        drive(url, 1, 1, 4)  # warm-up: first-decode costs stay out of the figures
+        drive(url, 1, 1, 4, args.method)  # warm-up: first-decode costs stay out of the figures
         for r in range(args.rounds):
             for c in (1, args.clients) if r % 2 == 0 else (args.clients, 1):
-                runs[c].append(drive(url, c, args.requests, args.max_tokens))
+                runs[c].append(drive(url, c, args.requests, args.max_tokens, args.method))
             # the idle server waits on a condition: the CLI has the CPU to itself
             t, sec = cli_run(args, min(args.requests, len(QUESTIONS)))
             cli_tokens, cli_s = cli_tokens + t, cli_s + sec
@@ -189,7 +194,7 @@ def main() -> int:
     levels = [pooled(runs[1]), pooled(runs[args.clients])]
     cli = cli_tokens / cli_s
     name = Path(args.model).name if args.model else "bundled SmolLM2-135M"
-    print(f"latentlocal serve on {name}: {args.requests} greedy cot requests per level and round, "
+    print(f"latentlocal serve on {name}: {args.requests} {args.method} requests (its default sampling) per level and round, "
           f"{args.rounds} round(s), max {args.max_tokens} tokens, streamed")
     for r in levels:
         print(f"  {r['clients']} client(s): {r['req_per_s']:.3f} req/s, {r['tok_per_s']:.1f} tok/s, "
