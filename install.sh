@@ -8,6 +8,8 @@
 #   LATENTLOCAL_VENV=DIR                install into DIR instead of ./.venv
 #   LATENTLOCAL_CPU=avx2                x86-64 CPU build without the AVX-512 kernels even where this
 #                                       CPU has them (a venv to copy to older CPUs; the AVX2 test build)
+#   LATENTLOCAL_WHEELS=DIR              where built llama-cpp-python wheels are kept, one folder per
+#                                       build configuration (default ~/.cache/latentlocal/wheels)
 set -euo pipefail
 cd "$(dirname "$0")"
 extras=""
@@ -69,20 +71,32 @@ esac
 stamp="$venv/.latentlocal-llama-backend"
 want="0.3.36 $backend $cmake_args"
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ] || ! "$py" -c "import llama_cpp" 2>/dev/null; then
-  echo "install: building llama-cpp-python 0.3.36 for $backend (several minutes the first time)"
-  # pip caches the wheel it builds; a backend other than the cached one must not reuse it.
-  cache=""
-  { [ "$backend" != cpu ] || [ "${LATENTLOCAL_CPU:-native}" != native ]; } && cache="--no-cache-dir"
-  CMAKE_ARGS="$cmake_args" FORCE_CMAKE=1 pip install -q $cache --force-reinstall --no-deps llama-cpp-python==0.3.36
-  # pip's wheel cache is keyed by the sdist, not by CMAKE_ARGS: a wheel an older install.sh cached
-  # (built without GGML_RPC) comes back unbuilt. Then drop it and build afresh.
+  # pip's own wheel cache is keyed by the sdist, not by CMAKE_ARGS: it would hand a CUDA build to a
+  # CPU install, or an AVX-512 build to this VM once its CPU is AVX2-only (a crash on the first
+  # AVX-512 instruction). Keep each build configuration's wheel in a folder of its own instead.
+  key=$("$py" -c 'import hashlib, sys; print(hashlib.sha256(sys.argv[1].encode()).hexdigest()[:16])' "$(uname -sm) $want")
+  wheels="${LATENTLOCAL_WHEELS:-${XDG_CACHE_HOME:-$HOME/.cache}/latentlocal/wheels}/$key"
+  whl=$(ls "$wheels"/llama_cpp_python-0.3.36-*.whl 2>/dev/null | head -n 1 || true)
+  if [ -z "$whl" ]; then
+    echo "install: building llama-cpp-python 0.3.36 for $backend (several minutes; kept in $wheels)"
+    mkdir -p "$wheels"
+    tmp=$(mktemp -d "$wheels.XXXXXX")
+    CMAKE_ARGS="$cmake_args" FORCE_CMAKE=1 pip wheel -q --no-cache-dir --no-deps -w "$tmp" llama-cpp-python==0.3.36 \
+      || { rm -rf "$tmp"; exit 1; }
+    # moved in only once whole, so an interrupted build leaves no wheel behind to be reused
+    mv "$tmp"/llama_cpp_python-0.3.36-*.whl "$wheels"/
+    rm -rf "$tmp"
+    whl=$(ls "$wheels"/llama_cpp_python-0.3.36-*.whl | head -n 1)
+  else
+    echo "install: llama-cpp-python 0.3.36 for $backend from $wheels"
+  fi
+  pip install -q --force-reinstall --no-deps "$whl"
   # find_spec, not import: llama_cpp's own dependencies come with latentlocal's, below
   has_rpc='import importlib.util, pathlib, sys; s = importlib.util.find_spec("llama_cpp"); sys.exit(s is None or not any((pathlib.Path(s.origin).parent / "lib").glob("*ggml-rpc*")))'
   if ! "$py" -c "$has_rpc"; then
-    echo "install: the cached llama-cpp-python wheel has no RPC backend; rebuilding it"
-    pip cache remove "llama_cpp_python*" >/dev/null 2>&1 || true
-    CMAKE_ARGS="$cmake_args" FORCE_CMAKE=1 pip install -q $cache --force-reinstall --no-deps llama-cpp-python==0.3.36
-    "$py" -c "$has_rpc" || { echo "install: llama-cpp-python 0.3.36 built without libggml-rpc; CMAKE_ARGS='$cmake_args' $py -m pip install -v --no-cache-dir --force-reinstall --no-deps llama-cpp-python==0.3.36 shows why" >&2; exit 1; }
+    rm -f "$whl"
+    echo "install: llama-cpp-python 0.3.36 built without libggml-rpc; CMAKE_ARGS='$cmake_args' $py -m pip install -v --no-cache-dir --force-reinstall --no-deps llama-cpp-python==0.3.36 shows why" >&2
+    exit 1
   fi
   echo "$want" > "$stamp"
 fi
