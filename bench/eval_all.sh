@@ -5,9 +5,10 @@
 #                                     smol-gsm smol-gsm-st gemma qwen-gsm gemma-gsm qwen-sweep
 #                                     gemma-seal smol-seal-svamp smol-sr smol-sr-gsm qwen-swir
 #                                     qwen300 smol-seal2 qwen300-seal qwen300-gsm qwen300-noise
-#                                     qwen300-swir qwen100-sc qwen100-sr qwen300-sc qwen300-gsm-noise
-#                                     qwen300-gsm-swir qwen100-gsm-sr (default: all but these last
-#                                     twelve, hours on 2 cores each)
+#                                     qwen300-swir qwen100-sc qwen100-sr qwen300-gsm-noise
+#                                     qwen300-gsm-swir qwen100-gsm-sr qwen300-sc (default: all but
+#                                     these last twelve, hours on 2 cores each, listed in the order
+#                                     they are worth the CPU: sc over all 300 is the dearest)
 # The evaluation model (Qwen2.5-Coder-0.5B-Instruct) comes from ../shared/tools/eval-models; it is
 # not a product dependency. Slices: SVAMP dev.jsonl first 100 for reports, GSM8K train first 40/60
 # for SEAL extraction only, SVAMP dev [400:430) for the always-on scale sweep only; for reports
