@@ -11,10 +11,12 @@ import ctypes
 import functools
 from pathlib import Path
 
+from latentlocal.cpu_build import check_cpu_build
 from latentlocal.errors import LatentLocalError
 from latentlocal.openmp import spin_less
 
 spin_less()  # before llama.cpp (and its OpenMP runtime) loads: libgomp reads it once
+check_cpu_build()  # before llama.cpp loads: a build for another CPU dies of SIGILL, not an exception
 
 try:
     import llama_cpp.llama_cpp as C

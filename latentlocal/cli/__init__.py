@@ -7,13 +7,6 @@ import sys
 import warnings
 from collections.abc import Sequence
 
-from latentlocal.cli.bench import add_bench_parser
-from latentlocal.cli.models import add_models_parser
-from latentlocal.cli.run import add_run_parser
-from latentlocal.cli.seal import add_seal_parser
-from latentlocal.cli.serve import add_serve_parser
-from latentlocal.cli.tui import add_tui_parser, cmd_tui
-from latentlocal.cli.worker import add_worker_parser
 from latentlocal.errors import LatentLocalError
 
 
@@ -22,6 +15,16 @@ def _warning_line(message, category, filename, lineno, line=None) -> str:  # noq
 
 
 def build_parser() -> argparse.ArgumentParser:
+    # The subcommands load llama.cpp's bindings; imported here, within main's error handling, so
+    # an install that cannot run on this machine (latentlocal.llama_libs) is a message, not a traceback.
+    from latentlocal.cli.bench import add_bench_parser
+    from latentlocal.cli.models import add_models_parser
+    from latentlocal.cli.run import add_run_parser
+    from latentlocal.cli.seal import add_seal_parser
+    from latentlocal.cli.serve import add_serve_parser
+    from latentlocal.cli.tui import add_tui_parser
+    from latentlocal.cli.worker import add_worker_parser
+
     parser = argparse.ArgumentParser(
         prog="latentlocal",
         description="Latent-space reasoning for local GGUF models (Soft Thinking, SEAL, Soft Reasoning).",
@@ -39,12 +42,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     warnings.formatwarning = _warning_line
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    args.argv = list(argv) if argv is not None else sys.argv[1:]
-    handler = getattr(args, "handler", cmd_tui)  # no command: the terminal UI
     try:
-        return handler(args)
+        args = build_parser().parse_args(argv)
+        args.argv = list(argv) if argv is not None else sys.argv[1:]
+        if not hasattr(args, "handler"):  # no command: the terminal UI
+            from latentlocal.cli.tui import cmd_tui
+            args.handler = cmd_tui
+        return args.handler(args)
     except LatentLocalError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
