@@ -243,7 +243,9 @@ def test_plot_keeps_a_long_title_and_long_method_names_inside_the_image() -> Non
              "with every method of issue 18 in one folder")
     results = [rec("cot", "a", True, 180, 1.0), rec("cot", "b", False, 182, 1.0),
                rec("soft-thinking:noise=dirichlet;dirichlet_alpha=1", "a", True, 400, 1.0),
-               rec("soft-thinking:noise=dirichlet;dirichlet_alpha=1", "b", True, 410, 1.0)]
+               rec("soft-thinking:noise=dirichlet;dirichlet_alpha=1", "b", True, 410, 1.0),
+               # just right of the middle, so labelled to its left: on one line it ran off the left edge
+               rec("seal:vector=vectors/qwen2.5-coder-0.5b-instruct.seal.gguf", "a", False, 300, 1.0)]
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
     fig = _figure(summarize(results), title)
@@ -252,8 +254,10 @@ def test_plot_keeps_a_long_title_and_long_method_names_inside_the_image() -> Non
     renderer = canvas.get_renderer()
     width, height = fig.bbox.width, fig.bbox.height
     ax = fig.axes[0]
-    texts = [*ax.texts, ax.title]
-    assert len(texts) == 3  # the title and one label per method
-    for t in texts:
+    assert len(ax.texts) == 3  # one label per method
+    box = ax.title.get_window_extent(renderer)
+    assert 0 <= box.x0 and box.x1 <= width and 0 <= box.y0 and box.y1 <= height
+    frame = ax.get_window_extent(renderer)  # a label must not run over the axis' tick labels either
+    for t in ax.texts:
         box = t.get_window_extent(renderer)
-        assert 0 <= box.x0 and box.x1 <= width and 0 <= box.y0 and box.y1 <= height, t.get_text()
+        assert frame.x0 <= box.x0 and box.x1 <= frame.x1 and frame.y0 <= box.y0 and box.y1 <= frame.y1, t.get_text()

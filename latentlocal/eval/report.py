@@ -17,7 +17,7 @@ import sys
 import textwrap
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import Any
 
 from latentlocal.atomic import write_bytes_atomic
@@ -328,6 +328,17 @@ def _render_markdown(
     return "\n".join(lines)
 
 
+def _plot_label(method: str) -> str:
+    """A method label on lines of its own, the name and then each option, a path by its file
+    name: a label on one line (``seal:vector=vectors/...seal.gguf``) ran past the image's edge."""
+    name, _, options = method.partition(":")
+    lines = [name]
+    for option in filter(None, options.split(";")):
+        key, eq, value = option.partition("=")
+        lines.append(f"{key}={PurePath(value).name}" if eq and "/" in value else option)
+    return "\n".join(lines)
+
+
 def _figure(rows: list[MethodRow], title: str) -> Any:
     # Lazy import: matplotlib costs ~0.5 s and is only needed here. Agg because reports are
     # written from headless benchmark runs and from inside the TUI.
@@ -340,17 +351,20 @@ def _figure(rows: list[MethodRow], title: str) -> Any:
     ax = fig.add_subplot()
     if rows:
         lo, hi = min(r.mean_tokens for r in rows), max(r.mean_tokens for r in rows)
+        # Headroom above the highest CI so a 100% point is not clipped by the frame.
+        top = max(5.0, min(103.0, max(100 * r.ci_high for r in rows) * 1.1))
         for r in rows:
             y = 100 * r.accuracy
             yerr = [[y - 100 * r.ci_low], [100 * r.ci_high - y]]
             ax.errorbar([r.mean_tokens], [y], yerr=yerr, fmt="o", capsize=4)
-            # a point in the right half is labelled to its left, so a long method name (with its
-            # options) stays inside the image
+            # a point in the right half is labelled to its left and one in the upper half below
+            # it, so a long method name (a line per option) stays inside the axes
             right = hi > lo and r.mean_tokens > (lo + hi) / 2
-            ax.annotate(r.method, (r.mean_tokens, y), textcoords="offset points",
-                        xytext=(-6, 4) if right else (6, 4), ha="right" if right else "left", fontsize=9)
-        # Headroom above the highest CI so a 100% point is not clipped by the frame.
-        ax.set_ylim(bottom=0, top=max(5.0, min(103.0, max(100 * r.ci_high for r in rows) * 1.1)))
+            upper = y > top / 2
+            ax.annotate(_plot_label(r.method), (r.mean_tokens, y), textcoords="offset points",
+                        xytext=(-6 if right else 6, -4 if upper else 4), ha="right" if right else "left",
+                        va="top" if upper else "bottom", fontsize=9)
+        ax.set_ylim(bottom=0, top=top)
     else:
         ax.text(0.5, 0.5, "no results yet", ha="center", va="center", transform=ax.transAxes)
     ax.set_xlabel("mean generated tokens per problem")
