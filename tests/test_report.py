@@ -101,10 +101,27 @@ def test_summarize_by_hand() -> None:
     assert (soft.paired_n, soft.b, soft.c) == (8, 4, 2)
     assert soft.acc_diff == pytest.approx(6 / 8 - 4 / 8)
     assert soft.p_value == pytest.approx(44 / 64)
+    # paired interval: 0.25 +- 1.96 * sqrt(6 - 2^2 / 8) / 8
+    half = 1.959964 * math.sqrt(6 - 4 / 8) / 8
+    assert (soft.diff_low, soft.diff_high) == (pytest.approx(0.25 - half), pytest.approx(0.25 + half))
 
     assert (seal.n, seal.correct, seal.paired_n, seal.b, seal.c, seal.p_value) == (2, 2, 2, 0, 0, 1.0)
     assert seal.acc_diff == 0.0
     assert seal.tokens_per_s == pytest.approx(61 / 2.0)
+
+
+def test_paired_difference_interval() -> None:
+    from latentlocal.eval.report import paired_diff_interval
+
+    # GSM8K 7000-7299, soft-thinking vs cot (README): 18 / 32 of 300
+    lo, hi = paired_diff_interval(18, 32, 300)
+    assert (lo, hi) == (pytest.approx(-0.09256, abs=5e-5), pytest.approx(-0.00077, abs=5e-5))
+    # the same discordant pairs among more agreeing ones: a smaller, surer difference
+    assert hi - lo < paired_diff_interval(18, 32, 50)[1] - paired_diff_interval(18, 32, 50)[0]
+    assert paired_diff_interval(0, 0, 10) == (0.0, 0.0)  # every pair agreed
+    assert paired_diff_interval(10, 0, 10) == (1.0, 1.0)  # kept within [-1, 1]
+    lo, hi = paired_diff_interval(9, 1, 10)
+    assert -1.0 <= lo < 0.8 < hi <= 1.0
 
 
 def test_summarize_without_baseline_and_zero_wall() -> None:
@@ -125,9 +142,9 @@ def test_report_contains_hand_numbers(tmp_path: Path) -> None:
     assert row_cot in text
     assert "[21.5%, 78.5%]" in text  # the same interval, written out
     lo, hi = wilson_by_formula(7, 9)
-    row_soft = f"| soft | 9 | 7 | 77.8% | [{100 * lo:.1f}%, {100 * hi:.1f}%] | 50.0 | 0.50 | 100.0 | +25.0 pp (8) | 4 / 2 | 0.688 |"
+    row_soft = f"| soft | 9 | 7 | 77.8% | [{100 * lo:.1f}%, {100 * hi:.1f}%] | 50.0 | 0.50 | 100.0 | +25.0 pp [-32.5, +82.5] (8) | 4 / 2 | 0.688 |"
     assert row_soft in text
-    assert "| seal | 2 | 2 | 100.0% |" in text and "| +0.0 pp (2) | 0 / 0 | 1 |" in text
+    assert "| seal | 2 | 2 | 100.0% |" in text and "| +0.0 pp [+0.0, +0.0] (2) | 0 / 0 | 1 |" in text
     assert "# Toy run" in text
     assert "latentlocal bench --limit 9" in text
     assert "toy.jsonl offset 0 limit 9" in text

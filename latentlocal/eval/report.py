@@ -31,6 +31,7 @@ __all__ = [
     "done_keys",
     "main",
     "mcnemar_exact_p",
+    "paired_diff_interval",
     "read_results",
     "summarize",
     "wilson_interval",
@@ -144,6 +145,25 @@ def mcnemar_exact_p(b: int, c: int) -> float:
     return float(binomtest(b, b + c, 0.5).pvalue)
 
 
+def paired_diff_interval(b: int, c: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
+    """Interval for the difference of two accuracies measured on the same n problems, from the
+    discordant counts (b = only the method right, c = only the baseline right): the Wald interval
+    for paired proportions, (b - c) / n +- z * sqrt(b + c - (b - c)^2 / n) / n.
+
+    Paired, not two independent Wilson intervals: the methods share the problems, so most of the
+    variation cancels, and only the discordant pairs carry the difference. With b = c = 0 it is
+    the point 0 (every pair agreed).
+    """
+    if n <= 0:
+        return (-1.0, 1.0)
+    from scipy.stats import norm
+
+    z = float(norm.ppf(0.5 + confidence / 2))
+    d = (b - c) / n
+    half = z * math.sqrt(max(0.0, b + c - (b - c) ** 2 / n)) / n
+    return (max(-1.0, d - half), min(1.0, d + half))
+
+
 @dataclass(frozen=True)
 class MethodRow:
     """One method's line in the report; the paired fields are None for the baseline itself or
@@ -163,6 +183,8 @@ class MethodRow:
     b: int | None = None
     c: int | None = None
     p_value: float | None = None
+    diff_low: float | None = None
+    diff_high: float | None = None
 
 
 def summarize(results: Sequence[dict[str, Any]]) -> list[MethodRow]:
@@ -200,6 +222,8 @@ def summarize(results: Sequence[dict[str, Any]]) -> list[MethodRow]:
                 "c": c,
                 "p_value": mcnemar_exact_p(b, c) if shared else None,
             }
+            if shared:
+                paired["diff_low"], paired["diff_high"] = paired_diff_interval(b, c, len(shared))
         rows.append(
             MethodRow(
                 method=method,
@@ -258,7 +282,7 @@ def _md_cell(text: str) -> str:
 def _table(rows: list[MethodRow]) -> list[str]:
     header = [
         "Method", "n", "Correct", "Accuracy", "95% CI (Wilson)", "Mean gen. tokens",
-        "Mean wall (s)", "Tokens/s", f"Δ acc vs {BASELINE} (paired n)", "b / c", "McNemar p",
+        "Mean wall (s)", "Tokens/s", f"Δ acc vs {BASELINE} [95% CI] (paired n)", "b / c", "McNemar p",
     ]
     out = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|"]
     for r in rows:
@@ -268,7 +292,9 @@ def _table(rows: list[MethodRow]) -> list[str]:
             diff, bc, p = "no shared ids (0)", "—", "—"
         else:
             assert r.acc_diff is not None and r.p_value is not None
-            diff = f"{100 * r.acc_diff:+.1f} pp ({r.paired_n})"
+            assert r.diff_low is not None and r.diff_high is not None
+            diff = (f"{100 * r.acc_diff:+.1f} pp [{100 * r.diff_low:+.1f}, {100 * r.diff_high:+.1f}] "
+                    f"({r.paired_n})")
             bc = f"{r.b} / {r.c}"
             p = _p(r.p_value)
         cells = [
@@ -312,7 +338,7 @@ def _render_markdown(
             f"tokens over total wall time. The paired columns compare each method with `{BASELINE}` "
             f"on the problem ids both ran: b = method right and {BASELINE} wrong, c = method wrong "
             f"and {BASELINE} right, p = exact two-sided McNemar test (binomial test of b out of b+c "
-            "at 0.5).",
+            "at 0.5), and the difference's 95% interval is the paired (Wald) one from b and c.",
             "",
             "![accuracy vs generated tokens](report.png)",
             "",
