@@ -6,7 +6,9 @@ model, the two modes taking turns (the order flips from one half of the problems
 a drift in machine load falls on both). Prints each mode's problems per minute, their ratio
 (goal >= 1.8 at batch 4 on the evaluation model), and how many answers differ between the modes
 (llama.cpp's batched kernels are not bit-identical to one-sequence decoding, so near ties can go
-the other way).
+the other way). Last, the cost of one decode step of ``--batch`` sequences over one, measured in
+the same process: batching can speed the decode steps up by at most batch / that cost, the
+ceiling the ratios above are held under on this CPU and model file.
 
     .venv/bin/python bench/bench_bench.py [--model PATH] [--batch 4] [--problems 16] [--max-tokens 320]
 """
@@ -20,11 +22,15 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench_engine import interleaved, share_prompt  # this folder's engine benchmark
+
 from latentlocal.datasets import load_problems
 from latentlocal.engine import Engine
 from latentlocal.engine_settings import EngineSettings
 from latentlocal.eval.report import read_results
 from latentlocal.eval.runner import batch_context, parse_method_spec, run_bench
+from latentlocal.methods.cot import prompt_tokens
+from latentlocal.prompts import COT_SYSTEM
 from latentlocal.methods.registry import chain_from_options, runner_from_options
 
 QWEN = Path.home() / ".cache/latentlocal-eval-models/qwen2.5-coder-0.5b-instruct.gguf"
@@ -83,8 +89,29 @@ def main() -> int:
             print(f"{label}: batch 1 {rate[1]:.2f} problems/min, batch {args.batch} "
                   f"{rate[args.batch]:.2f} problems/min: {ratio:.2f}x (goal >= 1.8); answers differing "
                   f"{differ} of {len(problems)}; load {os.getloadavg()[0]:.1f}", flush=True)
+    cost = step_cost(engine, problems[0].question, args.batch)
+    print(f"decode-step cost, {args.batch} sequences over 1: {cost:.2f}x -> batching can speed the "
+          f"steps up by at most {args.batch / cost:.2f}x here; load {os.getloadavg()[0]:.1f}")
     engine.close()
     return 0 if min(ratios) >= 1.8 else 1
+
+
+def step_cost(engine: Engine, question: str, batch: int, steps: int = 24, reps: int = 3) -> float:
+    """Median time of ``steps`` decode steps of ``batch`` sequences over that of one sequence, the
+    sizes taking turns, all over one shared prompt (as bench_engine.py measures it)."""
+    toks = prompt_tokens(engine, question, COT_SYSTEM)
+    share_prompt(engine, toks, batch)
+    pool = list(range(1000, 1000 + batch))
+
+    def at(size: int) -> None:
+        for _ in range(steps):
+            engine.decode_step(list(range(size)), tokens=pool[:size])
+        for s in range(size):  # back to the prompt, so each repetition sees the same cache
+            engine.seq_remove(s, len(toks))
+
+    one, many = interleaved([lambda: at(1), lambda: at(batch)], reps)
+    engine.clear()
+    return many / one
 
 
 if __name__ == "__main__":
