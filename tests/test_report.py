@@ -275,6 +275,54 @@ def test_plot_keeps_a_long_title_and_long_method_names_inside_the_image() -> Non
     box = ax.title.get_window_extent(renderer)
     assert 0 <= box.x0 and box.x1 <= width and 0 <= box.y0 and box.y1 <= height
     frame = ax.get_window_extent(renderer)  # a label must not run over the axis' tick labels either
+    from matplotlib.text import Text
+
     for t in ax.texts:
-        box = t.get_window_extent(renderer)
+        box = Text.get_window_extent(t, renderer)  # the text, not the line to its point
         assert frame.x0 <= box.x0 and box.x1 <= frame.x1 and frame.y0 <= box.y0 and box.y1 <= frame.y1, t.get_text()
+
+
+def _texts_in_frame(fig):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.text import Text
+
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    renderer = canvas.get_renderer()
+    ax = fig.axes[0]
+    return ([Text.get_window_extent(t, renderer) for t in ax.texts],  # the text, not its line
+            ax.get_window_extent(renderer), renderer)
+
+
+def test_plot_labels_of_close_points_do_not_overlap() -> None:
+    # Four methods all at 0%, as in the Gemma GSM8K table ("soft-thinking" was drawn over "cot"),
+    # two of them at the very same point
+    from latentlocal.eval.report import _figure
+
+    results = [rec(name, f"p{j}", False, tokens, 1.0) for name, tokens in
+               [("cot", 240.0), ("soft-thinking", 240.0), ("soft-thinking:noise=gumbel", 248.3),
+                ("soft-thinking:mix=moi", 221.0)] for j in range(3)]
+    boxes, frame, _ = _texts_in_frame(_figure(summarize(results), "t"))
+    assert len(boxes) == 4
+    for i, a in enumerate(boxes):
+        assert frame.x0 <= a.x0 and a.x1 <= frame.x1 and frame.y0 <= a.y0 and a.y1 <= frame.y1
+        for b in boxes[i + 1:]:
+            assert not a.overlaps(b), (a, b)
+
+
+def test_many_methods_are_named_in_a_legend_inside_the_image() -> None:
+    # Nine methods of similar length and accuracy, as the 300-problem tables have.
+    from latentlocal.eval.report import _figure
+
+    names = ["cot", "soft-thinking", "soft-thinking:noise=gumbel", "soft-thinking:noise=dirichlet",
+             "seal:vector=vectors/qwen2.5-coder-0.5b-instruct.seal.gguf", "swi-reasoning",
+             "sc:temperature=0.4;samples=8", "sc:temperature=0.8;samples=8", "soft-reasoning"]
+    results = [rec(name, f"p{j}", j < 4 + i % 2, 180 + 1.5 * i, 1.0) for i, name in enumerate(names)
+               for j in range(10)]
+    fig = _figure(summarize(results), "t")
+    boxes, _, renderer = _texts_in_frame(fig)
+    assert boxes == []  # no labels beside the points
+    legend = fig.axes[0].get_legend()
+    assert [t.get_text().split("\n")[0] for t in legend.get_texts()] == [n.split(":")[0] for n in names]
+    box = legend.get_window_extent(renderer)
+    assert 0 <= box.x0 and box.x1 <= fig.bbox.width and 0 <= box.y0 and box.y1 <= fig.bbox.height

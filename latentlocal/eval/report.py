@@ -365,16 +365,26 @@ def _plot_label(method: str) -> str:
     return "\n".join(lines)
 
 
+INLINE_LABELS = 4  # methods labelled beside their points; more get a legend
+
+
 def _figure(rows: list[MethodRow], title: str) -> Any:
     # Lazy import: matplotlib costs ~0.5 s and is only needed here. Agg because reports are
     # written from headless benchmark runs and from inside the TUI.
     import matplotlib
 
     matplotlib.use("Agg")
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(7, 4.5), dpi=120)
+    # Beyond a few methods, labels beside their points crowd each other (the 300-problem tables
+    # have nine): a legend under the axes names them instead, by colour.
+    legend = len(rows) > INLINE_LABELS
+    rows_of_legend = -(-len(rows) // 3) if legend else 0
+    fig = Figure(figsize=(7, 4.5 + 0.45 * rows_of_legend), dpi=120)
+    FigureCanvasAgg(fig)  # a renderer to measure the labels with (_separate)
     ax = fig.add_subplot()
+    labels = []
     if rows:
         lo, hi = min(r.mean_tokens for r in rows), max(r.mean_tokens for r in rows)
         # Headroom above the highest CI so a 100% point is not clipped by the frame.
@@ -382,14 +392,22 @@ def _figure(rows: list[MethodRow], title: str) -> Any:
         for r in rows:
             y = 100 * r.accuracy
             yerr = [[y - 100 * r.ci_low], [100 * r.ci_high - y]]
-            ax.errorbar([r.mean_tokens], [y], yerr=yerr, fmt="o", capsize=4)
+            bar = ax.errorbar([r.mean_tokens], [y], yerr=yerr, fmt="o", capsize=4, label=_plot_label(r.method))
+            if legend:
+                continue
+            color = bar.lines[0].get_color()
             # a point in the right half is labelled to its left and one in the upper half below
             # it, so a long method name (a line per option) stays inside the axes
             right = hi > lo and r.mean_tokens > (lo + hi) / 2
             upper = y > top / 2
-            ax.annotate(_plot_label(r.method), (r.mean_tokens, y), textcoords="offset points",
-                        xytext=(-6 if right else 6, -4 if upper else 4), ha="right" if right else "left",
-                        va="top" if upper else "bottom", fontsize=9)
+            labels.append(ax.annotate(
+                _plot_label(r.method), (r.mean_tokens, y), textcoords="offset points",
+                xytext=(-6 if right else 6, -4 if upper else 4), ha="right" if right else "left",
+                va="top" if upper else "bottom", fontsize=9, color=color,
+                # a label moved clear of another (_separate) stays tied to its point by this line
+                arrowprops={"arrowstyle": "-", "color": color, "lw": 0.6, "shrinkA": 0, "shrinkB": 3}))
+        if legend:
+            ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.14), ncols=3, fontsize=8, frameon=False)
         ax.set_ylim(bottom=0, top=top)
     else:
         ax.text(0.5, 0.5, "no results yet", ha="center", va="center", transform=ax.transAxes)
@@ -400,7 +418,27 @@ def _figure(rows: list[MethodRow], title: str) -> Any:
     ax.set_title(textwrap.fill(title or "Evaluation report", 70), fontsize=10)
     ax.grid(True, alpha=0.3)
     fig.tight_layout()
+    _separate(labels, fig)
     return fig
+
+
+def _separate(labels: list[Any], fig: Any, tries: int = 12) -> None:
+    """Move each label that overlaps one placed before it away from its point's half (down
+    below a point in the upper half, up above one in the lower half) until it is clear: methods
+    of similar length and accuracy otherwise print their names over each other."""
+    from matplotlib.text import Text
+
+    renderer = fig.canvas.get_renderer()
+    placed = []
+    for label in labels:
+        step = 1 if label.get_va() == "bottom" else -1
+        for _ in range(tries):
+            box = Text.get_window_extent(label, renderer)  # the text alone, not its line
+            if not any(box.overlaps(other) for other in placed):
+                break
+            x, y = label.xyann
+            label.xyann = (x, y + step * (box.height * 72 / fig.dpi + 2))
+        placed.append(Text.get_window_extent(label, renderer))
 
 
 def _render_png(rows: list[MethodRow], title: str) -> bytes:
