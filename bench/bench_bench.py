@@ -22,7 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench_engine import interleaved, share_prompt  # this folder's engine benchmark
+from bench_engine import step_costs  # this folder's engine benchmark
 
 from latentlocal.datasets import load_problems
 from latentlocal.engine import Engine
@@ -30,8 +30,8 @@ from latentlocal.engine_settings import EngineSettings
 from latentlocal.eval.report import read_results
 from latentlocal.eval.runner import batch_context, parse_method_spec, run_bench
 from latentlocal.methods.cot import prompt_tokens
-from latentlocal.prompts import COT_SYSTEM
 from latentlocal.methods.registry import chain_from_options, runner_from_options
+from latentlocal.prompts import COT_SYSTEM
 
 QWEN = Path.home() / ".cache/latentlocal-eval-models/qwen2.5-coder-0.5b-instruct.gguf"
 SVAMP = Path(os.environ.get("LATENTLOCAL_DATA", "/work/shared/data")) / "svamp" / "dev.jsonl"
@@ -97,21 +97,10 @@ def main() -> int:
 
 
 def step_cost(engine: Engine, question: str, batch: int, steps: int = 24, reps: int = 3) -> float:
-    """Median time of ``steps`` decode steps of ``batch`` sequences over that of one sequence, the
-    sizes taking turns, all over one shared prompt (as bench_engine.py measures it)."""
-    toks = prompt_tokens(engine, question, COT_SYSTEM)
-    share_prompt(engine, toks, batch)
-    pool = list(range(1000, 1000 + batch))
-
-    def at(size: int) -> None:
-        for _ in range(steps):
-            engine.decode_step(list(range(size)), tokens=pool[:size])
-        for s in range(size):  # back to the prompt, so each repetition sees the same cache
-            engine.seq_remove(s, len(toks))
-
-    one, many = interleaved([lambda: at(1), lambda: at(batch)], reps)
+    """Time of a decode step of ``batch`` sequences over that of one (bench_engine.py's measure)."""
+    cost = step_costs(engine, prompt_tokens(engine, question, COT_SYSTEM), (1, batch), steps, reps)
     engine.clear()
-    return many / one
+    return cost[batch] / cost[1]
 
 
 if __name__ == "__main__":

@@ -51,6 +51,22 @@ def share_prompt(engine: Engine, toks: list[int], k: int) -> None:
         engine.seq_copy(0, s)
 
 
+def step_costs(engine: Engine, toks: list[int], sizes: tuple[int, ...], steps: int, reps: int) -> dict[int, float]:
+    """Median seconds of ``steps`` decode steps at each batch size (the sizes taking turns), every
+    sequence over one shared prompt: batching k sequences can speed the steps up by at most
+    k / (cost[k] / cost[1])."""
+    pool = [int(i) for i in np.random.default_rng(2).integers(100, 10000, max(sizes))]
+    share_prompt(engine, toks, max(sizes))
+
+    def steps_at(size: int) -> None:
+        for _ in range(steps):
+            engine.decode_step(list(range(size)), tokens=pool[:size])
+        for s in range(size):  # back to the prompt (microseconds), so repetitions see the same KV
+            engine.seq_remove(s, len(toks))
+
+    return dict(zip(sizes, interleaved([lambda size=size: steps_at(size) for size in sizes], reps)))
+
+
 def engine_greedy(engine: Engine, toks: list[int], n: int) -> list[int]:
     engine.clear()
     engine.decode_tokens(toks)
@@ -179,16 +195,7 @@ def run(path: Path, args: argparse.Namespace) -> None:
     # one shared prompt can speed the steps up by k / cost(k) at most (plus the k - 1 prompts saved).
     sizes = (1, 2, 4, k, 8)
     steps_b = 24
-    pool = [int(i) for i in np.random.default_rng(2).integers(100, 10000, max(sizes))]
-    share_prompt(engine, toks, max(sizes))
-
-    def steps_at(size: int) -> None:
-        for _ in range(steps_b):
-            engine.decode_step(list(range(size)), tokens=pool[:size])
-        for s in range(size):  # back to the prompt (microseconds), so repetitions see the same KV
-            engine.seq_remove(s, len(toks))
-
-    cost = dict(zip(sizes, interleaved([lambda size=size: steps_at(size) for size in sizes], args.reps)))
+    cost = step_costs(engine, toks, sizes, steps_b, args.reps)
     one = cost[1]
     curve = ", ".join(f"{size}: {cost[size] / one:.2f}x" for size in sizes)
     ck = cost[k] / one
