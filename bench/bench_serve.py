@@ -2,8 +2,8 @@
 
 Starts the server as a subprocess on a free loopback port, then drives it with the official
 ``openai`` client: for each concurrency level, ``--requests`` requests of one method at its
-defaults (``--method``, default cot, which is greedy; the same prompts each time) spread over that many client threads,
-each streaming its answer. Prints requests/s, tokens/s, p50/p95 latency and errors per level, the
+defaults (``--method``, default cot, which is greedy; the same prompts each time) spread over
+that many client threads, each streaming its answer. Prints requests/s, tokens/s, p50/p95 latency and errors per level, the
 ratio of N clients to one (concurrent cot, Soft Thinking, SEAL and SwiReasoning requests share
 decode steps; goal >= 1.5 for cot on the evaluation model), and the server's overhead: one
 client's tokens/s (latency measured at the client, HTTP included) over the CLI's on the same
@@ -194,8 +194,8 @@ def main() -> int:
     levels = [pooled(runs[1]), pooled(runs[args.clients])]
     cli = cli_tokens / cli_s
     name = Path(args.model).name if args.model else "bundled SmolLM2-135M"
-    print(f"latentlocal serve on {name}: {args.requests} {args.method} requests (its default sampling) per level and round, "
-          f"{args.rounds} round(s), max {args.max_tokens} tokens, streamed")
+    print(f"latentlocal serve on {name}: {args.requests} {args.method} requests (its default sampling) "
+          f"per level and round, {args.rounds} round(s), max {args.max_tokens} tokens, streamed")
     for r in levels:
         print(f"  {r['clients']} client(s): {r['req_per_s']:.3f} req/s, {r['tok_per_s']:.1f} tok/s, "
               f"p50 {r['p50_s']:.2f} s, p95 {r['p95_s']:.2f} s, {r['tokens']} tokens, "

@@ -392,7 +392,8 @@ def _figure(rows: list[MethodRow], title: str) -> Any:
         for r in rows:
             y = 100 * r.accuracy
             yerr = [[y - 100 * r.ci_low], [100 * r.ci_high - y]]
-            bar = ax.errorbar([r.mean_tokens], [y], yerr=yerr, fmt="o", capsize=4, label=_plot_label(r.method))
+            name = _plot_label(r.method)
+            bar = ax.errorbar([r.mean_tokens], [y], yerr=yerr, fmt="o", capsize=4, label=name)
             if legend:
                 continue
             color = bar.lines[0].get_color()
@@ -401,7 +402,7 @@ def _figure(rows: list[MethodRow], title: str) -> Any:
             right = hi > lo and r.mean_tokens > (lo + hi) / 2
             upper = y > top / 2
             labels.append(ax.annotate(
-                _plot_label(r.method), (r.mean_tokens, y), textcoords="offset points",
+                name, (r.mean_tokens, y), textcoords="offset points",
                 xytext=(-6 if right else 6, -4 if upper else 4), ha="right" if right else "left",
                 va="top" if upper else "bottom", fontsize=9, color=color,
                 # a label moved clear of another (_separate) stays tied to its point by this line
