@@ -67,7 +67,7 @@ def change_cost(engine: Engine, toks: list[int], reps: int) -> None:
           f"(one-token decode step {step_ms:.2f} ms without changes)")
 
 
-def extraction(engine: Engine, args, work: Path) -> Path:
+def extraction(engine: Engine, args, work: Path) -> Path | None:
     import json
 
     lines = Path(args.data).read_text().splitlines()[args.offset:args.offset + args.problems]
@@ -98,6 +98,9 @@ def extraction(engine: Engine, args, work: Path) -> Path:
     t = time.perf_counter()
     summary, out = extracted("cue", "cue")
     wall = time.perf_counter() - t
+    if summary.finish_reason == "error":  # too few thoughts in so few or so short traces: nothing to time
+        print(f"2. extraction (--elicit cue) failed: {summary.text}; pass more --problems or --tokens")
+        return None
     x = summary.extra
     per_min = x["new"] / wall * 60
     print(f"2. extraction (--elicit cue): {x['new']} traces x <= {args.tokens} tokens in {wall:.1f}s -> "
@@ -163,7 +166,8 @@ def main() -> None:
     change_cost(engine, toks, args.reps)
     with tempfile.TemporaryDirectory() as tmp:
         vector = extraction(engine, args, Path(tmp))
-        steering(engine, vector, args)
+        if vector is not None:
+            steering(engine, vector, args)
 
 
 if __name__ == "__main__":
