@@ -6,9 +6,11 @@
 #                                     gemma-seal smol-seal-svamp smol-sr smol-sr-gsm qwen-swir
 #                                     qwen300 smol-seal2 qwen300-seal qwen300-gsm qwen300-noise
 #                                     qwen300-swir qwen100-sc qwen100-sr qwen300-gsm-noise
-#                                     qwen300-gsm-swir qwen100-gsm-sr qwen300-sc (default: all but
-#                                     these last twelve, hours on 2 cores each, listed in the order
-#                                     they are worth the CPU: sc over all 300 is the dearest)
+#                                     qwen300-gsm-swir qwen100-gsm-sr qwen300-sc qwen300-gsm-sc
+#                                     (default: all but these last thirteen, hours on 2 cores
+#                                     each, listed in the order they are worth the CPU: sc over
+#                                     all 300 of a slice is the dearest, ~7 h for SVAMP, ~10 h
+#                                     for GSM8K)
 # The evaluation model (Qwen2.5-Coder-0.5B-Instruct) comes from ../shared/tools/eval-models; it is
 # not a product dependency. Slices: SVAMP dev.jsonl first 100 for reports, GSM8K train first 40/60
 # for SEAL extraction only, SVAMP dev [400:430) for the always-on scale sweep only; for reports
@@ -161,6 +163,11 @@ for s in "${stages[@]}"; do
                         --title "GSM8K train [7000:7300), Qwen2.5-Coder-0.5B-Instruct Q4_K_M, max 320 tokens" ;;
     qwen100-gsm-sr) $LL bench "${T[@]}" --model "$QWEN" "${GSLICE[@]}" --limit 100 --max-tokens 320 \
                       --methods "sc:temperature=0.4;samples=8,sc:temperature=0.8;samples=8,soft-reasoning:candidates=4;rounds=2" \
+                      --out "$RESULTS/gsm300-qwen0.5b" \
+                      --title "GSM8K train [7000:7300), Qwen2.5-Coder-0.5B-Instruct Q4_K_M, max 320 tokens" ;;
+    # self-consistency over the whole GSM8K slice (resumes the first 100's rows of qwen100-gsm-sr)
+    qwen300-gsm-sc) $LL bench "${T[@]}" --model "$QWEN" "${GSLICE[@]}" --limit 300 --max-tokens 320 \
+                      --methods "sc:temperature=0.4;samples=8,sc:temperature=0.8;samples=8" \
                       --out "$RESULTS/gsm300-qwen0.5b" \
                       --title "GSM8K train [7000:7300), Qwen2.5-Coder-0.5B-Instruct Q4_K_M, max 320 tokens" ;;
     *) echo "unknown stage $s" >&2; exit 2 ;;
