@@ -16,6 +16,7 @@ from latentlocal.eval.report import (
     MethodRow,
     append_result,
     done_keys,
+    holm_adjusted,
     main,
     mcnemar_exact_p,
     method_means,
@@ -108,6 +109,31 @@ def test_summarize_by_hand() -> None:
     assert (seal.n, seal.correct, seal.paired_n, seal.b, seal.c, seal.p_value) == (2, 2, 2, 0, 0, 1.0)
     assert seal.acc_diff == 0.0
     assert seal.tokens_per_s == pytest.approx(61 / 2.0)
+    # Holm over the two paired methods: soft's p (the smaller) x 2, capped at 1; seal's 1 stays
+    assert (cot.p_holm, soft.p_holm, seal.p_holm) == (None, 1.0, 1.0)
+
+
+def test_holm_adjustment_by_hand() -> None:
+    # sorted: 0.005 x 4 = 0.02, 0.01 x 3 = 0.03, 0.03 x 2 = 0.06, 0.04 x 1 = 0.04 -> raised to 0.06
+    assert holm_adjusted([0.01, 0.04, 0.03, 0.005]) == pytest.approx([0.03, 0.06, 0.06, 0.02])
+    assert holm_adjusted([0.2, 0.9]) == [0.4, 0.9]
+    assert holm_adjusted([0.6, 0.7]) == [1.0, 1.0]  # capped at 1
+    assert holm_adjusted([0.03]) == [0.03]  # one test: unadjusted
+    assert holm_adjusted([]) == []
+
+
+def test_holm_family_is_the_methods_paired_with_cot() -> None:
+    # cot right on p0-p9; "bad" wrong on all ten (b 0, c 10, exact p = 2 / 2^10); "same" and
+    # "none" (no shared ids) are not significant or not tested: only bad and same are in the family
+    results = [rec("cot", f"p{i}", True, 1, 1.0) for i in range(10)]
+    results += [rec("bad", f"p{i}", False, 1, 1.0) for i in range(10)]
+    results += [rec("same", f"p{i}", True, 1, 1.0) for i in range(10)]
+    results += [rec("none", "q0", True, 1, 1.0)]
+    rows = {r.method: r for r in summarize(results)}
+    assert rows["bad"].p_value == pytest.approx(2 / 1024)
+    assert rows["bad"].p_holm == pytest.approx(2 * 2 / 1024)
+    assert rows["same"].p_holm == 1.0
+    assert rows["none"].p_value is None and rows["none"].p_holm is None
 
 
 def test_paired_difference_interval() -> None:
@@ -138,13 +164,13 @@ def test_report_contains_hand_numbers(tmp_path: Path) -> None:
     assert (md, png) == (tmp_path / "report.md", tmp_path / "report.png")
     text = md.read_text(encoding="utf-8")
     lo, hi = wilson_by_formula(4, 8)
-    row_cot = f"| cot | 8 | 4 | 50.0% | [{100 * lo:.1f}%, {100 * hi:.1f}%] | 100.0 | 2.00 | 50.0 | — | — | — |"
+    row_cot = f"| cot | 8 | 4 | 50.0% | [{100 * lo:.1f}%, {100 * hi:.1f}%] | 100.0 | 2.00 | 50.0 | — | — | — | — |"
     assert row_cot in text
     assert "[21.5%, 78.5%]" in text  # the same interval, written out
     lo, hi = wilson_by_formula(7, 9)
-    row_soft = f"| soft | 9 | 7 | 77.8% | [{100 * lo:.1f}%, {100 * hi:.1f}%] | 50.0 | 0.50 | 100.0 | +25.0 pp [-32.5, +82.5] (8) | 4 / 2 | 0.688 |"
+    row_soft = f"| soft | 9 | 7 | 77.8% | [{100 * lo:.1f}%, {100 * hi:.1f}%] | 50.0 | 0.50 | 100.0 | +25.0 pp [-32.5, +82.5] (8) | 4 / 2 | 0.688 | 1 |"
     assert row_soft in text
-    assert "| seal | 2 | 2 | 100.0% |" in text and "| +0.0 pp [+0.0, +0.0] (2) | 0 / 0 | 1 |" in text
+    assert "| seal | 2 | 2 | 100.0% |" in text and "| +0.0 pp [+0.0, +0.0] (2) | 0 / 0 | 1 | 1 |" in text
     assert "# Toy run" in text
     assert "latentlocal bench --limit 9" in text
     assert "toy.jsonl offset 0 limit 9" in text

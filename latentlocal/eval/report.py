@@ -16,6 +16,7 @@ import os
 import sys
 import textwrap
 from collections.abc import Iterable, Sequence
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path, PurePath
 from typing import Any
@@ -29,6 +30,7 @@ __all__ = [
     "MethodRow",
     "append_result",
     "done_keys",
+    "holm_adjusted",
     "main",
     "mcnemar_exact_p",
     "paired_diff_interval",
@@ -164,6 +166,24 @@ def paired_diff_interval(b: int, c: int, n: int, confidence: float = 0.95) -> tu
     return (max(-1.0, d - half), min(1.0, d + half))
 
 
+def holm_adjusted(p_values: Sequence[float]) -> list[float]:
+    """Holm's step-down adjustment of p-values tested together, in their given order.
+
+    A report compares every method with the baseline, so at nine methods one raw p below 0.05
+    turns up by chance far more often than one time in twenty; Holm keeps the chance of any false
+    rejection among them at the level (family-wise) without assuming the tests independent (they
+    are not: they share the baseline's answers). The k-th smallest p is multiplied by m - k + 1,
+    and the adjusted values are made non-decreasing in that order.
+    """
+    m = len(p_values)
+    adjusted = [1.0] * m
+    running = 0.0
+    for rank, i in enumerate(sorted(range(m), key=lambda j: p_values[j])):
+        running = max(running, min(1.0, (m - rank) * float(p_values[i])))
+        adjusted[i] = running
+    return adjusted
+
+
 @dataclass(frozen=True)
 class MethodRow:
     """One method's line in the report; the paired fields are None for the baseline itself or
@@ -185,6 +205,8 @@ class MethodRow:
     p_value: float | None = None
     diff_low: float | None = None
     diff_high: float | None = None
+    # p_value adjusted (Holm) over every method of the report paired with the baseline
+    p_holm: float | None = None
 
 
 def summarize(results: Sequence[dict[str, Any]]) -> list[MethodRow]:
@@ -238,6 +260,9 @@ def summarize(results: Sequence[dict[str, Any]]) -> list[MethodRow]:
                 **paired,
             )
         )
+    tested = [i for i, r in enumerate(rows) if r.p_value is not None]
+    for i, p in zip(tested, holm_adjusted([rows[i].p_value for i in tested])):
+        rows[i] = dataclasses.replace(rows[i], p_holm=p)
     return rows
 
 
@@ -283,20 +308,22 @@ def _table(rows: list[MethodRow]) -> list[str]:
     header = [
         "Method", "n", "Correct", "Accuracy", "95% CI (Wilson)", "Mean gen. tokens",
         "Mean wall (s)", "Tokens/s", f"Δ acc vs {BASELINE} [95% CI] (paired n)", "b / c", "McNemar p",
+        "Holm p",
     ]
     out = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|"]
     for r in rows:
         if r.paired_n is None:
-            diff = bc = p = "—"
+            diff = bc = p = holm = "—"
         elif r.paired_n == 0:
-            diff, bc, p = "no shared ids (0)", "—", "—"
+            diff, bc, p, holm = "no shared ids (0)", "—", "—", "—"
         else:
-            assert r.acc_diff is not None and r.p_value is not None
+            assert r.acc_diff is not None and r.p_value is not None and r.p_holm is not None
             assert r.diff_low is not None and r.diff_high is not None
             diff = (f"{100 * r.acc_diff:+.1f} pp [{100 * r.diff_low:+.1f}, {100 * r.diff_high:+.1f}] "
                     f"({r.paired_n})")
             bc = f"{r.b} / {r.c}"
             p = _p(r.p_value)
+            holm = _p(r.p_holm)
         cells = [
             _md_cell(r.method),
             str(r.n),
@@ -309,6 +336,7 @@ def _table(rows: list[MethodRow]) -> list[str]:
             diff,
             bc,
             p,
+            holm,
         ]
         out.append("| " + " | ".join(cells) + " |")
     return out
@@ -338,7 +366,9 @@ def _render_markdown(
             f"tokens over total wall time. The paired columns compare each method with `{BASELINE}` "
             f"on the problem ids both ran: b = method right and {BASELINE} wrong, c = method wrong "
             f"and {BASELINE} right, p = exact two-sided McNemar test (binomial test of b out of b+c "
-            "at 0.5), and the difference's 95% interval is the paired (Wald) one from b and c.",
+            "at 0.5), and the difference's 95% interval is the paired (Wald) one from b and c. "
+            f"Holm p is that p adjusted (Holm's step-down) for the {BASELINE} comparisons of this "
+            "report taken together: below 0.05 it is a difference at a 5% family-wise error rate.",
             "",
             "![accuracy vs generated tokens](report.png)",
             "",
