@@ -110,9 +110,9 @@ def main() -> None:
 def requantize(path: Path, kind: str, folder: Path, threads: int) -> Path:
     import llama_cpp
 
-    from latentlocal.engine import _ensure_backend
+    from latentlocal.engine import ensure_backend
 
-    _ensure_backend()  # routes llama.cpp's log through the engine's (silent) callback
+    ensure_backend()
     out = folder / f"{path.stem}.{kind}.gguf"
     params = llama_cpp.llama_model_quantize_default_params()
     params.ftype = REQUANT[kind]

@@ -68,7 +68,10 @@ _backend_lock = threading.Lock()
 _backend_ready = False
 
 
-def _ensure_backend() -> None:
+def ensure_backend() -> None:
+    """Initialise llama.cpp's backends once per process, with its log routed through
+    :func:`set_verbose`'s switch; any direct llama.cpp call made before a Model opens (a
+    requantization, a device query) needs it first."""
     global _backend_ready
     with _backend_lock:
         if not _backend_ready:
@@ -80,7 +83,7 @@ def _ensure_backend() -> None:
 def gpu_offload_supported() -> bool:
     """Whether this machine has a GPU this build offloads to (llama_supports_gpu_offload is also
     true for any build with the RPC backend, which every install.sh build has)."""
-    _ensure_backend()
+    ensure_backend()
     return bool(local_gpus())
 
 
@@ -114,7 +117,7 @@ class Model:
         """``rpc``: parsed worker endpoints (EngineSettings.rpc); their devices take the first
         ``n_gpu_layers`` (0: every layer) offloaded layers, shared out by ``tensor_split``."""
         self.path = check_gguf_file(path)
-        _ensure_backend()
+        ensure_backend()
         self.rpc = parse_endpoints(rpc)
         params = C.llama_model_default_params()
         if self.rpc:
