@@ -21,7 +21,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 LL=.venv/bin/latentlocal
 # LATENTLOCAL_THREADS=1 lets two stages run side by side on two cores without the thread pools
-# spinning against each other
+# spinning against each other; on this 2-core CPU two 1-thread runs decode ~1.2-1.3x the tokens
+# of one 2-thread run (issue 18). The rows from qwen100-sc, qwen100-sr, qwen300-sc and every GSM8K
+# stage after qwen300-seal were made so: LATENTLOCAL_THREADS=1 with the SVAMP stages in one run
+# and the GSM8K ones in another (never two runs on one results folder: both would append to and
+# resume from one results.jsonl)
 T=(${LATENTLOCAL_THREADS:+--threads $LATENTLOCAL_THREADS})
 DATA=${LATENTLOCAL_DATA:-../shared/data}
 QWEN=${QWEN:-$HOME/.cache/latentlocal-eval-models/qwen2.5-coder-0.5b-instruct.gguf}
