@@ -9,6 +9,7 @@ including from a run that was killed half way::
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import io
 import json
 import math
@@ -16,7 +17,6 @@ import os
 import sys
 import textwrap
 from collections.abc import Iterable, Sequence
-import dataclasses
 from dataclasses import dataclass
 from pathlib import Path, PurePath
 from typing import Any
