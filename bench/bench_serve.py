@@ -3,11 +3,12 @@
 Starts the server as a subprocess on a free loopback port, then drives it with the official
 ``openai`` client: for each concurrency level, ``--requests`` requests of one method at its
 defaults (``--method``, default cot, which is greedy; the same prompts each time) spread over
-that many client threads, each streaming its answer. Prints requests/s, tokens/s, p50/p95 latency and errors per level, the
-ratio of N clients to one (concurrent cot, Soft Thinking, SEAL and SwiReasoning requests share
-decode steps; goal >= 1.5 for cot on the evaluation model), and the server's overhead: one
-client's tokens/s (latency measured at the client, HTTP included) over the CLI's on the same
-prompts and method (``latentlocal run --json``, its own tokens/s; goal >= 0.9).
+that many client threads, each streaming its answer. Prints requests/s, tokens/s, p50/p95
+latency and errors per level, the ratio of N clients to one (concurrent cot, Soft Thinking, SEAL
+and SwiReasoning requests share decode steps; goal >= 1.5 for cot on the evaluation model), and
+the server's overhead: one client's tokens/s (latency measured at the client, HTTP included)
+over the CLI's on the same prompts and method (``latentlocal run --json``, its own tokens/s;
+goal >= 0.9).
 
     .venv/bin/python bench/bench_serve.py [--model PATH] [--method cot] [--clients 4] [--requests 8] [--max-tokens 64] [--rounds 1]
 """

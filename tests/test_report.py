@@ -123,8 +123,8 @@ def test_holm_adjustment_by_hand() -> None:
 
 
 def test_holm_family_is_the_methods_paired_with_cot() -> None:
-    # cot right on p0-p9; "bad" wrong on all ten (b 0, c 10, exact p = 2 / 2^10); "same" and
-    # "none" (no shared ids) are not significant or not tested: only bad and same are in the family
+    # cot right on p0-p9; "bad" wrong on all ten (b 0, c 10, exact p = 2 / 2^10); "same" right on
+    # all ten (p 1); "none" shares no id with cot, so it has no p: the family is bad and same (m 2)
     results = [rec("cot", f"p{i}", True, 1, 1.0) for i in range(10)]
     results += [rec("bad", f"p{i}", False, 1, 1.0) for i in range(10)]
     results += [rec("same", f"p{i}", True, 1, 1.0) for i in range(10)]
