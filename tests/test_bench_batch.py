@@ -193,16 +193,16 @@ def test_bench_refuses_batch_for_methods_without_a_batched_form(tmp_path, capsys
 
 def test_bench_batch_cli_opens_enough_sequences_and_context(tmp_path, capsys):
     """--parallel 1 --n-ctx 256 cannot hold 3 problems at once: bench raises both and says so,
-    and the rows record the batch."""
+    and the rows record the batch and the thread count."""
     from latentlocal.cli import main
 
     out = tmp_path / "out"
     assert main(["bench", "--batch", "3", "--methods", "cot", "--data", _data(tmp_path), "--out", str(out),
-                 "--max-tokens", "16", "--threads", "2", "--parallel", "1", "--n-ctx", "256"]) == 0
+                 "--max-tokens", "16", "--threads", "1", "--parallel", "1", "--n-ctx", "256"]) == 0
     err = capsys.readouterr().err
     assert "--batch 3 needs a context of" in err
     rows = read_results(out / "results.jsonl")
-    assert len(rows) == 4 and {r["batch"] for r in rows} == {3}
+    assert len(rows) == 4 and {(r["batch"], r["threads"]) for r in rows} == {(3, 1)}
     assert main(["bench", "--batch", "0", "--data", _data(tmp_path), "--out", str(out)]) == 2
     assert "--batch must be between 1" in capsys.readouterr().err
     assert math.isfinite(sum(r["wall_s"] for r in rows))

@@ -20,6 +20,7 @@ from latentlocal.eval.report import (
     main,
     mcnemar_exact_p,
     method_means,
+    mixed_conditions,
     read_results,
     summarize,
     wilson_interval,
@@ -192,6 +193,28 @@ def test_method_means_by_hand(tmp_path: Path) -> None:
     assert means == {"seal": {"thoughts.execution": 2.0, "cold_stop": pytest.approx(1 / 3)}}
     md, _ = write_report(tmp_path, results, title="t")
     assert "- `seal`: thoughts.execution 2, cold_stop 0.333" in md.read_text()
+
+
+def test_mixed_run_conditions_are_flagged(tmp_path: Path) -> None:
+    results = [
+        rec("sc", "p1", True, 10, 1.0, batch=1, threads=2),
+        rec("sc", "p2", True, 10, 1.0, batch=1, threads=1),
+        rec("sc", "p3", True, 10, 1.0, batch=1, threads=1),
+        rec("sc", "p4", True, 10, 1.0, batch=1),  # an older row: no thread count, not counted
+        rec("cot", "p1", True, 10, 1.0, batch=4, threads=1),
+        rec("cot", "p2", True, 10, 1.0, batch=1, threads=1),
+        rec("cot", "p2", True, 10, 1.0, batch=4, threads=1),  # supersedes: cot is all batch 4
+        rec("st", "p1", True, 10, 1.0, batch=4, threads=1),
+        rec("st", "p2", True, 10, 1.0, batch=1, threads=1),
+    ]
+    assert mixed_conditions(results) == {"sc": {"threads": {2: 1, 1: 2}}, "st": {"batch": {4: 1, 1: 1}}}
+    md, _ = write_report(tmp_path, results, title="t")
+    text = md.read_text()
+    assert "## Mixed run conditions" in text
+    assert "- `sc`: threads 1: 2, 2: 1 results" in text and "- `st`: batch 1: 1, 4: 1 results" in text
+    assert "- `cot`:" not in text.split("## Mixed run conditions")[1].split("##")[0]
+    md, _ = write_report(tmp_path, [r for r in results if r["method"] == "cot"], title="t")
+    assert "Mixed run conditions" not in md.read_text()
 
 
 def test_report_with_no_results(tmp_path: Path) -> None:

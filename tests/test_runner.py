@@ -128,6 +128,7 @@ def test_bench_cli_on_the_bundled_model(tmp_path, capsys):
     rows = read_results(out / "results.jsonl")
     assert [r["id"] for r in rows] == ["data:0", "data:1"]
     assert all(r["generated_tokens"] > 0 for r in rows)
+    assert [(r["batch"], r["threads"]) for r in rows] == [(1, 2), (1, 2)]  # run conditions recorded
     md = (out / "report.md").read_text()
     assert "| cot | 2 |" in md and "latentlocal bench --methods cot" in md
     assert (out / "report.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -33,6 +33,7 @@ __all__ = [
     "holm_adjusted",
     "main",
     "mcnemar_exact_p",
+    "mixed_conditions",
     "paired_diff_interval",
     "read_results",
     "summarize",
@@ -288,6 +289,25 @@ def method_means(results: Sequence[dict[str, Any]]) -> dict[str, dict[str, float
     return out
 
 
+# Run conditions that move llama.cpp's numerics, and so single greedy answers: one method's rows
+# made under two of them are not one measurement
+CONDITIONS = ("batch", "threads")
+
+
+def mixed_conditions(results: Sequence[dict[str, Any]]) -> dict[str, dict[str, dict[Any, int]]]:
+    """Per method, each condition of :data:`CONDITIONS` whose recorded values differ among its
+    results, with the number of results at each value. Rows that do not record a condition
+    (older results files) are left out of its count."""
+    counts: dict[str, dict[str, dict[Any, int]]] = {}
+    for rec in _dedupe(_check_record(r, f"result {i}") for i, r in enumerate(results)):
+        for cond in CONDITIONS:
+            if cond in rec:
+                per = counts.setdefault(str(rec["method"]), {}).setdefault(cond, {})
+                per[rec[cond]] = per.get(rec[cond], 0) + 1
+    mixed = {m: {c: v for c, v in conds.items() if len(v) > 1} for m, conds in counts.items()}
+    return {m: conds for m, conds in mixed.items() if conds}
+
+
 # ---------------------------------------------------------------------------------------------
 # report
 
@@ -373,6 +393,19 @@ def _render_markdown(
             "![accuracy vs generated tokens](report.png)",
             "",
         ]
+        mixed = mixed_conditions(results)
+        if mixed:
+            lines += ["## Mixed run conditions", "",
+                      "These methods' results were not all made under one batch size and thread "
+                      "count. Both change llama.cpp's arithmetic and so can change single answers: "
+                      "rerun the minority rows (delete them from results.jsonl, run bench again) "
+                      "for one configuration.", ""]
+            for method, conds in mixed.items():
+                cells = "; ".join(
+                    f"{cond} " + ", ".join(f"{v}: {n}" for v, n in sorted(vals.items(), key=str))
+                    for cond, vals in conds.items())
+                lines.append(f"- `{_md_cell(method)}`: {_md_cell(cells)} results")
+            lines.append("")
         means = method_means(results)
         if means:
             lines += ["## Method-specific means", "",

@@ -48,7 +48,8 @@ def parse_method_spec(spec: str, base: argparse.Namespace) -> tuple[str, str, di
     return label, method, options
 
 
-def record_for(label: str, problem: Problem, summary: Summary, wall_s: float, batch: int = 1) -> dict[str, Any]:
+def record_for(label: str, problem: Problem, summary: Summary, wall_s: float, batch: int = 1,
+               threads: int | None = None) -> dict[str, Any]:
     rec: dict[str, Any] = {
         "method": label,
         "id": problem.id,
@@ -61,6 +62,9 @@ def record_for(label: str, problem: Problem, summary: Summary, wall_s: float, ba
         "finish_reason": summary.finish_reason,
         "batch": batch,  # problems decoded at once (bench --batch)
     }
+    if threads is not None:
+        # like the batch, the thread count moves llama.cpp's numerics and so single answers
+        rec["threads"] = threads
     for key, val in summary.extra.items():
         if isinstance(val, _KEEP_TYPES) and key not in rec:
             rec[key] = val
@@ -120,7 +124,8 @@ def run_bench(
                 summary = ev
         if summary is None or summary.finish_reason == "cancelled":
             break  # an unfinished problem is not a result
-        append_result(results, record_for(label, problem, summary, time.perf_counter() - t0))
+        append_result(results, record_for(label, problem, summary, time.perf_counter() - t0,
+                                          threads=getattr(engine, "n_threads", None)))
         finished += 1
         if progress is not None:
             progress.update(finished, f"{label} {problem.id}")
@@ -181,7 +186,8 @@ def _run_batched(
                 label, problem, t0 = running.pop(key)
                 if ev.finish_reason == "cancelled":
                     continue  # an unfinished problem is not a result
-                append_result(results, record_for(label, problem, ev, time.perf_counter() - t0, batch))
+                append_result(results, record_for(label, problem, ev, time.perf_counter() - t0, batch,
+                                                  getattr(engine, "n_threads", None)))
                 finished += 1
                 if progress is not None:
                     progress.update(finished, f"{label} {problem.id}")
