@@ -414,6 +414,17 @@ class Engine:
         self.capture_layers = tuple(sorted(set(capture_layers or ())))
         for il in self.capture_layers:
             self._check_layer(il, "capture")
+        # llama.cpp cuts the batch to the context and reserves an output row per sequence in it;
+        # a batch with fewer rows than sequences aborts the process inside llama_init_from_model
+        if 0 < n_ctx < min(n_batch, n_seq_max):
+            raise LatentLocalError(
+                f"a context of {n_ctx} tokens cannot hold {n_seq_max} parallel sequences (llama.cpp "
+                f"needs a batch row for each); pass --n-ctx {n_seq_max} or more, or --parallel {n_ctx} "
+                "or fewer")
+        if n_batch < n_seq_max:
+            raise LatentLocalError(f"a batch of {n_batch} rows cannot serve {n_seq_max} parallel "
+                                   f"sequences (llama.cpp needs a row for each); open with n_batch >= "
+                                   f"{n_seq_max} or n_seq_max <= {n_batch}")
         threads = n_threads or default_threads()
         params = C.llama_context_default_params()
         params.n_ctx = n_ctx

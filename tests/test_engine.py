@@ -281,6 +281,17 @@ def test_an_engine_on_a_given_model_leaves_it_open(smol_model):
     assert engine.closed and not smol_model.closed
 
 
+def test_a_context_or_batch_smaller_than_its_sequences_is_refused_not_aborted(smol_model):
+    # llama.cpp asserts (SIGABRT) when the batch, cut to the context, has fewer rows than sequences
+    with pytest.raises(LatentLocalError, match="--n-ctx 16 or more, or --parallel 10"):
+        Engine(smol_model, n_ctx=10, n_seq_max=16)
+    with pytest.raises(LatentLocalError, match="n_batch >= 4"):
+        Engine(smol_model, n_ctx=256, n_batch=2, n_seq_max=4)
+    with Engine(smol_model, n_ctx=4, n_seq_max=4, n_threads=1) as engine:  # the smallest that fits
+        engine.decode_tokens([1, 2])
+        assert engine.n_batch >= 4
+
+
 def test_engine_settings_refuse_bad_values_before_loading():
     for bad, match in [({"n_seq_max": 0}, "parallel sequences"), ({"n_seq_max": 257}, "parallel sequences"),
                        ({"n_ctx": -1}, "context size"), ({"n_threads": -2}, "threads")]:
