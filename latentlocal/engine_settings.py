@@ -56,6 +56,9 @@ class EngineSettings:
             raise LatentLocalError(f"the context size must not be negative, not {self.n_ctx}")
         if self.n_threads is not None and self.n_threads < 0:
             raise LatentLocalError(f"threads must not be negative, not {self.n_threads}")
+        if self.seed < 0:
+            # numpy's generators take no negative seed (llama.cpp's -1, "random", is not offered)
+            raise LatentLocalError(f"the seed must not be negative, not {self.seed}")
 
     def model_path(self) -> Path:
         """The GGUF file ``model`` names (resolved the way ``--model`` is)."""

@@ -31,6 +31,11 @@ def test_bad_input_is_one_clear_line(tmp_path, capsys):
     assert "unknown method" in capsys.readouterr().err
     assert main(["run", "hi", "--max-tokens", "0"]) == 2
     assert "--max-tokens must be positive" in capsys.readouterr().err
+    assert main(["run", "hi", "--seed", "-1"]) == 2  # a traceback from numpy's seeding before
+    assert "--seed must be at least 0, not -1" in capsys.readouterr().err
+    assert main(["seal", "extract", "--data", str(junk), "--out", str(tmp_path / "v.gguf"),
+                 "--temperature", "-1"]) == 2
+    assert "--temperature must be at least 0" in capsys.readouterr().err
 
 
 def test_models_lists_the_bundled_model(capsys, monkeypatch, tmp_path):

@@ -294,7 +294,8 @@ def test_a_context_or_batch_smaller_than_its_sequences_is_refused_not_aborted(sm
 
 def test_engine_settings_refuse_bad_values_before_loading():
     for bad, match in [({"n_seq_max": 0}, "parallel sequences"), ({"n_seq_max": 257}, "parallel sequences"),
-                       ({"n_ctx": -1}, "context size"), ({"n_threads": -2}, "threads")]:
+                       ({"n_ctx": -1}, "context size"), ({"n_threads": -2}, "threads"),
+                       ({"seed": -1}, "seed must not be negative")]:
         with pytest.raises(LatentLocalError, match=match):
             EngineSettings(**bad)
 

@@ -262,7 +262,8 @@ def max_tokens(default: int = 512) -> Any:
 
 def seed(default: int | None = None) -> Any:
     """``None``: the engine's seed (the CLI's ``--seed`` seeds both)."""
-    return setting(default, help="random seed", shown="engine's" if default is None else None)
+    return setting(default, help="random seed", bounds=at_least(0),
+                   shown="engine's" if default is None else None)
 
 
 def temperature(default: float, *, bounds: Bounds | None = None, why: str = "(0 = greedy)") -> Any:

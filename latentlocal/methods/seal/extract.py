@@ -309,6 +309,10 @@ def extract(
     cfg = replace(cfg, max_tokens=trace_tokens(cfg.max_tokens, engine))
     if cfg.min_thoughts < 1:
         raise LatentLocalError(f"--min-thoughts must be at least 1, not {cfg.min_thoughts}")
+    if cfg.sampling.temperature < 0:
+        raise LatentLocalError(f"--temperature must be at least 0 (0 = greedy), not {cfg.sampling.temperature}")
+    if cfg.seed < 0:
+        raise LatentLocalError(f"--seed must be at least 0, not {cfg.seed}")
     out = Path(cfg.out)
     if out.suffix.lower() != ".gguf":
         raise LatentLocalError(f"--out {out} should end in .gguf (its manifest goes beside it as .json)")
