@@ -375,3 +375,13 @@ def test_many_methods_are_named_in_a_legend_inside_the_image() -> None:
     assert [t.get_text().split("\n")[0] for t in legend.get_texts()] == [n.split(":")[0] for n in names]
     box = legend.get_window_extent(renderer)
     assert 0 <= box.x0 and box.x1 <= fig.bbox.width and 0 <= box.y0 and box.y1 <= fig.bbox.height
+
+
+def test_more_methods_than_colours_keep_distinct_legend_entries() -> None:
+    from latentlocal.eval.report import _figure
+
+    results = [rec(f"m{i}", f"p{j}", j < i % 5, 100 + i, 1.0) for i in range(23) for j in range(5)]
+    ax = _figure(summarize(results), "t").axes[0]
+    handles, _ = ax.get_legend_handles_labels()
+    looks = {(h.lines[0].get_color(), h.lines[0].get_marker()) for h in handles}
+    assert len(handles) == 23 and len(looks) == 23  # no two methods drawn alike

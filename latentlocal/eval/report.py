@@ -429,6 +429,7 @@ def _plot_label(method: str) -> str:
 
 
 INLINE_LABELS = 4  # methods labelled beside their points; more get a legend
+MARKERS = "osD^v"
 
 
 def _figure(rows: list[MethodRow], title: str) -> Any:
@@ -452,11 +453,13 @@ def _figure(rows: list[MethodRow], title: str) -> Any:
         lo, hi = min(r.mean_tokens for r in rows), max(r.mean_tokens for r in rows)
         # Headroom above the highest CI so a 100% point is not clipped by the frame.
         top = max(5.0, min(103.0, max(100 * r.ci_high for r in rows) * 1.1))
-        for r in rows:
+        for i, r in enumerate(rows):
             y = 100 * r.accuracy
             yerr = [[y - 100 * r.ci_low], [100 * r.ci_high - y]]
             name = _plot_label(r.method)
-            bar = ax.errorbar([r.mean_tokens], [y], yerr=yerr, fmt="o", capsize=4, label=name)
+            # the colour cycle has ten colours: past them a new marker keeps the legend unambiguous
+            marker = MARKERS[i // 10 % len(MARKERS)]
+            bar = ax.errorbar([r.mean_tokens], [y], yerr=yerr, fmt=marker, capsize=4, label=name)
             if legend:
                 continue
             color = bar.lines[0].get_color()
