@@ -385,3 +385,16 @@ def test_more_methods_than_colours_keep_distinct_legend_entries() -> None:
     handles, _ = ax.get_legend_handles_labels()
     looks = {(h.lines[0].get_color(), h.lines[0].get_marker()) for h in handles}
     assert len(handles) == 23 and len(looks) == 23  # no two methods drawn alike
+
+
+def test_token_axis_turns_logarithmic_when_methods_differ_several_fold() -> None:
+    # sc's 8 chains write ~8x CoT's tokens: on a linear axis the single-chain methods crowd together
+    from latentlocal.eval.report import _figure
+
+    close = [rec(m, "p1", True, t, 1.0) for m, t in (("cot", 180), ("soft", 190))]
+    apart = close + [rec("sc", "p1", True, 1500, 1.0)]
+    assert _figure(summarize(close), "t").axes[0].get_xscale() == "linear"
+    ax = _figure(summarize(apart), "t").axes[0]
+    assert ax.get_xscale() == "log" and "log scale" in ax.get_xlabel()
+    lo, hi = ax.get_xlim()
+    assert lo < 180 and hi > 1500  # every point inside the axes

@@ -430,6 +430,7 @@ def _plot_label(method: str) -> str:
 
 INLINE_LABELS = 4  # methods labelled beside their points; more get a legend
 MARKERS = "osD^v"
+LOG_X_SPREAD = 4  # most / fewest mean tokens beyond which the plot's token axis is logarithmic
 
 
 def _figure(rows: list[MethodRow], title: str) -> Any:
@@ -453,6 +454,9 @@ def _figure(rows: list[MethodRow], title: str) -> Any:
         lo, hi = min(r.mean_tokens for r in rows), max(r.mean_tokens for r in rows)
         # Headroom above the highest CI so a 100% point is not clipped by the frame.
         top = max(5.0, min(103.0, max(100 * r.ci_high for r in rows) * 1.1))
+        # sc and soft-reasoning write several times CoT's tokens: on a linear axis every
+        # single-chain method would crowd into one corner
+        log_x = lo > 0 and hi / lo > LOG_X_SPREAD
         for i, r in enumerate(rows):
             y = 100 * r.accuracy
             yerr = [[y - 100 * r.ci_low], [100 * r.ci_high - y]]
@@ -465,7 +469,7 @@ def _figure(rows: list[MethodRow], title: str) -> Any:
             color = bar.lines[0].get_color()
             # a point in the right half is labelled to its left and one in the upper half below
             # it, so a long method name (a line per option) stays inside the axes
-            right = hi > lo and r.mean_tokens > (lo + hi) / 2
+            right = hi > lo and r.mean_tokens > (math.sqrt(lo * hi) if log_x else (lo + hi) / 2)
             upper = y > top / 2
             labels.append(ax.annotate(
                 name, (r.mean_tokens, y), textcoords="offset points",
@@ -476,9 +480,19 @@ def _figure(rows: list[MethodRow], title: str) -> Any:
         if legend:
             ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.14), ncols=3, fontsize=8, frameon=False)
         ax.set_ylim(bottom=0, top=top)
+        if log_x:
+            from matplotlib.ticker import LogLocator, NullFormatter, ScalarFormatter
+
+            ax.set_xscale("log")
+            # ticks at 1, 2 and 5 of each decade, written as plain numbers (not 10^2)
+            ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+            ax.xaxis.set_major_formatter(ScalarFormatter())
+            ax.xaxis.set_minor_formatter(NullFormatter())
+            ax.set_xlabel("mean generated tokens per problem (log scale)")
     else:
         ax.text(0.5, 0.5, "no results yet", ha="center", va="center", transform=ax.transAxes)
-    ax.set_xlabel("mean generated tokens per problem")
+    if not ax.get_xlabel():
+        ax.set_xlabel("mean generated tokens per problem")
     ax.set_ylabel("accuracy (%), 95% Wilson CI")
     # Wrapped: a bench title (slice, model, settings) is wider than the axes, and tight_layout
     # does not shrink a title, so one line would run off both edges of the image.
