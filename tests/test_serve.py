@@ -163,6 +163,9 @@ def test_latent_methods_stream_what_they_answer(client, method):
                                                    extra_body=body)
     assert content[0] == msg.content
     assert reasoning[0] == (getattr(msg, "reasoning_content", None) or "")
+    # SmolLM2 has no think tokens: the whole reply is content, whatever span the method thinks in
+    # (SEAL's and Soft Thinking's went to reasoning_content, leaving content empty at a length cut)
+    assert reasoning[0] == ""
     assert finish[0] == reply.choices[0].finish_reason
     assert sinfo["method"] == method
 
@@ -391,6 +394,17 @@ def test_time_limit_ends_a_request_with_length(think_engine, method):
 # ---------------------------------------------------------------------------------------------
 # pure parts
 # ---------------------------------------------------------------------------------------------
+
+
+def test_only_a_native_think_span_is_reasoning(smol_model, think_engine):
+    plain = ChoiceText([], reasoning_format(smol_model))
+    assert plain.push(Token(text="so", token_id=0, phase="think")) == ("", "so")
+    fmt = reasoning_format(think_engine.model)
+    native = ChoiceText([], fmt)
+    assert native.push(Token(text="so", token_id=0, phase="think")) == ("so", "")
+    assert native.push(Token(text="", token_id=fmt.think_end_token, phase="think")) == ("", "")
+    assert native.push(Token(text="42", token_id=1)) == ("", "42")
+    assert (native.reasoning, native.content, plain.reasoning, plain.content) == ("so", "42", "", "so")
 
 
 def test_stop_string_split_across_tokens_is_never_sent(smol_model):

@@ -13,8 +13,9 @@ from latentlocal.phases import split_thinking
 class ChoiceText:
     """The reasoning and content of one choice, and the deltas to stream.
 
-    Thinking is what the method marks as such (``Token.phase``, or :func:`split_thinking` for a
-    text chosen at the end); the ``</think>`` that closes it belongs to neither part. The content
+    Thinking is the ``<think>`` span of a model that has think tokens, as the method marks it
+    (``Token.phase``, or :func:`split_thinking` for a text chosen at the end); the ``</think>``
+    that closes it belongs to neither part. On other models everything is content. The content
     holds back a tail that could still grow into a stop string, so no part of one is ever sent.
     """
 
@@ -30,7 +31,10 @@ class ChoiceText:
         """A decoded token -> (reasoning delta, content delta)."""
         if self.fmt.native and token.token_id == self.fmt.think_end_token:
             return "", ""
-        if token.phase == "think":
+        # A model without think tokens writes its reasoning as its reply (llama-server's rule): a
+        # method's own thinking span there (SEAL's, Soft Thinking's before the answer marker) stays
+        # in the content, or an app reading only content got nothing when the marker never came
+        if token.phase == "think" and self.fmt.native:
             self.reasoning += token.text
             return token.text, ""
         return "", self._content(token.text)
