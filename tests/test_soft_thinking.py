@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -483,7 +484,27 @@ def test_think_budget_ends_thinking_after_exactly_n_steps(smol):
     assert not [e for e in events if isinstance(e, ColdStop)]
     s = events[-1]
     assert s.extra["end_reason"] == "budget" and not s.extra["cold_stop"]
-    assert s.generated_tokens <= 12 + len(forced_end_tokens(smol.model, ReasoningFormat(None, "Final answer:"), "x"))
+    assert s.generated_tokens <= 12
+
+
+def test_a_forced_end_of_thinking_never_runs_past_max_tokens(smol):
+    # Cold Stop fires at step 3 whatever the model writes (every entropy is below 100 nats); the
+    # forced marker then has no room left. It went in whole, past max_tokens (a request for 24
+    # tokens came back with 27); with room it still goes in.
+    marker = len(forced_end_tokens(smol.model, ReasoningFormat(None, "Final answer:"), "x"))
+    cfg = SoftThinkingConfig(max_tokens=3 + marker - 1, cold_stop_entropy=100.0, cold_stop_patience=3,
+                             system=None)
+    s = list(run_soft_thinking(smol, ADD, cfg))[-1]
+    assert s.extra["end_reason"] == "cold_stop" and s.finish_reason == "length"
+    assert s.generated_tokens <= cfg.max_tokens and "Final answer:" not in s.text
+    roomy = replace(cfg, max_tokens=3 + marker + 1)
+    s = list(run_soft_thinking(smol, ADD, roomy))[-1]
+    assert "Final answer:" in s.text and s.generated_tokens <= roomy.max_tokens
+    # a native model's one-token budget: </think> is forced after the first step, and there is
+    # no room for it
+    fmt = ReasoningFormat(think_end_token=1000, think_end_text="</think>")
+    events = list(run_soft_thinking(smol, ADD, SoftThinkingConfig(max_tokens=1, system=None), fmt=fmt))
+    assert events[-1].generated_tokens == 1 and 1000 not in _ids(events, "think")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -441,9 +441,8 @@ class SoftThinkingChain:
         self.max_tokens = budget.max_tokens
         self.think_limit = budget.think_limit() if self.native else cfg.think_budget
         self.budget_on = self.native or cfg.think_budget > 0
-        # a forced marker is inserted whole, past max_tokens if need be
-        forced = 1 if self.native else len(forced_end_tokens(model, fmt, ""))
-        self.cells = len(self.prompt) + self.max_tokens + forced
+        # a forced end of thinking counts against max_tokens (_end_thinking), so no run needs more
+        self.cells = len(self.prompt) + self.max_tokens
         self.settings: dict[str, object] = {}
         self.out = TextStream(model)
         self.parts: list[str] = []
@@ -545,7 +544,10 @@ class SoftThinkingChain:
         """Thinking ended (``end_reason``): the forced end of thinking, if any, as a feed."""
         model, fmt, reason = self.model, self.fmt, self.end_reason
         forced: Feed | None = None
-        if self.native and reason in ("cold_stop", "budget"):
+        # A forced end goes in whole or not at all: past max_tokens it broke the request's cap
+        # (by up to the marker's length), and a cut marker is no marker
+        room = self.max_tokens - self.think_steps - self.answer_steps
+        if self.native and reason in ("cold_stop", "budget") and room >= 1:
             end = int(fmt.think_end_token)  # type: ignore[arg-type]
             forced = Feed((end,))
             piece = self.out.push(end)
@@ -555,8 +557,9 @@ class SoftThinkingChain:
         events.append(PhaseChange(phase="answer", reason=reason))  # type: ignore[arg-type]
         if self.marker and self.answer_watch is None:
             self.answer_watch = AnswerLineWatch(self.marker)
-        if not self.native and reason in ("cold_stop", "budget", "eos"):
-            toks = forced_end_tokens(model, fmt, "".join(self.parts))
+        toks = (forced_end_tokens(model, fmt, "".join(self.parts))
+                if not self.native and reason in ("cold_stop", "budget", "eos") else [])
+        if toks and len(toks) <= room:
             forced = Feed(tuple(toks))
             for tok in toks:
                 piece = self.out.push(tok)
@@ -567,8 +570,8 @@ class SoftThinkingChain:
                 events.append(Token(text=piece, token_id=tok, phase="answer", mode="discrete"))
         if self.answer_watch is not None and self.answer_watch.push(""):
             self.finish = "answer"  # the marker's own token already completed the answer line
-        elif self.think_steps + self.answer_steps >= self.max_tokens:
-            self.finish = "length"
+        elif self.think_steps + self.answer_steps >= self.max_tokens or (toks and forced is None):
+            self.finish = "length"  # (no room for the marker: there is none for an answer either)
         return forced
 
     def _answer(self, logits: np.ndarray) -> tuple[list[Event], Feed | None]:
