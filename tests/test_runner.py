@@ -141,3 +141,28 @@ def test_bench_cli_on_the_bundled_model(tmp_path, capsys):
     assert "| cot | 2 |" in (out / "report.md").read_text()
     assert main(["bench", "--out", str(out), "--methods", "cot"]) == 2
     assert "needs --data" in capsys.readouterr().err
+    # resuming with the settings the rows recorded runs only the new problem; with another
+    # --max-tokens it is refused before anything runs (both would pool in one report row)
+    argv[argv.index("--limit") + 1] = "3"
+    assert main(argv) == 0
+    assert [r["id"] for r in read_results(out / "results.jsonl")] == ["data:0", "data:1", "data:2"]
+    capsys.readouterr()
+    argv[argv.index("--max-tokens") + 1] = "12"
+    assert main(argv) == 2
+    assert "max_tokens 24 there, 12 now" in capsys.readouterr().err
+    assert len(read_results(out / "results.jsonl")) == 3
+
+
+def test_resume_check_compares_each_label_with_its_recorded_settings(tmp_path):
+    results = tmp_path / "results.jsonl"
+    runner_mod.check_resume(results, {"cot": {"max_tokens": 8}})  # no file yet: nothing to check
+    rows = [{"method": "cot", "id": "p1", "prediction": "1", "gold": "1", "correct": True,
+             "generated_tokens": 3, "wall_s": 0.1, "settings": {"max_tokens": 8, "seed": None}},
+            {"method": "sc", "id": "p1", "prediction": "1", "gold": "1", "correct": True,
+             "generated_tokens": 3, "wall_s": 0.1}]  # an older row: no settings recorded
+    results.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    runner_mod.check_resume(results, {"cot": {"max_tokens": 8, "seed": None}, "sc": {"samples": 9}})
+    runner_mod.check_resume(results, {"seal": {"alpha": 2.0}})  # labels not in the file
+    with pytest.raises(LatentLocalError, match=r"'cot' results made with other settings \(seed None there, "
+                                               r"3 now\).*'cot:seed=3'"):
+        runner_mod.check_resume(results, {"cot": {"max_tokens": 8, "seed": 3}})

@@ -11,11 +11,12 @@ from typing import Any
 from latentlocal.cli.common import add_method_args, add_model_args, open_engine
 from latentlocal.errors import LatentLocalError
 from latentlocal.datasets import load_problems
-from latentlocal.eval.report import read_results, rebuild_report, write_report
+from latentlocal.eval.report import RESULTS_NAME, read_results, rebuild_report, write_report
 from latentlocal.engine import Engine
 from latentlocal.engine_settings import MAX_SEQUENCES
-from latentlocal.eval.runner import batch_context, parse_method_spec, run_bench
-from latentlocal.methods.registry import chain_from_options, runner_from_options
+from latentlocal.eval.runner import batch_context, check_resume, parse_method_spec, run_bench
+from latentlocal.methods.registry import chain_from_options, config_from_options, runner_from_options
+from latentlocal.methods.settings import record
 from latentlocal.progress import ProgressBar
 
 
@@ -70,9 +71,11 @@ def cmd_bench(args: argparse.Namespace) -> int:
         raise LatentLocalError(f"--batch must be between 1 and {MAX_SEQUENCES}, not {batch}")
     methods = []
     chains = {}
+    settings = {}
     for spec in specs:
         label, name, options = parse_method_spec(spec, args)
         methods.append((label, runner_from_options(name, options)))  # checked before the model loads
+        settings[label] = record(config_from_options(name, options))
         if batch > 1:
             try:
                 chains[label] = chain_from_options(name, options)
@@ -82,6 +85,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
                     "problems the batched methods finished)") from None
     if len({m[0] for m in methods}) != len(methods):
         raise LatentLocalError("the same method spec is listed twice in --methods")
+    check_resume(out / RESULTS_NAME, settings)
     if batch > 1:
         args.parallel = max(args.parallel, batch)  # a sequence for every problem in flight
     engine = open_engine(args)

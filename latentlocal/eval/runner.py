@@ -8,6 +8,7 @@ label in ``results.jsonl`` and in the report.
 from __future__ import annotations
 
 import argparse
+import json
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -17,7 +18,7 @@ from typing import Any
 from latentlocal.answers import is_correct
 from latentlocal.errors import LatentLocalError
 from latentlocal.datasets import Problem
-from latentlocal.eval.report import RESULTS_NAME, append_result, done_keys
+from latentlocal.eval.report import RESULTS_NAME, append_result, done_keys, read_results
 from latentlocal.events import Summary
 from latentlocal.methods.chain import Chain, ChainBuilder
 from latentlocal.progress import ProgressBar
@@ -46,6 +47,27 @@ def parse_method_spec(spec: str, base: argparse.Namespace) -> tuple[str, str, di
     except LatentLocalError as exc:
         raise LatentLocalError(f"in {spec!r}: {exc}") from None
     return label, method, options
+
+
+def check_resume(results: Path, settings: Mapping[str, Mapping[str, Any]]) -> None:
+    """Refuse to resume a label whose finished results ran with other settings than
+    ``settings[label]`` (a changed flag or a changed default): the report would pool both in one
+    row. Rows that record no settings (older files) are not checked."""
+    if not results.exists():
+        return
+    want = {label: json.loads(json.dumps(dict(s))) for label, s in settings.items()}
+    for rec in read_results(results):
+        label, had = str(rec["method"]), rec.get("settings")
+        if label not in want or not isinstance(had, dict) or had == want[label]:
+            continue
+        now = want[label]
+        keys = [k for k in sorted(set(had) | set(now)) if had.get(k) != now.get(k)]
+        diff = ", ".join(f"{k} {had.get(k)!r} there, {now.get(k)!r} now" for k in keys)
+        name = label.partition(":")[0]
+        raise LatentLocalError(
+            f"{results} already holds {label!r} results made with other settings ({diff}); resuming "
+            "would pool both in one row of the report. Use another --out, or give this run's method "
+            f"a label of its own, e.g. '{name}:{keys[0]}={now.get(keys[0])}'")
 
 
 def record_for(label: str, problem: Problem, summary: Summary, wall_s: float, batch: int = 1,
