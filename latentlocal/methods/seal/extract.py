@@ -310,7 +310,8 @@ def extract(
     if cfg.min_thoughts < 1:
         raise LatentLocalError(f"--min-thoughts must be at least 1, not {cfg.min_thoughts}")
     if cfg.sampling.temperature < 0:
-        raise LatentLocalError(f"--temperature must be at least 0 (0 = greedy), not {cfg.sampling.temperature}")
+        raise LatentLocalError(
+            f"--temperature must be at least 0 (0 = greedy), not {cfg.sampling.temperature}")
     if cfg.seed < 0:
         raise LatentLocalError(f"--seed must be at least 0, not {cfg.seed}")
     out = Path(cfg.out)
