@@ -174,7 +174,8 @@ class CotChain:
         marker = cfg.answer_marker if cfg.stop_after_answer else None
         self.stream = _Stream(engine, cfg.stop, marker, budget)
         self.cells = len(self.prompt) + budget.max_tokens
-        self.settings: dict[str, object] = {}
+        # what its Summary records: the server's cot chains (not built by the registry) said nothing
+        self.settings: dict[str, object] = settings.record(cfg)
 
     def step(self, logits: np.ndarray | None) -> tuple[list[Event], Feed | None]:
         st = self.stream

@@ -146,6 +146,14 @@ class Scheduler:
             self._cond.notify()
         if self._thread.is_alive():
             self._thread.join(timeout=30)
+        # the worker is gone: every job it left gets its answer, so no handler waits for one
+        with self._cond:
+            left = list(self._waiting) + list(self._running.values())
+            self._waiting.clear()
+        for job in left:
+            self._end(job, "cancelled")
+            job.sink(("error", RequestError("the server is shutting down; retry when it is back", None,
+                                            503, kind="server_busy", code="shutting_down")))
 
     # the worker -------------------------------------------------------------------------------
     def _loop(self) -> None:
@@ -181,6 +189,10 @@ class Scheduler:
                 job = self._waiting.popleft()
                 job.state = "cancelled"
                 self.counts["cancelled"] += 1
+                # its handler waits for a word from the worker: without one it (and a server
+                # shutting down, which waits for handlers) waited forever
+                job.sink(("error", RequestError("the client went away before the request started",
+                                                None, 499, kind="cancelled")))
             if not self._waiting:
                 return None
             job = self._waiting[0]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import secrets
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -100,7 +101,8 @@ def _messages(raw: Any) -> tuple[ChatMessage, ...]:
         where = f"messages[{i}]"
         if not isinstance(m, dict):
             raise RequestError(f"{where} must be an object with 'role' and 'content'", where)
-        role = ROLES.get(m.get("role"))  # type: ignore[arg-type]
+        raw_role = m.get("role")
+        role = ROLES.get(raw_role) if isinstance(raw_role, str) else None
         if role is None:
             raise RequestError(f"{where}.role {m.get('role')!r} is not supported; use one of "
                                f"{', '.join(ROLES)} (tools are not supported)", f"{where}.role")
@@ -117,8 +119,21 @@ def _messages(raw: Any) -> tuple[ChatMessage, ...]:
             content = ""
         if not isinstance(content, str):
             raise RequestError(f"{where}.content must be a string or a list of text parts", f"{where}.content")
+        _check_text(content, f"{where}.content")
         out.append(ChatMessage(role, content))
     return tuple(out)
+
+
+def _check_text(text: str, where: str) -> None:
+    # JSON may carry a lone UTF-16 surrogate ("\ud83d", a string cut through an emoji), which
+    # no tokenizer can encode: it failed as a 500 deep in the prompt's tokenization
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        bad = text[exc.start]
+        raise RequestError(f"{where} is not valid Unicode: it holds a lone surrogate "
+                           f"(\\u{ord(bad):04x}, half of a character such as an emoji); send whole "
+                           "characters", where) from None
 
 
 def _int_field(body: Mapping[str, Any], name: str, default: int, lo: int, hi: int | None = None) -> int:
@@ -138,6 +153,8 @@ def _stop(raw: Any) -> tuple[str, ...]:
     if (not isinstance(stops, list) or len(stops) > MAX_STOP
             or not all(isinstance(s, str) and s for s in stops)):
         raise RequestError(f"'stop' must be a non-empty string or a list of up to {MAX_STOP} of them", "stop")
+    for s in stops:
+        _check_text(s, "stop")
     return tuple(stops)
 
 
@@ -216,9 +233,19 @@ class Plan:
 
 def plan(req: ChatRequest, vector_dirs: Sequence[Path]) -> Plan:
     """Check the request's settings against its method; raises RequestError naming the field."""
-    from latentlocal.methods.registry import chain_from_options, config_from_options, runner_from_options
+    from latentlocal.methods.registry import (
+        chain_from_options,
+        config_from_options,
+        method_settings,
+        runner_from_options,
+    )
 
     options = dict(req.options)
+    if options.get("seed") is None and any(st.name == "seed" for st in method_settings(req.method)):
+        # OpenAI's rule: without a seed each request samples afresh (a fixed engine seed gave a
+        # chat's "regenerate" the same reply every time); the seed drawn is in the reply's
+        # latentlocal.settings, so sending it back reproduces the reply
+        options["seed"] = secrets.randbelow(2**31)
     if "vector" in options:
         if req.method != "seal":
             raise RequestError("'vector' is a setting of method seal", "vector")
