@@ -342,6 +342,25 @@ def test_not_json_and_unknown_routes(server):
     assert r.status_code == 404 and "/v1/chat/completions" in r.json()["error"]["message"]
 
 
+def test_models_retrieve_and_neutral_openai_fields(server, client):
+    listed = client.models.list().data
+    assert len(listed) == 1
+    got = client.models.retrieve(listed[0].id)  # apps call GET /v1/models/ID: it was a 404
+    assert got.id == listed[0].id and got.object == "model"
+    with pytest.raises(openai.NotFoundError):
+        client.models.retrieve("no-such-model")
+    # OpenAI's own defaults and bookkeeping fields are accepted as sent; a real request of a
+    # feature this server lacks is still a 400 naming it
+    reply = client.chat.completions.create(
+        model="any", messages=MSG, max_tokens=2, response_format={"type": "text"}, logit_bias={},
+        extra_body={"modalities": ["text"], "prompt_cache_key": "k", "safety_identifier": "u"})
+    assert reply.usage.completion_tokens <= 2
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.chat.completions.create(model="any", messages=MSG, max_tokens=2,
+                                       response_format={"type": "json_object"})
+    assert caught.value.body["param"] == "response_format"
+
+
 # ---------------------------------------------------------------------------------------------
 # the API key, the queue, the time limit, disconnects
 # ---------------------------------------------------------------------------------------------
@@ -353,6 +372,7 @@ def test_api_key_is_required_everywhere_but_health(smol_model):
         assert httpx.get(url + "/health").status_code == 200
         for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "s3cret"}):
             assert httpx.get(url + "/v1/models", headers=headers).status_code == 401
+            assert httpx.get(url + "/v1/models/" + smol_model.path.name, headers=headers).status_code == 401
             r = httpx.post(url + "/v1/chat/completions", json={"messages": MSG}, headers=headers)
             assert r.status_code == 401 and r.json()["error"]["code"] == "invalid_api_key"
         with pytest.raises(openai.AuthenticationError):

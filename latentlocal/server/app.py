@@ -1,4 +1,4 @@
-"""The HTTP routes (Starlette): /v1/chat/completions, /v1/models, /health.
+"""The HTTP routes (Starlette): /v1/chat/completions, /v1/models(/ID), /health.
 
 Handlers never touch the engine: they turn a body into a job (``Service.make_job``), queue it and
 relay what the worker thread reports through an asyncio queue. A client that goes away (its
@@ -53,16 +53,27 @@ def create_app(service: Service) -> Starlette:
     async def health(request: Request) -> Response:
         return JSONResponse({"status": "ok", "model": service.model_id, "jobs": service.scheduler.stats()})
 
+    def model_object() -> dict[str, Any]:
+        m = service.engine.model
+        return {"id": service.model_id, "object": "model", "created": int(m.path.stat().st_mtime),
+                "owned_by": "latentlocal",
+                "latentlocal": {"path": str(m.path), "arch": m.arch, "name": m.name,
+                                "n_ctx": service.engine.n_ctx, "parallel": service.scheduler.batch.capacity}}
+
     async def models(request: Request) -> Response:
         if (deny := denied(request)) is not None:
             return deny
-        m = service.engine.model
-        return JSONResponse({"object": "list", "data": [{
-            "id": service.model_id, "object": "model", "created": int(m.path.stat().st_mtime),
-            "owned_by": "latentlocal",
-            "latentlocal": {"path": str(m.path), "arch": m.arch, "name": m.name, "n_ctx": service.engine.n_ctx,
-                            "parallel": service.scheduler.batch.capacity},
-        }]})
+        return JSONResponse({"object": "list", "data": [model_object()]})
+
+    async def model(request: Request) -> Response:
+        # the openai client's models.retrieve(id): the one model, under its id
+        if (deny := denied(request)) is not None:
+            return deny
+        asked = request.path_params["model"]
+        if asked != service.model_id:
+            return _error(404, f"no model {asked!r}: this server serves {service.model_id!r} "
+                          "(GET /v1/models lists it)", param="model", code="model_not_found")
+        return JSONResponse(model_object())
 
     async def chat(request: Request) -> Response:
         if (deny := denied(request)) is not None:
@@ -112,7 +123,7 @@ def create_app(service: Service) -> Starlette:
 
     async def not_found(request: Request, exc: HTTPException) -> Response:
         return _error(exc.status_code, f"{request.method} {request.url.path}: {exc.detail}; this server "
-                      "has POST /v1/chat/completions, GET /v1/models and GET /health")
+                      "has POST /v1/chat/completions, GET /v1/models (/v1/models/ID) and GET /health")
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -126,6 +137,7 @@ def create_app(service: Service) -> Starlette:
         routes=[
             Route("/health", health, methods=["GET"]),
             Route("/v1/models", models, methods=["GET"]),
+            Route("/v1/models/{model:path}", model, methods=["GET"]),
             Route("/v1/chat/completions", chat, methods=["POST"]),
         ],
         exception_handlers={HTTPException: not_found},

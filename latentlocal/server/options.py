@@ -37,6 +37,7 @@ OPENAI_SETTINGS = {
 }
 # OpenAI fields that change nothing here (a client's bookkeeping) and are accepted as sent
 IGNORED = frozenset({"model", "user", "metadata", "store", "service_tier", "parallel_tool_calls",
+                     "prompt_cache_key", "safety_identifier",
                      "stream_options", "stream", "n", "stop", "messages", "method"})
 # OpenAI fields accepted only at their neutral value, since nothing here implements them
 NEUTRAL: dict[str, tuple[Any, ...]] = {
@@ -44,14 +45,14 @@ NEUTRAL: dict[str, tuple[Any, ...]] = {
     "presence_penalty": (0, 0.0, None),
     "logprobs": (False, None),
     "top_logprobs": (0, None),
-    "logit_bias": (None,),
+    "logit_bias": (None, {}),
     "tools": (None,),
     "tool_choice": (None, "none"),
     "functions": (None,),
     "function_call": (None, "none"),
-    "response_format": (None,),
+    "response_format": (None, {"type": "text"}),  # plain text is what every reply is
     "audio": (None,),
-    "modalities": (None,),
+    "modalities": (None, ["text"]),
     "prediction": (None,),
 }
 ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant"}
