@@ -342,6 +342,20 @@ def test_not_json_and_unknown_routes(server):
     assert r.status_code == 404 and "/v1/chat/completions" in r.json()["error"]["message"]
 
 
+def test_without_max_tokens_a_reply_may_use_the_rest_of_the_context(smol_model):
+    """OpenAI's rule: no max_tokens means no budget below the context's (it was the method's 512,
+    which cut a reasoning model's thinking at 256); methods with several sequences share the
+    room, and no notice speaks of a max_tokens nobody sent."""
+    with Engine(smol_model, n_ctx=256, n_seq_max=8, n_threads=2) as e, running(e) as (url, _):
+        c = openai.OpenAI(base_url=url + "/v1", api_key="x", max_retries=0)
+        for body in ({}, {"method": "soft-thinking"}, {"method": "sc", "samples": 3}):
+            reply = c.chat.completions.create(model="m", messages=MSG, extra_body=body)
+            info = reply.latentlocal
+            assert info["settings"]["max_tokens"] == e.n_ctx - reply.usage.prompt_tokens, body
+            assert "notices" not in info, body
+            assert reply.usage.completion_tokens <= e.n_ctx - reply.usage.prompt_tokens
+
+
 def test_models_retrieve_and_neutral_openai_fields(server, client):
     listed = client.models.list().data
     assert len(listed) == 1

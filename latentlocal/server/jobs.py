@@ -64,6 +64,7 @@ class Job:
     deadline: float = 0.0
     chain: Chain | None = None     # built when it reaches the head of the queue (plan.chain)
     setup_error: LatentLocalError | None = None  # building it failed: the job fails with this
+    quiet_budget: bool = False     # max_tokens was the server's default: no notice of cutting it
 
     @property
     def batched(self) -> bool:
@@ -296,7 +297,8 @@ class Scheduler:
         elif isinstance(ev, SequenceDone) and not job.batched and req.n > 1 and ev.seq < req.n:
             job.finish[ev.seq] = ev.finish_reason
         elif isinstance(ev, Notice):
-            job.notices.append(ev.message)
+            if not (job.quiet_budget and ev.kind == "context"):
+                job.notices.append(ev.message)
         elif isinstance(ev, Summary):
             job.summaries[i] = ev
             if job.batched:

@@ -48,7 +48,6 @@ class Service:
         """A job for a request body; RequestError (400) for anything wrong with it that can be
         told before it runs: its shape, method, settings, vector, or a prompt the context cannot hold."""
         req = parse_request(body)
-        how = plan(req, self.vector_dirs)
         engine = self.engine
         # every method builds its prompt this way (the conversation, with the method's system
         # prompt unless the conversation has its own), so this is the length it will decode
@@ -59,6 +58,13 @@ class Service:
             raise RequestError(f"the prompt is {len(prompt)} tokens and the context holds {n_ctx}: "
                                "shorten the messages, or restart the server with a larger --n-ctx",
                                "messages", code="context_length_exceeded")
+        # OpenAI's and llama-server's rule: without max_tokens a reply may use the rest of the
+        # context (a reasoning model's thinking was cut at the method's 512 - 256 reserve); the
+        # method shares it among its sequences, and says nothing of a budget nobody asked for
+        unasked = "max_tokens" not in req.options
+        if unasked:
+            req = dataclasses.replace(req, options={**req.options, "max_tokens": n_ctx - len(prompt)})
+        how = plan(req, self.vector_dirs)
         if how.cot is not None and req.n > 1:
             batch = self.scheduler.batch
             if req.n > batch.capacity:
@@ -70,7 +76,8 @@ class Service:
                 raise RequestError(f"n = {req.n} copies of the {len(prompt)}-token prompt do not fit "
                                    f"the context of {n_ctx} tokens; ask for fewer choices", "n")
             if how.cot.max_tokens > room:
-                notices.append(f"max_tokens {how.cot.max_tokens} cut to {room}: {req.n} chains of the "
-                               f"{len(prompt)}-token prompt share the context of {n_ctx} tokens")
+                if not unasked:
+                    notices.append(f"max_tokens {how.cot.max_tokens} cut to {room}: {req.n} chains of the "
+                                   f"{len(prompt)}-token prompt share the context of {n_ctx} tokens")
                 how = dataclasses.replace(how, cot=dataclasses.replace(how.cot, max_tokens=room))
-        return Job(req=req, plan=how, prompt=prompt, sink=sink, notices=notices)
+        return Job(req=req, plan=how, prompt=prompt, sink=sink, notices=notices, quiet_budget=unasked)
