@@ -396,6 +396,24 @@ def test_api_key_is_required_everywhere_but_health(smol_model):
         assert good.chat.completions.create(model="m", messages=MSG, max_tokens=2).choices[0].message.content
 
 
+def test_cors_only_for_the_origins_given(smol_model):
+    preflight = {"Origin": "http://localhost:3000", "Access-Control-Request-Method": "POST",
+                 "Access-Control-Request-Headers": "authorization, content-type"}
+    with Engine(smol_model, n_ctx=512, n_seq_max=2, n_threads=2) as e:
+        with running(e, ServerConfig(api_key="k", cors_origins=("http://localhost:3000",))) as (url, _):
+            r = httpx.options(url + "/v1/chat/completions", headers=preflight)
+            assert r.status_code == 200  # a preflight carries no key: it must not need one
+            assert r.headers["access-control-allow-origin"] == "http://localhost:3000"
+            r = httpx.get(url + "/v1/models", headers={"Origin": "http://localhost:3000",
+                                                       "Authorization": "Bearer k"})
+            assert r.status_code == 200 and r.headers["access-control-allow-origin"] == "http://localhost:3000"
+            r = httpx.options(url + "/v1/chat/completions", headers={**preflight, "Origin": "http://evil.example"})
+            assert "access-control-allow-origin" not in r.headers
+        with running(e) as (url, _):  # not asked for: no CORS at all
+            r = httpx.options(url + "/v1/chat/completions", headers=preflight)
+            assert "access-control-allow-origin" not in r.headers
+
+
 def _jobs(url: str) -> dict:
     return httpx.get(url + "/health", timeout=30).json()["jobs"]
 

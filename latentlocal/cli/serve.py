@@ -30,6 +30,10 @@ def add_serve_parser(sub: Any) -> None:
     p.add_argument("--time-limit", type=float, default=300.0, metavar="S",
                    help="seconds one request may run before it ends with finish_reason 'length' "
                         "(default 300)")
+    p.add_argument("--cors-origin", action="append", default=[], metavar="ORIGIN",
+                   help="let web pages from ORIGIN (e.g. http://localhost:3000, or * for any) call "
+                        "the server from a browser (repeatable; default: none, since any page the "
+                        "browser opens could then use the model)")
     add_model_args(p)
     p.set_defaults(handler=cmd_serve)
 
@@ -48,7 +52,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             raise LatentLocalError(f"--vectors {d}: no such folder")
     config = ServerConfig(api_key=args.api_key or os.environ.get(API_KEY_ENV) or None,
                           vector_dirs=[Path(d) for d in args.vectors], queue_size=args.queue,
-                          time_limit=args.time_limit)
+                          time_limit=args.time_limit, cors_origins=tuple(args.cors_origin))
     engine = open_engine(args)
     print(f"latentlocal serve: {engine.model.path.name} on http://{args.host}:{args.port}/v1 "
           f"({'API key required' if config.api_key else 'no API key'})", flush=True)

@@ -16,6 +16,8 @@ from typing import Any
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
@@ -133,7 +135,12 @@ def create_app(service: Service) -> Starlette:
         finally:
             service.close()
 
+    # Browser apps need CORS; opt-in, since with it any page the user opens may call the model
+    middleware = ([Middleware(CORSMiddleware, allow_origins=list(service.config.cors_origins),
+                              allow_methods=["GET", "POST"], allow_headers=["*"])]
+                  if service.config.cors_origins else [])
     return Starlette(
+        middleware=middleware,
         routes=[
             Route("/health", health, methods=["GET"]),
             Route("/v1/models", models, methods=["GET"]),

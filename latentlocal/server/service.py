@@ -24,6 +24,7 @@ class ServerConfig:
     time_limit: float = 300.0             # seconds a request may run
     retry_after: int = 5                  # the Retry-After a 503 suggests, in seconds
     model_id: str | None = None           # the id /v1/models reports (default: the file name)
+    cors_origins: Sequence[str] = ()      # web origins a browser may call from ("*": any)
 
 
 class Service:
