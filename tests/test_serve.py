@@ -317,6 +317,7 @@ def test_bad_requests_get_a_400_naming_the_field(server, client, fields, param):
     assert r.status_code == 400, r.text
     err = r.json()["error"]
     assert err["param"] == param and err["type"] == "invalid_request_error" and err["message"]
+    assert f"--{param.replace('_', '-')} " not in err["message"]  # the field's name, not the CLI flag's
     std = {k: v for k, v in body.items() if k in ("model", "messages", "max_tokens", "n", "tools")}
     extra = {k: v for k, v in body.items() if k not in std}
     with pytest.raises(openai.BadRequestError) as caught:  # and the client reports it as such

@@ -273,7 +273,11 @@ def plan(req: ChatRequest, vector_dirs: Sequence[Path]) -> Plan:
             chain = None  # no batched form, or not with these settings (SEAL always-on): alone
         return Plan(runner, None, chain)
     except LatentLocalError as exc:
-        raise RequestError(str(exc), _named_field(str(exc), options)) from None
+        field = _named_field(str(exc), options)
+        message = str(exc)
+        if field is not None:  # a request names the field, not the CLI's flag for it
+            message = message.replace(f"--{field.replace('_', '-')}", f"'{field}'")
+        raise RequestError(message, field) from None
 
 
 def _named_field(message: str, options: Mapping[str, Any]) -> str | None:
