@@ -526,6 +526,14 @@ def test_stop_string_split_across_tokens_is_never_sent(smol_model):
     assert "".join(sent) == "aSTb" and not ch.stopped  # a prefix that did not become a stop string
 
 
+def test_only_the_methods_own_system_prompt_stops_cot_after_its_answer_line():
+    from latentlocal.server.options import parse_request, plan
+
+    own = [{"role": "system", "content": "You are a pirate."}, *MSG]
+    assert plan(parse_request({"messages": MSG}), []).cot.stop_after_answer
+    assert not plan(parse_request({"messages": own}), []).cot.stop_after_answer
+
+
 def test_loopback_addresses():
     assert is_loopback("127.0.0.1") and is_loopback("::1") and is_loopback("localhost")
     assert not is_loopback("0.0.0.0") and not is_loopback("192.168.1.10")

@@ -265,7 +265,10 @@ def plan(req: ChatRequest, vector_dirs: Sequence[Path]) -> Plan:
                 raise RequestError("with method cot, ask for several chains with 'n' (or use method "
                                    "sc for a vote over 'samples')", "samples")
             cfg = config_from_options("cot", options)
-            return Plan(None, dataclasses.replace(cfg, stop=req.stop))
+            # the stop after a "Final answer:" line serves the methods' own system prompt, which
+            # asks for one; a conversation with its own system prompt asked for no such line
+            own_system = any(m.role == "system" for m in req.messages)
+            return Plan(None, dataclasses.replace(cfg, stop=req.stop, stop_after_answer=not own_system))
         runner = runner_from_options(req.method, options)
         try:
             chain = chain_from_options(req.method, options)
