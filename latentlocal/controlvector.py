@@ -36,6 +36,7 @@ from latentlocal.errors import LatentLocalError
 __all__ = [
     "ARCH",
     "ControlVector",
+    "check_overwritable",
     "export_gguf",
     "import_gguf",
     "manifest_path",
@@ -525,8 +526,31 @@ def read_manifest(path_of_gguf: str | os.PathLike[str]) -> dict[str, Any] | None
     return data
 
 
+def check_overwritable(path: str | os.PathLike[str]) -> None:
+    """Refuse a vector's target that exists and is anything but a control vector: ``--out``
+    mixed up with ``--model`` replaced a model with a few kilobytes of vector."""
+    from latentlocal.gguf_header import GGUFHeader
+
+    p = Path(path)
+    if not p.exists():
+        return
+    if p.is_dir():
+        raise LatentLocalError(f"{p} is a folder; pass --out FILE.gguf for the vector")
+    with p.open("rb") as f:
+        magic = f.read(4)
+    arch = None
+    if magic == b"GGUF":
+        with contextlib.suppress(LatentLocalError), GGUFHeader(p) as h:
+            arch = h.string("general.architecture")
+    if arch != ARCH:
+        what = f"a GGUF of architecture {arch!r} (a model?)" if arch else "not a control vector"
+        raise LatentLocalError(f"--out {p} exists and is {what}; a vector is only written over an "
+                               "older vector: pick another --out")
+
+
 def save(cv: ControlVector, path: str | os.PathLike[str], manifest: dict[str, Any] | None = None) -> None:
     """Export the vector and write (or, with ``manifest=None``, remove) its manifest."""
+    check_overwritable(path)
     target = manifest_path(path)
     # Validate both halves before writing either, so a bad manifest cannot leave a new vector
     # beside an old manifest.

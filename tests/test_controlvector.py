@@ -483,6 +483,24 @@ def test_save_writes_both_and_none_removes_stale_manifest(tmp_path):
     assert _only_files(tmp_path) == ["foo.gguf"]
 
 
+def test_save_writes_over_an_older_vector_only(tmp_path, smol_path):
+    # --out mixed up with --model replaced the model with a vector of a few kilobytes
+    model = tmp_path / "model.gguf"
+    model.write_bytes(smol_path.read_bytes())
+    with pytest.raises(LatentLocalError, match="architecture 'llama' \\(a model\\?\\).*another --out"):
+        save(make_cv(), model, {"method": "pca"})
+    assert model.read_bytes() == smol_path.read_bytes()
+    notes = tmp_path / "notes.gguf"
+    notes.write_text("my notes")
+    with pytest.raises(LatentLocalError, match="not a control vector"):
+        save(make_cv(), notes)
+    assert notes.read_text() == "my notes"
+    older = tmp_path / "v.gguf"
+    save(make_cv(), older)
+    save(make_cv().scaled(3.0), older)  # re-extracting over one's own vector is fine
+    assert import_gguf(older).layers == make_cv().layers
+
+
 def test_save_with_bad_manifest_writes_nothing(tmp_path):
     p = tmp_path / "foo.gguf"
     with pytest.raises(TypeError):

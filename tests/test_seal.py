@@ -512,6 +512,15 @@ def test_too_few_thoughts_reports_the_counts(extracted, smol, monkeypatch):
         extract_vector(smol, replace(cfg, min_thoughts=10_000, elicit="none", out=cfg.out.with_name("nc.gguf")))
 
 
+def test_extract_refuses_an_out_that_is_a_model_before_any_trace(smol, smol_path, tmp_path, monkeypatch):
+    model = tmp_path / "model.gguf"
+    model.write_bytes(smol_path.read_bytes())
+    calls = _count_decodes(smol, monkeypatch)
+    with pytest.raises(LatentLocalError, match="a model\\?"):
+        extract_vector(smol, ExtractConfig(data=GSM8K, out=model, limit=2, max_tokens=3))
+    assert calls == [] and model.stat().st_size == smol_path.stat().st_size
+
+
 def test_traces_without_paragraph_breaks_get_their_own_message(smol, tmp_path):
     # Three tokens hold no blank line: the situation of a base model that answers in one paragraph.
     cfg = ExtractConfig(data=GSM8K, out=tmp_path / "flat.gguf", limit=2, max_tokens=3, elicit="cue")

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from latentlocal.controlvector import ControlVector, save, sha256_file
+from latentlocal.controlvector import ControlVector, check_overwritable, save, sha256_file
 from latentlocal.datasets import load_problems
 from latentlocal.engine import Engine, Model
 from latentlocal.errors import LatentLocalError
@@ -317,6 +317,7 @@ def extract(
     out = Path(cfg.out)
     if out.suffix.lower() != ".gguf":
         raise LatentLocalError(f"--out {out} should end in .gguf (its manifest goes beside it as .json)")
+    check_overwritable(out)  # now, not after the traces
     layer, layers = _capture_layers(cfg, model.n_layer)
     questions = _load_questions(cfg)
     work = WorkFolder(work_dir(out), _work_settings(cfg, model, layers), layer)
