@@ -534,6 +534,20 @@ def test_only_the_methods_own_system_prompt_stops_cot_after_its_answer_line():
     assert not plan(parse_request({"messages": own}), []).cot.stop_after_answer
 
 
+def test_serve_on_a_busy_port_fails_before_the_model_loads(monkeypatch, capsys):
+    import latentlocal.cli.serve as serve_cli
+    from latentlocal.cli import main
+
+    monkeypatch.setattr(serve_cli, "open_engine", lambda args: pytest.fail("the model was loaded"))
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        assert main(["serve", "--port", str(port)]) == 2
+    err = capsys.readouterr().err
+    assert f"cannot serve on 127.0.0.1:{port}" in err and "pick another --port" in err
+
+
 def test_loopback_addresses():
     assert is_loopback("127.0.0.1") and is_loopback("::1") and is_loopback("localhost")
     assert not is_loopback("0.0.0.0") and not is_loopback("192.168.1.10")

@@ -1,11 +1,14 @@
-"""What several commands share: the model flags, the method flags, and the engine they open."""
+"""What several commands share: the model flags, the method flags, the engine they open, and
+the check that a server's address is free."""
 
 from __future__ import annotations
 
 import argparse
+import socket
 
 from latentlocal.engine import Engine
 from latentlocal.engine_settings import MAX_SEQUENCES, EngineSettings
+from latentlocal.errors import LatentLocalError
 
 _DEFAULTS = EngineSettings()
 
@@ -54,3 +57,17 @@ def engine_settings(args: argparse.Namespace) -> EngineSettings:
 def open_engine(args: argparse.Namespace) -> Engine:
     """Load the model the arguments name (run, bench, seal extract, seal sweep)."""
     return Engine.open(engine_settings(args))
+
+
+def check_bindable(host: str, port: int) -> None:
+    """A clear error for a port in use or an address not on this machine, before a model loads
+    and before the server's own (uvicorn's, llama.cpp's) error."""
+    try:
+        family, kind, proto, _, addr = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+        with socket.socket(family, kind, proto) as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            s.bind(addr)
+    except OSError as exc:
+        raise LatentLocalError(
+            f"cannot serve on {host}:{port} ({exc.strerror or exc}): pick another --port, or a "
+            "--host address this machine has") from exc

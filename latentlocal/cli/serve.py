@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from latentlocal.cli.common import add_model_args, open_engine
+from latentlocal.cli.common import add_model_args, check_bindable, open_engine
 from latentlocal.errors import LatentLocalError
 
 API_KEY_ENV = "LATENTLOCAL_API_KEY"
@@ -53,6 +53,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     config = ServerConfig(api_key=args.api_key or os.environ.get(API_KEY_ENV) or None,
                           vector_dirs=[Path(d) for d in args.vectors], queue_size=args.queue,
                           time_limit=args.time_limit, cors_origins=tuple(args.cors_origin))
+    check_bindable(args.host, args.port)  # before the model loads, not after
     engine = open_engine(args)
     print(f"latentlocal serve: {engine.model.path.name} on http://{args.host}:{args.port}/v1 "
           f"({'API key required' if config.api_key else 'no API key'})", flush=True)

@@ -18,6 +18,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from latentlocal.cli.common import check_bindable
 from latentlocal.errors import LatentLocalError
 from latentlocal.rpc import DEFAULT_PORT, PROTOCOL, keep_alive_on, silence_timeout
 
@@ -54,7 +55,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
             cache.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise LatentLocalError(f"--cache {args.cache}: cannot create the folder ({exc.strerror})") from exc
-    _check_bindable(args.host, args.port)
+    check_bindable(args.host, args.port)
     rpc, base = ggml_rpc(), ggml_base()
     # rpc-server's choice (tools/rpc/rpc-server.cpp:182-199): the accelerators, else the CPU
     devices = local_gpus() or [ggml_registry().ggml_backend_dev_by_type(DEVICE_CPU)]
@@ -112,18 +113,6 @@ def _wait_listening(host: str, port: int, failed: threading.Event) -> None:
                 return
         except OSError:
             failed.wait(0.05)
-
-
-def _check_bindable(host: str, port: int) -> None:
-    """A clear error for a port in use or an address not on this machine, before llama.cpp's own."""
-    try:
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            s.bind((host, port))
-    except OSError as exc:
-        raise LatentLocalError(
-            f"cannot serve on {host}:{port} ({exc.strerror or exc}): pick another --port, or a "
-            "--host address this machine has") from exc
 
 
 def _reachable_name(host: str) -> str:
