@@ -38,6 +38,33 @@ def test_bad_input_is_one_clear_line(tmp_path, capsys):
     assert "--temperature must be at least 0" in capsys.readouterr().err
 
 
+def test_outputs_that_cannot_be_written_and_no_terminal_are_one_line(tmp_path, capsys, monkeypatch):
+    import latentlocal.cli.bench as bench_cli
+
+    afile = tmp_path / "afile"
+    afile.write_text("mine")
+    monkeypatch.setattr(bench_cli, "open_engine", lambda args: pytest.fail("the model was loaded"))
+    assert main(["bench", "--data", str(afile), "--out", str(afile)]) == 2  # a traceback, after loading
+    assert "--out" in capsys.readouterr().err and afile.read_text() == "mine"
+    data = tmp_path / "q.jsonl"
+    data.write_text('{"question": "What is 1 + 1?"}\n')
+    assert main(["seal", "extract", "--data", str(data), "--out", str(afile / "v.gguf"),
+                 "--max-tokens", "4", "--threads", "1"]) == 2
+    assert "cannot write beside it" in capsys.readouterr().err
+    assert main(["tui"]) == 2  # pytest's stdin is no terminal: Textual died in termios
+    assert "needs a terminal" in capsys.readouterr().err
+
+    import latentlocal.cli.models as models_cli
+
+    def full_disk(args):
+        raise OSError(28, "No space left on device", "/data/out.json")
+
+    monkeypatch.setattr(models_cli, "cmd_models", full_disk)
+    assert main(["models"]) == 2  # any command's failed write: one line naming the file
+    assert capsys.readouterr().err.strip() == ("error: No space left on device (/data/out.json); "
+                                               "check that path and its free space")
+
+
 def test_models_lists_the_bundled_model(capsys, monkeypatch, tmp_path):
     monkeypatch.setenv("LATENTLOCAL_MODELS", str(tmp_path))
     (tmp_path / "broken.gguf").write_bytes(b"GGUF\x03\x00")

@@ -57,4 +57,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         return 0
+    except OSError as exc:
+        # a file the run had to write or read (a full disk, a read-only or missing folder): one
+        # line naming it, not a traceback; what was written before stays (writes are atomic)
+        where = f" ({exc.filename})" if exc.filename else ""
+        print(f"error: {exc.strerror or exc}{where}; check that path and its free space", file=sys.stderr)
+        return 2
 

@@ -61,6 +61,11 @@ def cmd_bench(args: argparse.Namespace) -> int:
         return 0
     if not args.data:
         raise LatentLocalError("bench needs --data FILE (a JSONL of questions and answers)")
+    try:  # before the model loads, so an --out that cannot be written fails at once
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise LatentLocalError(f"--out {out}: cannot make the folder ({exc.strerror or exc}); pick "
+                               "another --out") from None
     title = args.title or f"{Path(args.data).name} offset {args.offset} limit {args.limit}"
     command = "latentlocal " + shlex.join(getattr(args, "argv", sys.argv[1:]))
     problems = load_problems(args.data, args.question_field, args.answer_field, args.id_field,

@@ -20,6 +20,13 @@ def cmd_tui(args: argparse.Namespace) -> int:
         from tui.app import main as tui_main
     except ImportError as exc:
         raise LatentLocalError(f"the terminal UI is not installed ({exc}); reinstall with ./install.sh") from exc
+    import sys
+
+    if not (sys.stdin.isatty() and sys.stdout.isatty()):
+        # Textual needs a terminal on both: without one it died in termios with a traceback
+        raise LatentLocalError("the terminal UI needs a terminal, and this input or output is not "
+                               "one (a pipe, a file, a job without -t); use a command instead, such "
+                               "as `latentlocal run \"QUESTION\"` (see latentlocal --help)")
     restore = _terminal_restorer()
     if restore is not None:
         rpc.add_fatal_hook(restore)
@@ -38,10 +45,12 @@ def _terminal_restorer() -> Callable[[], None] | None:
 
     try:
         import termios
-
+    except ImportError:
+        return None
+    try:
         fd = sys.stdin.fileno()
         saved = termios.tcgetattr(fd)
-    except (ImportError, OSError, ValueError, AttributeError):
+    except (termios.error, OSError, ValueError, AttributeError):
         return None
 
     def restore() -> None:

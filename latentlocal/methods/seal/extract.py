@@ -320,7 +320,11 @@ def extract(
     check_overwritable(out)  # now, not after the traces
     layer, layers = _capture_layers(cfg, model.n_layer)
     questions = _load_questions(cfg)
-    work = WorkFolder(work_dir(out), _work_settings(cfg, model, layers), layer)
+    try:
+        work = WorkFolder(work_dir(out), _work_settings(cfg, model, layers), layer)
+    except OSError as exc:  # before any trace: an --out where nothing can be written
+        raise LatentLocalError(f"--out {out}: cannot write beside it ({exc.strerror or exc}); pick "
+                               "another --out") from None
     done = work.load()
     # the cue ranks are built in problem order, from finished traces too, so a resumed run makes
     # the same traces as a straight one
