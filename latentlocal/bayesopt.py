@@ -542,6 +542,9 @@ def _check_xy(X: np.ndarray, y: np.ndarray, d: int | None) -> tuple[np.ndarray, 
     return X, y
 
 
+MAX_DIM = 21201  # the most dimensions scipy's Sobol sequences have direction numbers for
+
+
 def _sobol(d: int, n: int, rng: np.random.Generator) -> np.ndarray:
     """n scrambled Sobol points in [0, 1]^d (first n of a power-of-two block)."""
     m = max(0, math.ceil(math.log2(max(n, 1))))
@@ -608,6 +611,8 @@ class BayesOpt:
     ) -> None:
         self.bounds = _check_bounds(bounds)
         self.d = self.bounds.shape[0]
+        if self.d > MAX_DIM:
+            raise LatentLocalError(f"{self.d} dimensions are more than the Sobol design holds ({MAX_DIM})")
         self.n_initial = max(2, min(self.d + 1, 10)) if n_initial is None else int(n_initial)
         if self.n_initial < 1:
             raise LatentLocalError("n_initial must be at least 1")

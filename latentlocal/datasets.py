@@ -72,6 +72,8 @@ def load_problems(
         raise LatentLocalError(f"limit must be 0 or more, got {limit}; pass a non-negative count")
     if offset < 0:
         raise LatentLocalError(f"offset must be 0 or more, got {offset}; pass a non-negative index")
+    if shuffle_seed is not None and shuffle_seed < 0:
+        raise LatentLocalError(f"the shuffle seed must be 0 or more, not {shuffle_seed}")
     if not path.exists():
         raise LatentLocalError(f"dataset file {path} not found; check the path")
 

@@ -40,6 +40,8 @@ def read_objects(
         raw = path.read_bytes()
     except OSError as err:
         raise LatentLocalError(f"cannot read {path}: {err.strerror}; check its permissions") from err
+    # a byte-order mark (Windows editors write one) is no part of the first object
+    raw = raw.removeprefix(b"\xef\xbb\xbf")
     numbered = [(i + 1, line) for i, line in enumerate(raw.split(b"\n")) if line.strip()]
     out: list[tuple[int, dict[str, Any]]] = []
     for pos, (lineno, line) in enumerate(numbered):

@@ -31,6 +31,19 @@ def test_bad_input_is_one_clear_line(tmp_path, capsys):
     assert "unknown method" in capsys.readouterr().err
     assert main(["run", "hi", "--max-tokens", "0"]) == 2
     assert "--max-tokens must be positive" in capsys.readouterr().err
+    for argv, says in [(["run", "  "], "the prompt is empty"),
+                       (["run", "hi", "--method", "sr", "--dim", "100000"], "--dim must lie in [1, 21201]"),
+                       (["bench", "--data", str(junk), "--out", str(tmp_path / "o"), "--limit", "0"], None),
+                       (["bench", "--data", str(junk), "--out", str(tmp_path / "o"), "--shuffle-seed", "-1"],
+                        "shuffle seed must be 0 or more")]:
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and "\n" not in err.strip() and (says is None or says in err), err
+    data = tmp_path / "d.jsonl"
+    data.write_text('{"question": "What is 1 + 1?", "answer": "2"}\n')
+    for argv, says in [(["--limit", "0"], "selects no problems"), (["--methods", ","], "names no method")]:
+        assert main(["bench", "--data", str(data), "--out", str(tmp_path / "o"), *argv]) == 2
+        assert says in capsys.readouterr().err
     assert main(["run", "hi", "--seed", "-1"]) == 2  # a traceback from numpy's seeding before
     assert "--seed must be at least 0, not -1" in capsys.readouterr().err
     assert main(["seal", "extract", "--data", str(junk), "--out", str(tmp_path / "v.gguf"),

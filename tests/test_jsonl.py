@@ -92,3 +92,11 @@ def test_extraction_refuses_repeated_ids(tmp_path: Path) -> None:
     data = _rows(tmp_path / "dup.jsonl", [{"question": "a", "id": 1}, {"question": "b", "id": 1}])
     with pytest.raises(LatentLocalError, match=r"dup\.jsonl:2: id '1' already used on line 1"):
         _load_questions(ExtractConfig(data=str(data), out=str(tmp_path / "v.gguf"), limit=5))
+
+
+def test_a_byte_order_mark_is_not_part_of_the_first_object(tmp_path: Path) -> None:
+    # Windows editors save UTF-8 with a BOM; the first line was "bad JSON"
+    p = tmp_path / "bom.jsonl"
+    p.write_bytes(b'\xef\xbb\xbf{"question": "q1", "answer": "1"}\n{"question": "q2", "answer": "2"}\n')
+    assert [obj["question"] for _, obj in read_objects(p)] == ["q1", "q2"]
+    assert [pr.gold for pr in load_problems(p)] == ["1", "2"]

@@ -70,7 +70,11 @@ def cmd_bench(args: argparse.Namespace) -> int:
     command = "latentlocal " + shlex.join(getattr(args, "argv", sys.argv[1:]))
     problems = load_problems(args.data, args.question_field, args.answer_field, args.id_field,
                              limit=args.limit, offset=args.offset, shuffle_seed=args.shuffle_seed)
+    if not problems:  # --limit 0
+        raise LatentLocalError("--limit 0 selects no problems; pass a positive --limit, or none for all")
     specs = [s for s in args.methods.split(",") if s.strip()]
+    if not specs:
+        raise LatentLocalError(f"--methods {args.methods!r} names no method; e.g. --methods cot,soft-thinking")
     batch = args.batch
     if not 1 <= batch <= MAX_SEQUENCES:
         raise LatentLocalError(f"--batch must be between 1 and {MAX_SEQUENCES}, not {batch}")

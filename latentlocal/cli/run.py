@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from typing import Any, TextIO
 
 from latentlocal.cli.common import add_method_args, add_model_args, open_engine
+from latentlocal.errors import LatentLocalError
 
 
 def add_run_parser(sub: Any) -> None:
@@ -64,6 +65,9 @@ def _print_json(events: Iterator, out: TextIO | None = None) -> None:
 def cmd_run(args: argparse.Namespace) -> int:
     from latentlocal.methods.registry import make_runner
 
+    if not args.prompt.strip():  # an unset shell variable: nothing to answer
+        raise LatentLocalError("the prompt is empty; pass the question as the argument, e.g. "
+                               "latentlocal run \"What is 12 * 7?\"")
     runner = make_runner(args.method, args)  # validate options before loading the model
     engine = open_engine(args)
     events = runner(engine, args.prompt, None)

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from latentlocal.answers import extract_answer, majority_vote, normalize_number
-from latentlocal.bayesopt import BayesOpt
+from latentlocal.bayesopt import MAX_DIM, BayesOpt
 from latentlocal.engine import ChatMessage, Engine, TextStream
 from latentlocal.errors import LatentLocalError
 from latentlocal.events import CandidateResult, Event, Notice, PhaseChange, Round, SequenceDone, Summary, Token
@@ -66,7 +66,8 @@ class SoftReasoningConfig(settings.Budgeted):
     rounds: int = settings.setting(5, help="optimiser rounds at most", bounds=settings.at_least(1))
     space: str = settings.setting("subspace", choices=SPACES,
                                   help="search space: subspace (GP over u) or around-token (paper, random)")
-    dim: int = settings.setting(50, help="subspace dimension d", bounds=settings.at_least(1))
+    dim: int = settings.setting(50, help="subspace dimension d", bounds=settings.interval(1, MAX_DIM),
+                                why="(the Sobol design's limit)")
     # At 0.5 Qwen2.5-0.5B's greedy continuation ignored 90% of perturbations (the same text within
     # 32 tokens) and SmolLM2's 43%, leaving the search nothing to choose from; at 2.0, 26% and 4%
     # (SVAMP dev [430:440), a tuning slice no table reports).
