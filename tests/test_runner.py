@@ -166,3 +166,8 @@ def test_resume_check_compares_each_label_with_its_recorded_settings(tmp_path):
     with pytest.raises(LatentLocalError, match=r"'cot' results made with other settings \(seed None there, "
                                                r"3 now\).*'cot:seed=3'"):
         runner_mod.check_resume(results, {"cot": {"max_tokens": 8, "seed": 3}})
+    same = [Problem(id="p1", question="q", gold="1")]
+    runner_mod.check_resume(results, {}, same)
+    other = [Problem(id="p1", question="another file's q", gold="20")]  # same id, other data
+    with pytest.raises(LatentLocalError, match="p1 with gold answer '1', and the data now gives '20'"):
+        runner_mod.check_resume(results, {}, other)

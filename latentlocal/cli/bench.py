@@ -94,7 +94,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
                     "problems the batched methods finished)") from None
     if len({m[0] for m in methods}) != len(methods):
         raise LatentLocalError("the same method spec is listed twice in --methods")
-    check_resume(out / RESULTS_NAME, settings)
+    check_resume(out / RESULTS_NAME, settings, problems)
     if batch > 1:
         args.parallel = max(args.parallel, batch)  # a sequence for every problem in flight
     engine = open_engine(args)

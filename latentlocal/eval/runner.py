@@ -49,14 +49,24 @@ def parse_method_spec(spec: str, base: argparse.Namespace) -> tuple[str, str, di
     return label, method, options
 
 
-def check_resume(results: Path, settings: Mapping[str, Mapping[str, Any]]) -> None:
+def check_resume(results: Path, settings: Mapping[str, Mapping[str, Any]],
+                 problems: Sequence[Problem] = ()) -> None:
     """Refuse to resume a label whose finished results ran with other settings than
     ``settings[label]`` (a changed flag or a changed default): the report would pool both in one
-    row. Rows that record no settings (older files) are not checked."""
+    row. Rows that record no settings (older files) are not checked. A finished row whose
+    problem (by id) now has another gold answer is refused too: the ids are the file's name and
+    line, so another file of the same name, or an edited one, would keep the old rows."""
     if not results.exists():
         return
     want = {label: json.loads(json.dumps(dict(s))) for label, s in settings.items()}
+    gold = {p.id: p.gold for p in problems}
     for rec in read_results(results):
+        pid = str(rec["id"])
+        if pid in gold and str(rec["gold"]) != str(gold[pid]):
+            raise LatentLocalError(
+                f"{results} holds a result for {pid} with gold answer {rec['gold']!r}, and the data "
+                f"now gives {gold[pid]!r}: the file behind --data is another or has changed since. "
+                "Use another --out (or delete the old rows to rerun them)")
         label, had = str(rec["method"]), rec.get("settings")
         if label not in want or not isinstance(had, dict) or had == want[label]:
             continue
