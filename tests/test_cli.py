@@ -32,6 +32,10 @@ def test_bad_input_is_one_clear_line(tmp_path, capsys):
     assert main(["run", "hi", "--max-tokens", "0"]) == 2
     assert "--max-tokens must be positive" in capsys.readouterr().err
     for argv, says in [(["run", "  "], "the prompt is empty"),
+                       # a flag of another method was ignored without a word
+                       (["run", "hi", "--alpha", "5"], "--alpha is an option of seal, not of cot"),
+                       (["bench", "--data", str(junk), "--out", str(tmp_path / "o"), "--methods", "cot,sc",
+                         "--max-topk", "3"], "--max-topk is an option of soft-thinking, not of cot, sc"),
                        (["run", "hi", "--method", "sr", "--dim", "100000"], "--dim must lie in [1, 21201]"),
                        (["bench", "--data", str(junk), "--out", str(tmp_path / "o"), "--limit", "0"], None),
                        (["bench", "--data", str(junk), "--out", str(tmp_path / "o"), "--shuffle-seed", "-1"],
@@ -57,10 +61,10 @@ def test_outputs_that_cannot_be_written_and_no_terminal_are_one_line(tmp_path, c
     afile = tmp_path / "afile"
     afile.write_text("mine")
     monkeypatch.setattr(bench_cli, "open_engine", lambda args: pytest.fail("the model was loaded"))
-    assert main(["bench", "--data", str(afile), "--out", str(afile)]) == 2  # a traceback, after loading
-    assert "--out" in capsys.readouterr().err and afile.read_text() == "mine"
     data = tmp_path / "q.jsonl"
-    data.write_text('{"question": "What is 1 + 1?"}\n')
+    data.write_text('{"question": "What is 1 + 1?", "answer": "2"}\n')
+    assert main(["bench", "--data", str(data), "--out", str(afile)]) == 2  # a traceback, after loading
+    assert "--out" in capsys.readouterr().err and afile.read_text() == "mine"
     assert main(["seal", "extract", "--data", str(data), "--out", str(afile / "v.gguf"),
                  "--max-tokens", "4", "--threads", "1"]) == 2
     assert "cannot write beside it" in capsys.readouterr().err

@@ -15,7 +15,12 @@ from latentlocal.eval.report import RESULTS_NAME, read_results, rebuild_report, 
 from latentlocal.engine import Engine
 from latentlocal.engine_settings import MAX_SEQUENCES
 from latentlocal.eval.runner import batch_context, check_resume, parse_method_spec, run_bench
-from latentlocal.methods.registry import chain_from_options, config_from_options, runner_from_options
+from latentlocal.methods.registry import (
+    chain_from_options,
+    check_flags_used,
+    config_from_options,
+    runner_from_options,
+)
 from latentlocal.methods.settings import record
 from latentlocal.progress import ProgressBar
 
@@ -61,20 +66,16 @@ def cmd_bench(args: argparse.Namespace) -> int:
         return 0
     if not args.data:
         raise LatentLocalError("bench needs --data FILE (a JSONL of questions and answers)")
-    try:  # before the model loads, so an --out that cannot be written fails at once
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise LatentLocalError(f"--out {out}: cannot make the folder ({exc.strerror or exc}); pick "
-                               "another --out") from None
+    specs = [s for s in args.methods.split(",") if s.strip()]
+    if not specs:
+        raise LatentLocalError(f"--methods {args.methods!r} names no method; e.g. --methods cot,soft-thinking")
+    check_flags_used([s.partition(":")[0].strip() for s in specs], args)
     title = args.title or f"{Path(args.data).name} offset {args.offset} limit {args.limit}"
     command = "latentlocal " + shlex.join(getattr(args, "argv", sys.argv[1:]))
     problems = load_problems(args.data, args.question_field, args.answer_field, args.id_field,
                              limit=args.limit, offset=args.offset, shuffle_seed=args.shuffle_seed)
     if not problems:  # --limit 0
         raise LatentLocalError("--limit 0 selects no problems; pass a positive --limit, or none for all")
-    specs = [s for s in args.methods.split(",") if s.strip()]
-    if not specs:
-        raise LatentLocalError(f"--methods {args.methods!r} names no method; e.g. --methods cot,soft-thinking")
     batch = args.batch
     if not 1 <= batch <= MAX_SEQUENCES:
         raise LatentLocalError(f"--batch must be between 1 and {MAX_SEQUENCES}, not {batch}")
@@ -95,6 +96,11 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if len({m[0] for m in methods}) != len(methods):
         raise LatentLocalError("the same method spec is listed twice in --methods")
     check_resume(out / RESULTS_NAME, settings, problems)
+    try:  # before the model loads (and after every refusal), so a bad --out fails at once
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise LatentLocalError(f"--out {out}: cannot make the folder ({exc.strerror or exc}); pick "
+                               "another --out") from None
     if batch > 1:
         args.parallel = max(args.parallel, batch)  # a sequence for every problem in flight
     engine = open_engine(args)

@@ -63,11 +63,12 @@ def _print_json(events: Iterator, out: TextIO | None = None) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from latentlocal.methods.registry import make_runner
+    from latentlocal.methods.registry import check_flags_used, make_runner
 
     if not args.prompt.strip():  # an unset shell variable: nothing to answer
         raise LatentLocalError("the prompt is empty; pass the question as the argument, e.g. "
                                "latentlocal run \"What is 12 * 7?\"")
+    check_flags_used([args.method], args)
     runner = make_runner(args.method, args)  # validate options before loading the model
     engine = open_engine(args)
     events = runner(engine, args.prompt, None)

@@ -14,7 +14,7 @@ import dataclasses
 import importlib
 import threading
 from collections import Counter
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 from latentlocal.errors import LatentLocalError
@@ -152,6 +152,20 @@ def _with_settings(events: Iterator[Event], record: dict[str, Any]) -> Iterator[
 def options_from_args(method: str, args: Any) -> dict[str, Any]:
     """The options of ``method`` set in parsed CLI arguments (unset flags are ``None``)."""
     return {x.name: v for x in spec(method).settings if (v := getattr(args, x.name, None)) is not None}
+
+
+def check_flags_used(methods: Iterable[str], args: Any) -> None:
+    """Refuse a method flag set on the command line that none of ``methods`` takes: ``run
+    --alpha 5`` without ``--method seal`` ran plain cot and said nothing of the flag."""
+    wanted = {canonical(m) for m in methods}
+    takes = {x.name for m in wanted for x in spec(m).settings}
+    for s in specs():
+        for x in s.settings:
+            if x.name not in takes and getattr(args, x.name, None) is not None:
+                owners = sorted(o.name for o in specs() if any(y.name == x.name for y in o.settings))
+                raise LatentLocalError(
+                    f"{x.flag} is an option of {' and '.join(owners)}, not of {', '.join(sorted(wanted))}; "
+                    f"pick that method (--method {owners[0]}) or leave the flag out")
 
 
 def make_runner(method: str, args: Any) -> Runner:
