@@ -71,6 +71,13 @@ def test_sweep_needs_a_manifest_and_sane_scales(smol, tmp_path):
         seal_sweep.sweep(smol, bare, tmp_path / "x.jsonl", [0.5])
     with pytest.raises(LatentLocalError, match="--scales"):
         seal_sweep.parse_scales("0.5,big")
+    assert seal_sweep.parse_scales("1,0.5") == [0.0, 0.5, 1.0]
+    # no steered scale wrote a "recommended" 0 over an earlier one; 1e30 made the logits NaN and
+    # was recommended; nan failed only after the unsteered baseline had run
+    for text, says in [("", "no steered scale"), ("0", "no steered scale"), ("1e30", "lie in \\[0, 100\\]"),
+                       ("nan", "lie in"), ("-1", "lie in")]:
+        with pytest.raises(LatentLocalError, match=says):
+            seal_sweep.parse_scales(text)
 
 
 def test_sweep_command_end_to_end(tmp_path, capsys):

@@ -83,6 +83,7 @@ def test_a_default_changed_in_its_declaration_reaches_every_front_end(monkeypatc
     ("cot:max_topk=3", "unknown option 'max_topk' for cot; use one of its options: .*samples"),
     ("sc:samples=0", "--samples must be at least 1, not 0"),
     ("sc:seed=-1", "--seed must be at least 0, not -1"),  # numpy raised a ValueError traceback
+    ("seal:alpha=1e30", r"--alpha must lie in \[-100, 100\]"),  # the logits became NaN, the answer empty
 ])
 def test_bench_labels_are_typed_by_the_declaration(spec, message):
     with pytest.raises(LatentLocalError, match=message) as err:

@@ -10,6 +10,7 @@ settings, so an interrupted sweep resumes.
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from collections.abc import Callable, Sequence
@@ -26,6 +27,7 @@ from latentlocal.datasets import load_problems
 from latentlocal.events import Summary
 from latentlocal.jsonl import append_object, read_objects
 from latentlocal.methods.seal import SealConfig, load_vector, run_seal
+from latentlocal.methods.seal.steer import ALPHA_BOUNDS
 
 
 def sweep_path(vector: str | os.PathLike[str]) -> Path:
@@ -71,12 +73,10 @@ def sweep(
     cv, manifest = load_vector(vector, engine.model)
     if manifest is None:
         raise LatentLocalError(f"{vector} has no manifest beside it: sweep vectors made by `seal extract`")
-    scales = sorted({0.0, *(float(s) for s in scales)})
-    if any(s < 0 for s in scales):
-        raise LatentLocalError("--scales must be 0 or positive")
+    scales = check_scales(scales)
+    if limit < 1:
+        raise LatentLocalError(f"--limit must be at least 1, not {limit}")
     problems = load_problems(data, limit=limit, offset=offset)
-    if not problems:
-        raise LatentLocalError(f"no problems in {data} at offset {offset}; lower --offset")
     key = {"vector_sha256": sha256_file(vector), "model": engine.model.path.name,
            "data": Path(data).name, "max_tokens": max_tokens}
     log = sweep_path(vector)
@@ -117,8 +117,26 @@ def sweep(
     return manifest["scale_sweep"] | {"recommended_scale": best}
 
 
+def check_scales(scales: Sequence[float]) -> list[float]:
+    """The scales to run, 0 (the unsteered baseline) included and sorted; at least one steered
+    scale, each within SEAL's alpha bounds: "" or "0" wrote a "recommended" 0 over an earlier
+    recommendation, and 1e30 was recommended while it made the logits NaN."""
+    hi = ALPHA_BOUNDS.hi
+    assert hi is not None
+    for s in scales:
+        if not math.isfinite(s) or not 0 <= s <= hi:
+            raise LatentLocalError(f"--scales must each lie in [0, {hi:g}], not {s:g}")
+    out = sorted({0.0, *(float(s) for s in scales)})
+    if len(out) < 2:
+        raise LatentLocalError("--scales names no steered scale to compare with the unsteered run; "
+                               "e.g. --scales 0.25,0.5,1")
+    return out
+
+
 def parse_scales(text: str) -> list[float]:
+    """``--scales`` as given, checked (:func:`check_scales`) before any model is loaded."""
     try:
-        return [float(x) for x in text.split(",") if x.strip()]
+        scales = [float(x) for x in text.split(",") if x.strip()]
     except ValueError:
         raise LatentLocalError(f"--scales takes numbers separated by commas, e.g. 0.25,0.5,1; not {text!r}")
+    return check_scales(scales)

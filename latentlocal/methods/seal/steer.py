@@ -43,6 +43,8 @@ def default_layer(n_layer: int) -> int:
 
 
 DEFAULT_ALPHA = 1.0  # the steering strength when none is given and no manifest recommends one
+# |alpha| far beyond SEAL's 1 adds more than the hidden state holds: 1e30 made the logits NaN
+ALPHA_BOUNDS = settings.interval(-100.0, 100.0)
 
 
 @dataclass(frozen=True)
@@ -60,7 +62,8 @@ class SealConfig(Sampled, settings.Budgeted):
         None, path=True, help="SEAL control vector (.gguf from `latentlocal seal extract`)",
         shown="the shipped or saved vector made for the loaded model, if there is one")
     alpha: float | None = settings.setting(
-        None, help="steering strength",
+        None, help="steering strength", bounds=ALPHA_BOUNDS,
+        why="(SEAL steers at 1; far beyond, the vector swamps the hidden state and the logits overflow)",
         shown=f"{DEFAULT_ALPHA:g}; with --always-on the manifest's recommended scale")
     always_on: bool = settings.setting(
         False, help="apply the vector to every token, as llama.cpp apps do with --control-vector")
