@@ -18,6 +18,7 @@ from latentlocal.models import resolve_model
 from latentlocal.rpc import parse_endpoints
 
 MAX_SEQUENCES = 256  # llama.cpp's LLAMA_MAX_SEQ
+MAX_THREADS = 512  # ggml's GGML_MAX_N_THREADS (10000 threads looked like a hang)
 
 
 @dataclass(frozen=True)
@@ -54,8 +55,8 @@ class EngineSettings:
                 f"parallel sequences must be between 1 and {MAX_SEQUENCES}, not {self.n_seq_max}")
         if self.n_ctx < 0:
             raise LatentLocalError(f"the context size must not be negative, not {self.n_ctx}")
-        if self.n_threads is not None and self.n_threads < 0:
-            raise LatentLocalError(f"threads must not be negative, not {self.n_threads}")
+        if self.n_threads is not None and not 0 <= self.n_threads <= MAX_THREADS:
+            raise LatentLocalError(f"threads must lie in 0..{MAX_THREADS} (0: all cores), not {self.n_threads}")
         if self.seed < 0:
             # numpy's generators take no negative seed (llama.cpp's -1, "random", is not offered)
             raise LatentLocalError(f"the seed must not be negative, not {self.seed}")

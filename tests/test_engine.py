@@ -292,10 +292,17 @@ def test_a_context_or_batch_smaller_than_its_sequences_is_refused_not_aborted(sm
         assert engine.n_batch >= 4
 
 
+def test_a_context_whose_cache_outgrows_the_memory_is_refused(smol_model):
+    # 1e9 tokens: llama.cpp spent minutes growing its allocation before it failed
+    assert smol_model.kv_bytes_per_token == 2 * 2 * 30 * 64 * 3  # 30 blocks, 3 KV heads of 64, f16 K and V
+    with pytest.raises(LatentLocalError, match="GiB of KV cache.*smaller --n-ctx"):
+        Engine(smol_model, n_ctx=999_999_999, n_seq_max=1)
+
+
 def test_engine_settings_refuse_bad_values_before_loading():
     for bad, match in [({"n_seq_max": 0}, "parallel sequences"), ({"n_seq_max": 257}, "parallel sequences"),
                        ({"n_ctx": -1}, "context size"), ({"n_threads": -2}, "threads"),
-                       ({"seed": -1}, "seed must not be negative")]:
+                       ({"seed": -1}, "seed must not be negative"), ({"n_threads": 10_000}, "0..512")]:
         with pytest.raises(LatentLocalError, match=match):
             EngineSettings(**bad)
 
