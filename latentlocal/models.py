@@ -67,16 +67,5 @@ def list_models() -> list[ModelEntry]:
         pass
     folder = models_dir()
     if folder.is_dir():
-        out += [ModelEntry(p, False) for p in sorted(folder.rglob("*.gguf")) if not _is_vector(p)]
+        out += [ModelEntry(p, False) for p in sorted(folder.rglob("*.gguf"))]
     return out
-
-
-def _is_vector(path: Path) -> bool:
-    """A SEAL or llama.cpp control vector kept among the models (it is no model to load)."""
-    from latentlocal.gguf_header import GGUFHeader
-
-    try:
-        with GGUFHeader(path) as h:
-            return h.string("general.architecture") == "controlvector"
-    except (LatentLocalError, OSError):
-        return False  # listed, and `models` says what is wrong with it
