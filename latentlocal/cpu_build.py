@@ -43,6 +43,23 @@ def built_for(stamp_text: str) -> list[str]:
     return on
 
 
+def build_label(stamp: Path | None = None) -> str | None:
+    """This venv's llama.cpp build in a few words, from install.sh's stamp: the backend and the
+    x86 instruction sets it was built with ("cpu AVX AVX2 FMA F16C AVX512"). Kernels differ per
+    instruction set, and so do single greedy answers, so bench rows record it. None without a
+    stamp (a llama-cpp-python that install.sh did not build)."""
+    stamp = stamp if stamp is not None else Path(sys.prefix) / STAMP
+    try:
+        text = stamp.read_text()
+    except OSError:
+        return None
+    # the stamp reads "<version> <backend> <cmake args...>"
+    words = text.split()
+    if len(words) < 2:
+        return None
+    return " ".join([words[1], *(n.removeprefix("GGML_") for n in built_for(text))])
+
+
 def cpu_flags(cpuinfo_text: str) -> set[str] | None:
     """The first processor's flags in a /proc/cpuinfo text (None when it lists none: not x86)."""
     for line in cpuinfo_text.splitlines():

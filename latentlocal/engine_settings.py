@@ -52,7 +52,8 @@ class EngineSettings:
         object.__setattr__(self, "tensor_split", parse_shares(self.tensor_split))
         if not 1 <= self.n_seq_max <= MAX_SEQUENCES:
             raise LatentLocalError(
-                f"parallel sequences must be between 1 and {MAX_SEQUENCES}, not {self.n_seq_max}")
+                f"parallel sequences (--parallel) must be between 1 and {MAX_SEQUENCES} (llama.cpp's "
+                f"limit), not {self.n_seq_max}")
         if self.n_ctx < 0:
             raise LatentLocalError(f"the context size must not be negative, not {self.n_ctx}")
         if self.n_threads is not None and not 0 <= self.n_threads <= MAX_THREADS:

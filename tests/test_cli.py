@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from latentlocal.cli import main
+from latentlocal.errors import LatentLocalError
 
 
 def test_run_json_ends_with_a_summary(capsys):
@@ -95,7 +98,8 @@ def test_models_lists_the_bundled_model(capsys, monkeypatch, tmp_path):
 
 def test_model_flags_default_to_the_engine_settings():
     """The engine defaults are written once (EngineSettings): the flags of every command that
-    opens a model start from them, and --parallel is clamped to what a context holds."""
+    opens a model start from them, and --parallel beyond what a context holds is refused (it was
+    clamped without a word)."""
     from latentlocal.cli import build_parser
     from latentlocal.cli.common import engine_settings
     from latentlocal.engine_settings import MAX_SEQUENCES, EngineSettings
@@ -104,10 +108,13 @@ def test_model_flags_default_to_the_engine_settings():
     for argv in (["run", "q"], ["bench", "--out", "o"], ["seal", "extract", "--data", "d", "--out", "o"],
                  ["seal", "sweep", "v", "--data", "d"]):
         assert engine_settings(parser.parse_args(argv)) == EngineSettings(), argv
-    args = parser.parse_args(["run", "q", "--n-ctx", "512", "--parallel", "999", "--threads", "3",
+    args = parser.parse_args(["run", "q", "--n-ctx", "512", "--parallel", str(MAX_SEQUENCES), "--threads", "3",
                               "--seed", "7", "--n-gpu-layers", "5", "--model", "m.gguf", "--verbose"])
     assert engine_settings(args) == EngineSettings(model="m.gguf", n_gpu_layers=5, n_ctx=512, n_threads=3,
                                                    n_seq_max=MAX_SEQUENCES, seed=7, verbose=True)
+    for bad in (MAX_SEQUENCES + 1, 0):
+        with pytest.raises(LatentLocalError, match=rf"--parallel.*not {bad}"):
+            engine_settings(parser.parse_args(["run", "q", "--parallel", str(bad)]))
 
 
 def test_the_tui_model_settings_start_from_the_engine_settings():

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from latentlocal.cpu_build import STAMP, built_for, check_cpu_build, cpu_flags
+from latentlocal.cpu_build import STAMP, build_label, built_for, check_cpu_build, cpu_flags
 from latentlocal.errors import LatentLocalError
 
 AVX2_ARGS = ("0.3.36 cpu -DLLAVA_BUILD=OFF -DGGML_RPC=ON -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON "
@@ -53,6 +53,17 @@ def test_stamps_and_flags_parse():
     assert built_for("0.3.36 cuda -DGGML_CUDA=on -DGGML_AVX512=OFF") == []
     assert cpu_flags(EPYC) == {"fpu", "sse2", "avx", "f16c", "fma", "avx2", "bmi2"}
     assert cpu_flags("processor\t: 0\nFeatures\t: fp asimd\n") is None
+
+
+def test_build_labels(tmp_path):
+    stamp = tmp_path / STAMP
+    stamp.write_text(AVX512_ARGS)
+    assert build_label(stamp) == "cpu AVX AVX2 FMA F16C AVX512 AVX512_VNNI AVX512_BF16"
+    stamp.write_text("0.3.36 cuda -DLLAVA_BUILD=OFF -DGGML_RPC=ON -DGGML_CUDA=on")
+    assert build_label(stamp) == "cuda"
+    stamp.write_text("")
+    assert build_label(stamp) is None
+    assert build_label(tmp_path / "none") is None
 
 
 def test_this_venvs_build_fits_this_cpu():

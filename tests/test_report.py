@@ -206,12 +206,16 @@ def test_mixed_run_conditions_are_flagged(tmp_path: Path) -> None:
         rec("cot", "p2", True, 10, 1.0, batch=4, threads=1),  # supersedes: cot is all batch 4
         rec("st", "p1", True, 10, 1.0, batch=4, threads=1),
         rec("st", "p2", True, 10, 1.0, batch=1, threads=1),
+        rec("seal", "p1", True, 10, 1.0, batch=4, threads=1, build="cpu AVX AVX2"),
+        rec("seal", "p2", True, 10, 1.0, batch=4, threads=1, build="cpu AVX AVX2 AVX512"),
     ]
-    assert mixed_conditions(results) == {"sc": {"threads": {2: 1, 1: 2}}, "st": {"batch": {4: 1, 1: 1}}}
+    assert mixed_conditions(results) == {"sc": {"threads": {2: 1, 1: 2}}, "st": {"batch": {4: 1, 1: 1}},
+                                         "seal": {"build": {"cpu AVX AVX2": 1, "cpu AVX AVX2 AVX512": 1}}}
     md, _ = write_report(tmp_path, results, title="t")
     text = md.read_text()
     assert "## Mixed run conditions" in text
     assert "- `sc`: threads 1: 2, 2: 1 results" in text and "- `st`: batch 1: 1, 4: 1 results" in text
+    assert "- `seal`: build cpu AVX AVX2 AVX512: 1, cpu AVX AVX2: 1 results" in text
     assert "- `cot`:" not in text.split("## Mixed run conditions")[1].split("##")[0]
     md, _ = write_report(tmp_path, [r for r in results if r["method"] == "cot"], title="t")
     assert "Mixed run conditions" not in md.read_text()

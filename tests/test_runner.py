@@ -129,6 +129,8 @@ def test_bench_cli_on_the_bundled_model(tmp_path, capsys):
     assert [r["id"] for r in rows] == ["data:0", "data:1"]
     assert all(r["generated_tokens"] > 0 for r in rows)
     assert [(r["batch"], r["threads"]) for r in rows] == [(1, 2), (1, 2)]  # run conditions recorded
+    from latentlocal.cpu_build import build_label
+    assert all(r.get("build") == build_label() for r in rows)
     md = (out / "report.md").read_text()
     assert "| cot | 2 |" in md and "latentlocal bench --methods cot" in md
     assert (out / "report.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -560,6 +560,25 @@ def test_cli_inspect_round_trip(extracted, capsys):
     assert info["manifest"] == read_manifest(cfg.out)
 
 
+def test_cli_inspect_shows_a_hand_edited_manifest(tmp_path, capsys):
+    """A manifest whose fields were edited to other JSON types is shown, not a traceback."""
+    from latentlocal.cli import main
+    from latentlocal.controlvector import manifest_path
+
+    vec = tmp_path / "v.gguf"
+    export_gguf(ControlVector("llama", {3: np.ones(8, np.float32)}), vec)
+    manifest_path(vec).write_text(json.dumps({"model": "qwen, by hand", "counts": ["a"],
+                                              "elicitation": 3, "layer": 3}), encoding="utf-8")
+    assert main(["seal", "inspect", str(vec)]) == 0
+    out = capsys.readouterr().out
+    assert "model: qwen, by hand" in out and "elicitation: 3" in out and "layer: 3" in out
+    manifest_path(vec).write_text(json.dumps({"counts": {"thoughts": ["x"]}, "model": {"name": "m"}}),
+                                  encoding="utf-8")
+    assert main(["seal", "inspect", str(vec)]) == 0
+    out = capsys.readouterr().out
+    assert "thoughts: ['x']" in out and "model: m (None" in out
+
+
 def test_cli_run_seal_needs_a_matching_vector(tmp_path, capsys, monkeypatch):
     import latentlocal.methods.seal as seal_pkg
     from latentlocal.cli import main

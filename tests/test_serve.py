@@ -537,6 +537,21 @@ def test_only_the_methods_own_system_prompt_stops_cot_after_its_answer_line():
     assert not plan(parse_request({"messages": own}), []).cot.stop_after_answer
 
 
+def test_top_p_zero_is_accepted_and_keeps_the_top_token():
+    """OpenAI's top_p range is [0, 1]; 0 was refused with a 400."""
+    import numpy as np
+
+    from latentlocal.sampling import filter_chain
+    from latentlocal.server.options import RequestError, parse_request, plan
+
+    p = plan(parse_request({"messages": MSG, "top_p": 0, "temperature": 1.0}), [])
+    assert p.cot.top_p == 0
+    ids, w = filter_chain(np.array([0.2, 0.5, 0.3]), 0, 0.0, 0.0)
+    assert ids.tolist() == [1] and w.tolist() == [1.0]
+    with pytest.raises(RequestError, match="top_p"):
+        plan(parse_request({"messages": MSG, "top_p": -0.1}), [])
+
+
 def test_serve_on_a_busy_port_fails_before_the_model_loads(monkeypatch, capsys):
     import latentlocal.cli.serve as serve_cli
     from latentlocal.cli import main

@@ -76,7 +76,7 @@ def test_a_default_changed_in_its_declaration_reaches_every_front_end(monkeypatc
     ("soft-thinking:max_topk=many", "--max-topk takes a whole number, not 'many'"),
     ("soft-thinking:max_topk=2.5", "--max-topk takes a whole number"),
     ("soft-thinking:noise=pink", "--noise must be one of none, gumbel, dirichlet, not 'pink'"),
-    ("soft-thinking:top_p=1.5", r"--top-p must lie in \(0, 1\], not 1.5"),
+    ("soft-thinking:top_p=1.5", r"--top-p must lie in \[0, 1\], not 1.5"),
     ("soft-thinking:temperature=nan", "--temperature must be a finite number"),
     ("swi-reasoning:explicit_only=maybe", "--explicit-only takes true or false, not 'maybe'"),
     ("swi-reasoning:max_switch_count=-1", "--max-switch-count must be at least 0"),
@@ -145,7 +145,7 @@ def test_method_settings_describe_every_option():
     assert seal["vector"].path and seal["alpha"].optional and seal["always_on"].type is bool
     st_rows = {r.name: r for r in registry.method_settings("soft-thinking")}
     assert st_rows["noise"].choices == ("none", "gumbel", "dirichlet") and st_rows["noise"].kind == "choice"
-    assert st_rows["top_p"].bounds == st.interval(0, 1, "(]")
+    assert st_rows["top_p"].bounds == st.interval(0, 1, "[]")
     assert [r.name for r in registry.method_settings("cot")][:2] == ["max_tokens", "seed"]
     listing = json.loads(json.dumps([r.describe() for r in registry.method_settings("swi-reasoning")]))
     window = next(d for d in listing if d["name"] == "switch_window")

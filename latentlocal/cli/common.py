@@ -7,7 +7,7 @@ import argparse
 import socket
 
 from latentlocal.engine import Engine
-from latentlocal.engine_settings import MAX_SEQUENCES, EngineSettings
+from latentlocal.engine_settings import EngineSettings
 from latentlocal.errors import LatentLocalError
 
 _DEFAULTS = EngineSettings()
@@ -47,7 +47,7 @@ def engine_settings(args: argparse.Namespace) -> EngineSettings:
         tensor_split=args.tensor_split,
         n_ctx=args.n_ctx,
         n_threads=args.threads,
-        n_seq_max=max(1, min(MAX_SEQUENCES, args.parallel)),
+        n_seq_max=args.parallel,
         # --seed seeds the engine and the method; unset (None), the engine keeps its default
         seed=_DEFAULTS.seed if getattr(args, "seed", None) is None else args.seed,
         verbose=args.verbose,

@@ -139,6 +139,10 @@ def inspect_vector(path: str) -> dict[str, Any]:
     }
 
 
+def _as_dict(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
 def cmd_inspect(args: argparse.Namespace) -> int:
     info = inspect_vector(args.path)
     if args.json:
@@ -153,8 +157,9 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         print("  no manifest beside it")
         return 0
     print(f"manifest {info['manifest_path']}:")
+    # the manifest is a hand-editable JSON file: a field of another type is shown as it is
     model = m.get("model") or {}
-    counts = (m.get("counts") or {}).get("thoughts") or {}
+    counts = _as_dict(m.get("counts")).get("thoughts") or {}
     elic = m.get("elicitation") or {}
     rows = [
         ("method", m.get("method")),
@@ -162,11 +167,14 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         ("alpha", m.get("alpha")),
         ("recommended always-on scale", m.get("recommended_scale")),
         ("model", f"{model.get('name')} ({model.get('arch')}, {model.get('n_layer')} blocks, "
-                  f"n_embd {model.get('n_embd')}, {model.get('file')})" if model else None),
-        ("model sha256", model.get("sha256")),
+                  f"n_embd {model.get('n_embd')}, {model.get('file')})" if isinstance(model, dict) and model
+         else model or None),
+        ("model sha256", _as_dict(model).get("sha256")),
         ("dataset", f"{m.get('dataset')} (limit {m.get('limit')}, {m.get('problems')} problems)"),
-        ("thoughts", ", ".join(f"{k} {v}" for k, v in counts.items()) or None),
-        ("elicitation", ", ".join(f"{k} {v}" for k, v in elic.items() if k != "cues") or None),
+        ("thoughts", ", ".join(f"{k} {v}" for k, v in counts.items()) if isinstance(counts, dict)
+         else counts or None),
+        ("elicitation", ", ".join(f"{k} {v}" for k, v in elic.items() if k != "cues") if isinstance(elic, dict)
+         else elic or None),
         ("mean state norm", m.get("mean_state_norm")),
         ("created", m.get("created")),
     ]

@@ -291,7 +291,7 @@ def method_means(results: Sequence[dict[str, Any]]) -> dict[str, dict[str, float
 
 # Run conditions that move llama.cpp's numerics, and so single greedy answers: one method's rows
 # made under two of them are not one measurement
-CONDITIONS = ("batch", "threads")
+CONDITIONS = ("batch", "threads", "build")
 
 
 def mixed_conditions(results: Sequence[dict[str, Any]]) -> dict[str, dict[str, dict[Any, int]]]:
@@ -396,8 +396,9 @@ def _render_markdown(
         mixed = mixed_conditions(results)
         if mixed:
             lines += ["## Mixed run conditions", "",
-                      "These methods' results were not all made under one batch size and thread "
-                      "count. Both change llama.cpp's arithmetic and so can change single answers: "
+                      "These methods' results were not all made under one batch size, thread "
+                      "count and llama.cpp build (backend and instruction sets). Each changes "
+                      "llama.cpp's arithmetic and so can change single answers: "
                       "rerun the minority rows (delete them from results.jsonl, run bench again) "
                       "for one configuration.", ""]
             for method, conds in mixed.items():

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from latentlocal.answers import is_correct
+from latentlocal.cpu_build import build_label
 from latentlocal.errors import LatentLocalError
 from latentlocal.datasets import Problem
 from latentlocal.eval.report import RESULTS_NAME, append_result, done_keys, read_results
@@ -81,7 +82,7 @@ def check_resume(results: Path, settings: Mapping[str, Mapping[str, Any]],
 
 
 def record_for(label: str, problem: Problem, summary: Summary, wall_s: float, batch: int = 1,
-               threads: int | None = None) -> dict[str, Any]:
+               threads: int | None = None, build: str | None = None) -> dict[str, Any]:
     rec: dict[str, Any] = {
         "method": label,
         "id": problem.id,
@@ -97,6 +98,8 @@ def record_for(label: str, problem: Problem, summary: Summary, wall_s: float, ba
     if threads is not None:
         # like the batch, the thread count moves llama.cpp's numerics and so single answers
         rec["threads"] = threads
+    if build is not None:
+        rec["build"] = build  # llama.cpp's backend and instruction sets (cpu_build.build_label)
     for key, val in summary.extra.items():
         if isinstance(val, _KEEP_TYPES) and key not in rec:
             rec[key] = val
@@ -140,11 +143,12 @@ def run_bench(
     if progress is not None:
         progress.update(finished, "resuming" if finished else "", new=False,
                         total=len(methods) * len(problems))
+    conditions = {"threads": getattr(engine, "n_threads", None), "build": build_label()}
     if batch > 1:
         if chains is None or any(label not in chains for label, _ in methods):
             raise ValueError("run_bench with batch > 1 needs a chain builder for every method")
         _run_batched(engine, [(label, p) for label, _, p in todo], chains, batch, results, cancel,
-                     progress, finished)
+                     progress, finished, conditions)
         return results
     for label, runner, problem in todo:
         if cancel is not None and cancel.is_set():
@@ -157,7 +161,7 @@ def run_bench(
         if summary is None or summary.finish_reason == "cancelled":
             break  # an unfinished problem is not a result
         append_result(results, record_for(label, problem, summary, time.perf_counter() - t0,
-                                          threads=getattr(engine, "n_threads", None)))
+                                          **conditions))
         finished += 1
         if progress is not None:
             progress.update(finished, f"{label} {problem.id}")
@@ -183,6 +187,7 @@ def _run_batched(
     cancel: threading.Event | None,
     progress: ProgressBar | None,
     finished: int,
+    conditions: Mapping[str, Any],
 ) -> None:
     """``todo`` continuously batched: a problem starts in a sequence as soon as one is free and
     its KV cells fit; each finished problem's record is appended as it ends."""
@@ -219,7 +224,7 @@ def _run_batched(
                 if ev.finish_reason == "cancelled":
                     continue  # an unfinished problem is not a result
                 append_result(results, record_for(label, problem, ev, time.perf_counter() - t0, batch,
-                                                  getattr(engine, "n_threads", None)))
+                                                  **conditions))
                 finished += 1
                 if progress is not None:
                     progress.update(finished, f"{label} {problem.id}")

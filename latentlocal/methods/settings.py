@@ -275,7 +275,8 @@ def top_k(default: int) -> Any:
 
 
 def top_p(default: float) -> Any:
-    return setting(default, help="top-p filter (1 = off)", bounds=interval(0, 1, "(]"))
+    # 0 keeps only the most likely token, as in OpenAI's API and llama.cpp's sampler
+    return setting(default, help="top-p filter (1 = off, 0 = the top token only)", bounds=interval(0, 1, "[]"))
 
 
 def min_p(default: float) -> Any:
