@@ -201,6 +201,56 @@ def test_final_vote():
     final, pick = sr.final_vote(["3", "5"], [0.4, 0.7], [])
     assert final == "5" and pick == 1
     assert sr.final_vote([], [], ["3"]) == (None, None)
+    # an answer only the verifiers gave has no candidate to go with it (the text would be another
+    # answer's)
+    assert sr.final_vote(["3", "5"], [0.4, 0.7], ["7", "7"]) == ("7", None)
+    assert sr.final_vote([None, None], [0.4, 0.7], [None]) == (None, 1)
+
+
+def test_a_verdict_without_its_answer_line_is_no_vote():
+    # "2" is a solution's label, not an answer: the official code votes nothing here (Search.py)
+    assert sr.verdict_answer("Checking: 4*6=24. Solution 2 is right.") is None
+    assert sr.verdict_answer("Checking: 4*6=24.\nFinal answer: 24") == "24"
+
+
+def test_an_answer_from_the_verifiers_alone_comes_with_their_text(smol, monkeypatch):
+    monkeypatch.setattr(sr, "final_answer", lambda text, fmt, strict=False: None)
+    monkeypatch.setattr(sr, "_verify", lambda *a: ("424242", "All wrong.\nFinal answer: 424242", 3))
+    cfg = sr.SoftReasoningConfig(candidates=2, rounds=1, dim=4, max_tokens=8)
+    summary = list(sr.run_soft_reasoning(smol, Q, cfg))[-1]
+    assert summary.answer == "424242" and summary.text.endswith("Final answer: 424242")
+
+
+def _answered(n, chars):
+    return [sr._Cand(i, None, np.zeros(1, np.float32), [], [], text="x" * chars + f"\nFinal answer: {i}")
+            for i in range(n)]
+
+
+def test_the_verifier_prompt_fits_the_free_context(smol, monkeypatch):
+    """Shown only answered candidates, shortened until the prompt fits the cells the prompt's
+    sequence leaves free (it used to be cut to half the context, and could still overflow)."""
+    cfg = sr.SoftReasoningConfig(candidates=2, max_tokens=8, verifier_max_tokens=4)
+    smol.clear()
+    smol.decode_tokens(smol.model.tokenize("x " * 1700), seq=0)  # ~1700 of the 2048 cells taken
+    room = smol.n_ctx - smol.pos(0) - 8 - cfg.verifier_max_tokens
+    fed = []
+    real = smol.decode_tokens
+    monkeypatch.setattr(smol, "decode_tokens", lambda toks, seq=0: (fed.append((len(toks), seq)), real(toks, seq=seq)))
+    cands = _answered(4, 400) + [sr._Cand(9, None, np.zeros(1, np.float32), [], [], text="no answer")]
+    answer, said, n = sr._verify(smol, Q, cands, cfg, seq=5)
+    # four full excerpts take ~470 tokens here: they had to be shortened
+    assert fed and fed[0][1] == 5 and fed[0][0] <= room and 1 <= n <= cfg.verifier_max_tokens
+    assert fed[0][0] < len(smol.model.tokenize(sr.verifier_prompt(
+        smol.model, "\n\n".join(sr._shown(c.text, sr.reasoning_format(smol.model)) for c in cands),
+        sr.reasoning_format(smol.model))))
+    # nothing answered: no verdict, nothing decoded
+    fed.clear()
+    assert sr._verify(smol, Q, cands[-1:], cfg, seq=5) == (None, "", 0) and not fed
+    # even the shortest excerpts do not fit: no verdict rather than a prompt cut through its head
+    smol.decode_tokens(smol.model.tokenize("x " * 250), seq=0)
+    fed.clear()
+    assert sr._verify(smol, Q, _answered(5, 400), cfg, seq=5) == (None, "", 0) and not fed
+    smol.clear()
 
 
 def test_bad_options(smol):

@@ -11,11 +11,27 @@ Search spaces (``x`` always starts from the greedy first token's embedding ``e_z
 reproduces greedy chain of thought, which is candidate 0 of round 0):
 
 - ``subspace`` (default): ``x = e_z + u A`` with ``u`` in ``[-1, 1]^d`` and a fixed random Gaussian
-  ``A`` (d x n_embd) per question, scaled so a typical ``u`` moves ``x`` by ``sigma * |e_z|``.
-  The optimiser searches ``u``.
-- ``around-token``: the paper's ``x = e_z + sigma * rms(e_z) * eps`` with full-width Gaussian
-  ``eps``. There is no low-dimensional variable for a GP to model, so candidates are drawn at
-  random each round: this is what the paper's public code effectively did, kept as a baseline.
+  ``A`` (d x n_embd), drawn from the seed (so the same for every question), scaled so a typical
+  ``u`` moves ``x`` by ``sigma * |e_z|``. The optimiser searches ``u``.
+- ``around-token``: ``x = e_z + sigma * rms(e_z) * eps`` with full-width Gaussian ``eps``, drawn at
+  random each round (no low-dimensional variable for a GP to model); a baseline.
+
+Deviations from the official code (alickzhu/Soft-Reasoning), all kept on purpose:
+
+- The official ``x`` is ``u A`` alone (``Search.py`` ``get_random_embedding_gaussian`` and
+  ``collect_x_train_and_rewards``): ``A`` unscaled N(0, 1), ``u ~ N(0, I)`` in the first round and
+  GP proposals from ``[0, 1]^d`` after it, inserted at a placeholder token after the prompt; its
+  ``e_z + noise`` start (``get_random_embedding``) is never called. Anchoring at ``e_z`` keeps
+  greedy CoT among the candidates and the perturbation's size a setting (``sigma``).
+- The official GP is a fixed RBF kernel (length scale 1) ranking 5000 random points
+  (``utils/guassian_inference.py``); here a fitted Matern-5/2 GP, log-EI with gradient polish and
+  kriging-believer batches (``latentlocal.bayesopt``).
+- The official verifier sees every answered candidate's whole chain and, few-shot, the earlier
+  rounds' analyses; here zero-shot, the candidates' last 400 characters (a thinking model's end of
+  reasoning and answer), no memory across rounds. As there, only answered candidates are shown and
+  a verdict without its answer line is no vote.
+- The official final answer is the last round's verdict (``Search.py`` ``__call__``); here the
+  majority over every candidate and verdict (a single verdict of a 0.5B model is often wrong).
 
 Reuse: a candidate whose first ``reuse_prefix`` generated tokens equal an earlier candidate's is
 stopped there and takes that candidate's answer and text (greedy decoding from nearly the same
@@ -212,15 +228,20 @@ _VERIFIER_REASONING_CHARS = 600
 _VERIFIER_ANSWER_CHARS = 400
 
 
-def _shown(text: str, fmt: ReasoningFormat) -> str:
-    """A candidate as the verifier reads it."""
+def _shown(text: str, fmt: ReasoningFormat, scale: float = 1.0) -> str:
+    """A candidate as the verifier reads it (``scale`` < 1 shortens the excerpts to fit)."""
     thinking, answer = split_thinking(text, fmt)
+    answer_chars = int(_VERIFIER_ANSWER_CHARS * scale)
     if not fmt.native:
-        return text.strip()[-_VERIFIER_ANSWER_CHARS:]
-    reasoning = thinking.strip()[-_VERIFIER_REASONING_CHARS:]
+        return text.strip()[-answer_chars:]
+    reasoning = thinking.strip()[-int(_VERIFIER_REASONING_CHARS * scale):]
     if answer is None:
         return f"Reasoning (end): {reasoning}\nAnswer: (none)"
-    return f"Reasoning (end): {reasoning}\nAnswer: {answer.strip()[:_VERIFIER_ANSWER_CHARS]}"
+    return f"Reasoning (end): {reasoning}\nAnswer: {answer.strip()[:answer_chars]}"
+
+
+# excerpt lengths tried, longest first, until the verifier's prompt fits the free context
+_VERIFIER_SCALES = (1.0, 0.5, 0.25, 0.125)
 
 
 def verifier_prompt(model, user: str, fmt: ReasoningFormat) -> str:
@@ -236,20 +257,33 @@ def verifier_prompt(model, user: str, fmt: ReasoningFormat) -> str:
 def _verify(
     engine: Engine, question: str, cands: list[_Cand], cfg: SoftReasoningConfig, seq: int
 ) -> tuple[str | None, str, int]:
-    """The same model, greedily, judges the round's answers: (its answer, its text, tokens)."""
+    """The same model, greedily, judges the round's answers: (its answer, its text, tokens).
+
+    As in the official code (Search.py ``verifier``), it is shown only the candidates that reached
+    an answer, and a verdict that never writes the answer line is no vote: not its last number,
+    which is often a solution's label ("Solution 2 is right")."""
     fmt = reasoning_format(engine.model)
-    parts = []
-    for i, c in enumerate(cands, 1):
-        parts.append(f"Solution {i}:\n{_shown(c.text, fmt)}")
-    user = (
-        f"Problem: {question_text(question)}\n\nProposed solutions:\n\n" + "\n\n".join(parts)
-        + f"\n\nWhich final answer is correct? Check briefly, then write one last line of the form "
-        f"'{ANSWER_MARKER} <number>'."
-    )
+    shown = [c for c in cands if final_answer(c.text, fmt) is not None]
+    if not shown:
+        return None, "", 0
     model = engine.model
-    toks = model.tokenize(verifier_prompt(model, user, fmt))
-    if len(toks) + cfg.verifier_max_tokens > engine.n_ctx - engine.pos(0) - 8:
-        toks = toks[-(engine.n_ctx // 2):]  # keep the question's end and the instruction
+    # the verifier's sequence shares the unified KV cache with the prompt (sequence 0)
+    room = engine.n_ctx - engine.pos(0) - 8 - cfg.verifier_max_tokens
+    for scale in _VERIFIER_SCALES:
+        parts = [f"Solution {i}:\n{_shown(c.text, fmt, scale)}" for i, c in enumerate(shown, 1)]
+        user = (
+            f"Problem: {question_text(question)}\n\nProposed solutions:\n\n" + "\n\n".join(parts)
+            + f"\n\nWhich final answer is correct? Check briefly, then write one last line of the form "
+            f"'{ANSWER_MARKER} <number>'."
+        )
+        toks = model.tokenize(verifier_prompt(model, user, fmt))
+        if len(toks) <= room:
+            break
+    else:
+        # cutting the prompt's head would drop the chat template; no vote this round instead
+        log.warning("soft-reasoning: the verifier's prompt (%d tokens) does not fit the %d free cells "
+                    "of the context; this round has no verdict (raise --n-ctx)", len(toks), max(room, 0))
+        return None, "", 0
     engine.seq_remove(seq)
     engine.decode_tokens(toks, seq=seq)
     out = TextStream(model)
@@ -266,8 +300,13 @@ def _verify(
             break
         engine.decode_tokens([tok], seq=seq)
     engine.seq_remove(seq)
-    # On a thinking model a verdict that never states an answer is no vote (not its last number).
-    return extract_answer(said, last_number=not fmt.native), said, n
+    return verdict_answer(said), said, n
+
+
+def verdict_answer(said: str) -> str | None:
+    """The verifier's vote: the number on its answer line, or None without one (not the last
+    number of the text, which is often a solution's label)."""
+    return extract_answer(said, last_number=False)
 
 
 def _same(a: str | None, b: str | None) -> bool:
@@ -278,7 +317,8 @@ def final_vote(
     answers: list[str | None], rewards: list[float], verifier_answers: list[str | None]
 ) -> tuple[str | None, int | None]:
     """Majority over candidate and verifier answers; ties go to the answer with the highest
-    candidate reward. Returns the answer and the best-rewarded candidate that gave it."""
+    candidate reward. Returns the answer and the best-rewarded candidate that gave it (None when
+    only verifiers gave it)."""
     if not answers:
         return None, None
     best_of: dict[str | None, float] = {}
@@ -289,7 +329,10 @@ def final_vote(
     v_scores = [best_of.get(normalize_number(a) if a is not None else None, 0.0) for a in verifier_answers]
     final = majority_vote(list(answers) + list(verifier_answers), list(rewards) + v_scores)
     ranked = sorted(range(len(rewards)), key=lambda i: -rewards[i])
-    pick = next((i for i in ranked if _same(answers[i], final)), ranked[0])
+    # None when only verifiers gave the answer: no candidate's text goes with it
+    pick = next((i for i in ranked if _same(answers[i], final)), None)
+    if pick is None and final is None:
+        pick = ranked[0]  # nobody answered: the best-rewarded text, as before
     return final, pick
 
 
@@ -322,6 +365,7 @@ def run_soft_reasoning(
     all_cands: list[_Cand] = []
     rewards: list[float] = []
     verifier_answers: list[str | None] = []
+    verifier_texts: list[str] = []
     generated = 0
     best = -np.inf
     stop_reason = "max_rounds"
@@ -365,9 +409,10 @@ def run_soft_reasoning(
                        f"{fmt.think_end_text}; raise --max-tokens or --answer-reserve")
                 log.warning(msg)
                 yield Notice("few_answers", msg)
-        v_answer, _, v_tokens = _verify(engine, question, cands, cfg, verifier_seq)
+        v_answer, v_text, v_tokens = _verify(engine, question, cands, cfg, verifier_seq)
         generated += v_tokens
         verifier_answers.append(v_answer)
+        verifier_texts.append(v_text)
         results = []
         round_rewards = []
         for c in cands:
@@ -399,7 +444,11 @@ def run_soft_reasoning(
             break
     answers = [final_answer(c.text, fmt) for c in all_cands]
     final, pick = final_vote(answers, rewards, verifier_answers)
-    best_text = all_cands[pick].text if pick is not None else ""
+    if pick is not None:
+        best_text = all_cands[pick].text
+    else:  # the answer came from verifiers alone: the last verdict that gave it is the text
+        best_text = next((t for a, t in zip(reversed(verifier_answers), reversed(verifier_texts))
+                          if _same(a, final)), "")
     yield Summary(
         method="soft-reasoning",
         answer=final,
