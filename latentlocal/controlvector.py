@@ -307,6 +307,16 @@ def _open_reader(path: Path) -> gguf.GGUFReader:
         raise _fail(path, f"cannot be read ({e.strerror})", "check its permissions") from e
     if magic != b"GGUF":
         raise _fail(path, "is not a GGUF file (bad magic)", "pass a control vector .gguf, or re-export it")
+    # A model file passed by mistake: its header says so in milliseconds, where the full reader
+    # takes seconds over a large vocabulary (the TUI's Inspect waited on it)
+    from latentlocal.gguf_header import GGUFHeader
+
+    arch = None
+    with contextlib.suppress(LatentLocalError), GGUFHeader(path) as header:
+        arch = header.string("general.architecture")  # a damaged header: the full reader says how
+    if isinstance(arch, str) and arch != ARCH:
+        raise _fail(path, f"general.architecture is '{arch}', not '{ARCH}'",
+                    "this is not a control vector (a model file?); pass a control vector .gguf")
     try:
         return _BoundedReader(path)
     except Exception as e:  # noqa: BLE001
@@ -524,6 +534,13 @@ def read_manifest(path_of_gguf: str | os.PathLike[str]) -> dict[str, Any] | None
     if not isinstance(data, dict):
         raise LatentLocalError(f"manifest {target} is not a JSON object; fix or delete it")
     return data
+
+
+def manifest_section(manifest: dict[str, Any] | None, key: str) -> dict[str, Any]:
+    """A table of the manifest ("model", "counts", "elicitation"), or {} where it is missing or,
+    in a hand-edited file, of another JSON type."""
+    value = manifest.get(key) if isinstance(manifest, dict) else None
+    return value if isinstance(value, dict) else {}
 
 
 def check_overwritable(path: str | os.PathLike[str]) -> None:

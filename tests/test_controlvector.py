@@ -266,6 +266,15 @@ def test_wrong_architecture(tmp_path):
     expect_error(p, "general.architecture is 'llama'", "not a control vector")
 
 
+def test_a_model_file_is_refused_from_its_header(smol_path, monkeypatch):
+    """A model passed as a vector is refused from the GGUF header, without the full reader that
+    parses its whole vocabulary (seconds: the TUI's Inspect froze on it)."""
+    import latentlocal.controlvector as cvmod
+
+    monkeypatch.setattr(cvmod, "_BoundedReader", lambda path: pytest.fail("the full reader ran"))
+    expect_error(smol_path, "general.architecture is 'llama'", "not a control vector")
+
+
 def test_direction_zero(tmp_path):
     p = write_raw(tmp_path / "v.gguf", {"direction.0": vec(), "direction.1": vec()})
     expect_error(p, "direction.0", "block 0 cannot be steered")

@@ -129,6 +129,11 @@ def test_config_round_trip_and_atomic_save(home):
     path.write_text("[model\nbroken")
     fresh, problems = cfgmod.load(path)
     assert fresh == cfgmod.Config() and "not valid TOML" in problems[0]
+    # the broken file is kept beside, not overwritten by the next save's defaults
+    assert (path.parent / "config.toml.bad").read_text() == "[model\nbroken" and not path.exists()
+    assert "config.toml.bad" in problems[0]
+    path.write_text("[x\n")
+    assert "config.toml.bad.1" in cfgmod.load(path)[1][0] and (path.parent / "config.toml.bad.1").exists()
     path.write_text('[model]\nn_ctx = "big"\nnope = 1\n')
     fresh, problems = cfgmod.load(path)
     assert fresh.model.n_ctx == 4096 and len(problems) == 2
@@ -518,6 +523,63 @@ def test_vectors_inspect_export_and_command(home):
         assert form.method == "seal" and form.values()["vector"] == str(src)
 
     run(scenario)
+
+
+def test_odd_names_and_hand_edited_manifests_do_not_crash_the_app(home):
+    """A path with markup characters, a manifest with fields of other JSON types, an output
+    folder that cannot be made: each is shown or refused on screen. Each one crashed the app,
+    and the remembered bad vector crashed every start after."""
+    odd = home / "a[" / "]b [q4_k_m].gguf"  # the path holds "[/]", markup's closing tag
+    odd.parent.mkdir()
+    seal_vector(odd)
+    cvio.manifest_path(odd).write_text(json.dumps({"counts": 5, "model": "smol", "method": ["x"]}))
+
+    async def scenario(app, pilot):
+        await pilot.press("f5")
+        app.query_one("#vi-path").value = str(odd)
+        await pilot.click("#vi-open")
+        await pilot.pause()
+        info = str(app.query_one("#vi-info").render())
+        assert "[q4_k_m]" in info and "direction.20" in info and "made by: ['x']" in info
+        assert app.config.vectors.inspect == str(odd)
+        assert "[q4_k_m]" in str(app.query_one("#ve-cmd").render())
+        app.notify(f"a notification naming {odd}")  # markup characters in a message
+        # the models table shows the name as it is
+        await pilot.press("f2")
+        box = app.query_one("#model-path")
+        box.value = str(odd)
+        box.focus()
+        await pilot.press("enter")
+        table = app.query_one("#model-table")
+        await wait_for(pilot, lambda: str(odd) in table.rows, what="the odd row")
+        await pilot.pause()
+
+    run(scenario)
+    # and the next start, which inspects the remembered vector again, comes up too
+    cfg, _ = cfgmod.load()
+    assert cfg.vectors.inspect == str(odd)
+
+    async def again(app, pilot):
+        await pilot.press("f5")
+        await pilot.pause()
+        assert "direction.20" in str(app.query_one("#vi-info").render())
+
+    run(again)
+
+
+def test_extraction_into_an_impossible_folder_is_a_message(home, engine):
+    data = home / "d.jsonl"
+    data.write_text(json.dumps({"question": "1+1?", "answer": "#### 2"}) + "\n")
+    (home / "notes.txt").write_text("mine")
+
+    async def scenario(app, pilot):
+        await pilot.press("f5")
+        app.query_one("#vx-data").value = str(data)
+        app.query_one("#vx-out").value = str(home / "notes.txt" / "v.gguf")
+        assert not app.query_one("#vectors-view").start()
+        assert app.job is None and (home / "notes.txt").read_text() == "mine"
+
+    run(scenario, engine=engine)
 
 
 def test_extraction_progress_and_cancel(home, engine, monkeypatch):

@@ -13,6 +13,7 @@ from pathlib import Path
 from textual.actions import SkipAction
 from textual.app import App, ComposeResult
 from textual.binding import Binding
+from textual.notifications import SeverityLevel
 from textual.widgets import Footer, Header, Select, TabbedContent, TabPane
 
 from tui import config as cfgmod
@@ -62,6 +63,12 @@ class LatentLocalApp(App):
         Binding("ctrl+t", "toggle_candidates", "Candidates", priority=True),
         Binding("ctrl+l", "clear_output", "Clear", show=False, priority=True),
     ]
+
+    def notify(self, message: str, *, title: str = "", severity: SeverityLevel = "information",
+               timeout: float | None = None, markup: bool = False) -> None:
+        """Notifications carry paths, errors and model text, never markup: Textual's default
+        (markup on) raised MarkupError for a file named "a[/]b.gguf" and ate "[q4_k_m]"."""
+        super().notify(message, title=title, severity=severity, timeout=timeout, markup=markup)
 
     def __init__(self, autoload: bool | None = None, engine=None) -> None:
         """``engine``: an already loaded Engine to use (and leave open at exit), e.g. in tests."""
@@ -276,8 +283,10 @@ class LatentLocalApp(App):
 
 
 def main() -> int:
-    LatentLocalApp().run()
-    return 0
+    app = LatentLocalApp()
+    app.run()
+    # Textual sets 1 when the app ended on an unhandled error (it has printed the traceback)
+    return app.return_code or 0
 
 
 if __name__ == "__main__":

@@ -157,15 +157,33 @@ def load(path: Path | None = None) -> tuple[Config, list[str]]:
     try:
         data = tomllib.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
-        return Config(), [f"{path} is not valid TOML ({exc}); using defaults, it is rewritten on save"]
+        # the next save writes defaults over it: one typo must not cost the user every setting
+        kept = _set_aside(path)
+        where = f"kept as {kept}" if kept else "it could not be set aside and is rewritten on save"
+        return Config(), [f"{path} is not valid TOML ({exc}); using defaults ({where})"]
     return from_dict(data)
+
+
+def _set_aside(path: Path) -> Path | None:
+    """Move a broken settings file to the first free ``NAME.bad``, ``NAME.bad.1``, ...; None if
+    it cannot be moved."""
+    for i in range(100):
+        target = path.with_name(path.name + ".bad" + (f".{i}" if i else ""))
+        if not target.exists():
+            try:
+                path.rename(target)
+            except OSError:
+                return None
+            return target
+    return None
 
 
 # ---------------------------------------------------------------------------------------------
 # writing
 # ---------------------------------------------------------------------------------------------
 
-_HEADER = "# latentlocal terminal UI settings (written by the app; edits are kept)\n\n"
+_HEADER = ("# latentlocal terminal UI settings (written by the app; edits to these settings are kept,\n"
+           "# keys it does not know are dropped with a warning)\n\n")
 
 
 def _writable(values: dict[str, Any]) -> dict[str, Any]:

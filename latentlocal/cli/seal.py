@@ -139,11 +139,9 @@ def inspect_vector(path: str) -> dict[str, Any]:
     }
 
 
-def _as_dict(value: Any) -> dict[str, Any]:
-    return value if isinstance(value, dict) else {}
-
-
 def cmd_inspect(args: argparse.Namespace) -> int:
+    from latentlocal.controlvector import manifest_section
+
     info = inspect_vector(args.path)
     if args.json:
         print(json.dumps(info, ensure_ascii=False))
@@ -159,7 +157,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     print(f"manifest {info['manifest_path']}:")
     # the manifest is a hand-editable JSON file: a field of another type is shown as it is
     model = m.get("model") or {}
-    counts = _as_dict(m.get("counts")).get("thoughts") or {}
+    counts = manifest_section(m, "counts").get("thoughts") or {}
     elic = m.get("elicitation") or {}
     rows = [
         ("method", m.get("method")),
@@ -169,7 +167,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         ("model", f"{model.get('name')} ({model.get('arch')}, {model.get('n_layer')} blocks, "
                   f"n_embd {model.get('n_embd')}, {model.get('file')})" if isinstance(model, dict) and model
          else model or None),
-        ("model sha256", _as_dict(model).get("sha256")),
+        ("model sha256", manifest_section(m, "model").get("sha256")),
         ("dataset", f"{m.get('dataset')} (limit {m.get('limit')}, {m.get('problems')} problems)"),
         ("thoughts", ", ".join(f"{k} {v}" for k, v in counts.items()) if isinstance(counts, dict)
          else counts or None),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 
+from rich.markup import escape
 from textual import on
 from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
@@ -51,7 +52,7 @@ class CompareView(JobView, Horizontal):
             with Horizontal(classes="button-row"):
                 yield Button("Compare  ^R", id="cmp-start", compact=True, variant="primary")
                 yield Button("Cancel  Esc", id="cmp-cancel", compact=True, variant="error", disabled=True)
-                yield Label("", id="cmp-status", classes="status")
+                yield Label("", id="cmp-status", classes="status", markup=False)
             yield DataTable(id="cmp-table", zebra_stripes=True, cursor_type="row")
             yield TextArea("", id="cmp-detail", read_only=True, soft_wrap=True)
 
@@ -94,9 +95,9 @@ class CompareView(JobView, Horizontal):
         table = self.query_one("#cmp-table", DataTable)
         table.clear()
         for m in methods:
-            table.add_row(title(m), "", "", "", "", "waiting", key=m)
+            table.add_row(escape(title(m)), "", "", "", "", "waiting", key=m)
         for m, err in problems:
-            table.update_cell(m, "finish", f"error: {err}", update_width=True)
+            table.update_cell(m, "finish", escape(f"error: {err}"), update_width=True)
         self.set_running(True, f"0 of {len(runners)} done")
         self.launch(job, lambda job: self._compare(runners, question, job))
         return True
@@ -140,7 +141,8 @@ class CompareView(JobView, Horizontal):
             cells = {"tokens": str(msg.tokens), "time s": f"{time.monotonic() - msg.started:.1f}",
                      "finish": "running…"}
         for col, value in cells.items():
-            table.update_cell(m, col, value, update_width=True)
+            # a str cell is read as markup; answers and errors are the model's and the user's text
+            table.update_cell(m, col, escape(value), update_width=True)
         if s is not None and table.row_count and self._cursor_key() == m:
             self.query_one("#cmp-detail", TextArea).text = s.text
         msg.stop()

@@ -7,6 +7,7 @@ import warnings
 from dataclasses import replace
 from pathlib import Path
 
+from rich.markup import escape
 from textual import on, work
 from textual.app import ComposeResult
 from textual.containers import Grid, Horizontal, Vertical
@@ -107,7 +108,7 @@ class ModelsView(Vertical):
         yield Static(id="gpu-note", classes="hint")
         with Horizontal(classes="button-row"):
             yield Button("Load  Enter", id="model-load", compact=True, variant="primary")
-            yield Label("", id="load-status", classes="status")
+            yield Label("", id="load-status", classes="status", markup=False)
         yield ProgressBar(total=1, show_eta=False, show_percentage=False, id="load-progress")
 
     def on_mount(self) -> None:
@@ -172,6 +173,8 @@ class ModelsView(Vertical):
         else:
             cells = (tag, str(info.get("name")), str(info.get("arch")), str(info.get("n_layer")),
                      str(info.get("n_embd")), human_size(info.get("size_bytes")), short(path))
+        # DataTable reads a str cell as markup: a path or name with "[" in it is the user's text
+        cells = tuple(escape(c) for c in cells)
         if path in table.rows:
             for col, value in zip(self.COLUMNS, cells):
                 table.update_cell(path, col, value, update_width=True)

@@ -31,7 +31,7 @@ class RunView(JobView, Horizontal):
             with Horizontal(id="run-buttons", classes="button-row"):
                 yield Button("Run  ^R", id="run-start", compact=True, variant="primary")
                 yield Button("Cancel  Esc", id="run-cancel", compact=True, variant="error", disabled=True)
-                yield Label("", id="run-status", classes="status")
+                yield Label("", id="run-status", classes="status", markup=False)
             yield StreamView(id="stream", inline_candidates=cfg.ui.inline_candidates)
         yield MetricsPanel(id="metrics")
 

@@ -7,6 +7,7 @@ import shlex
 from pathlib import Path
 
 import numpy as np
+from rich.markup import escape
 from textual import on
 from textual.app import ComposeResult
 from textual.containers import Grid, Horizontal, Vertical, VerticalScroll
@@ -65,7 +66,7 @@ class VectorsView(JobView, Horizontal):
             with Horizontal(classes="button-row"):
                 yield Button("Extract  ^R", id="vx-start", compact=True, variant="primary")
                 yield Button("Cancel  Esc", id="vx-cancel", compact=True, variant="error", disabled=True)
-                yield Label("", id="vx-status", classes="status")
+                yield Label("", id="vx-status", classes="status", markup=False)
             yield ProgressBar(total=1, id="vx-progress", show_eta=True)
             yield Log(id="vx-log", max_lines=500)
         with VerticalScroll(id="vec-right"):
@@ -127,6 +128,11 @@ class VectorsView(JobView, Horizontal):
             elicit = str(self.query_one("#vx-elicit", Select).value)
             cfg = seal.ExtractConfig(data=str(Path(data).expanduser()), out=str(Path(out).expanduser()),
                                      limit=limit, layer=layer, elicit=elicit, max_tokens=max_tokens)
+            # before the job starts: an output under a file ("notes.txt/v.gguf") is a message
+            Path(cfg.out).parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            app.notify(f"cannot create the folder for {out}: {exc.strerror or exc}", severity="error")
+            return False
         except (ValueError, LatentLocalError) as exc:
             app.notify(str(exc), severity="error")
             return False
@@ -137,7 +143,6 @@ class VectorsView(JobView, Horizontal):
         v.data, v.out, v.limit, v.layer, v.elicit, v.max_tokens = data, out, limit, layer or 0, elicit, max_tokens
         app.save_config()
         self.query_one("#vx-out", Input).value = out
-        Path(cfg.out).parent.mkdir(parents=True, exist_ok=True)
         bar = self.query_one("#vx-progress", ProgressBar)
         bar.update(total=limit, progress=0)
         log = self.query_one("#vx-log", Log)
@@ -190,30 +195,30 @@ class VectorsView(JobView, Horizontal):
             manifest = cvio.read_manifest(path)
         except LatentLocalError as exc:
             self.inspected = None
-            info.update(f"[b red]{exc}[/]" if not quiet else "")
+            info.update(f"[b red]{escape(str(exc))}[/]" if not quiet else "")
             self._command(None)
             return False
-        self.inspected = (cv, manifest, path)
-        self.app.config.vectors.inspect = path
-        lines = [f"[b]{short(path)}[/b]",
-                 f"model hint: {cv.model_hint or '(none)'}   width (n_embd): {cv.n_embd}   "
+        # paths, hints and manifest values are the user's text, never markup ("a[/]b.gguf")
+        lines = [f"[b]{escape(short(path))}[/b]",
+                 f"model hint: {escape(cv.model_hint or '(none)')}   width (n_embd): {cv.n_embd}   "
                  f"blocks: {cv.layer_count}",
                  "directions: " + ", ".join(
                      f"direction.{il} (norm {float(np.linalg.norm(cv.directions[il])):.3f})" for il in cv.layers)]
         if manifest:
-            counts = manifest.get("counts", {}).get("thoughts")
-            model = manifest.get("model", {})
-            lines.append(f"made by: {manifest.get('method', '?')} from {manifest.get('dataset', '?')}, "
-                         f"{manifest.get('problems', '?')} problems, layer {manifest.get('layer', '?')}")
-            if counts:
-                lines.append("thoughts: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
+            # a hand-edited manifest may hold any JSON type in any field
+            counts = cvio.manifest_section(manifest, "counts").get("thoughts")
+            model = cvio.manifest_section(manifest, "model")
+            lines.append(escape(f"made by: {manifest.get('method', '?')} from {manifest.get('dataset', '?')}, "
+                                f"{manifest.get('problems', '?')} problems, layer {manifest.get('layer', '?')}"))
+            if isinstance(counts, dict) and counts:
+                lines.append(escape("thoughts: " + ", ".join(f"{k} {v}" for k, v in counts.items())))
             if model:
-                lines.append(f"model: {model.get('name', '?')} ({model.get('file', '?')})")
+                lines.append(escape(f"model: {model.get('name', '?')} ({model.get('file', '?')})"))
             if "recommended_scale" in manifest:
-                lines.append(f"recommended scale: {manifest['recommended_scale']}"
-                             f"  [dim]{manifest.get('recommended_scale_method', '')}[/dim]")
+                lines.append(escape(f"recommended scale: {manifest['recommended_scale']}")
+                             + f"  [dim]{escape(str(manifest.get('recommended_scale_method', '')))}[/dim]")
             if manifest.get("created"):
-                lines.append(f"created: {manifest['created']}")
+                lines.append(escape(f"created: {manifest['created']}"))
         else:
             lines.append("[dim]no manifest beside it (how it was made is unknown)[/dim]")
         eng = self.app.engine
@@ -222,10 +227,14 @@ class VectorsView(JobView, Horizontal):
             try:
                 cvio.import_gguf(path, expect_n_embd=m.n_embd, expect_model_hint=m.arch or None,
                                  expect_n_layer=m.n_layer)
-                lines.append(f"[green]fits the loaded model {m.name}[/green]")
+                lines.append(f"[green]fits the loaded model {escape(m.name)}[/green]")
             except LatentLocalError as exc:
-                lines.append(f"[yellow]does not fit the loaded model: {exc}[/yellow]")
+                lines.append(f"[yellow]does not fit the loaded model: {escape(str(exc))}[/yellow]")
         info.update("\n".join(lines))
+        # remembered for the next start only once it has shown: a file that failed here must
+        # not fail every start after
+        self.inspected = (cv, manifest, path)
+        self.app.config.vectors.inspect = path
         self._command(path)
         return True
 
@@ -242,9 +251,8 @@ class VectorsView(JobView, Horizontal):
         if eng is not None and cv is not None and cv.n_embd == eng.model.n_embd:
             return str(eng.model.path)
         manifest = self.inspected[1] if self.inspected else None
-        if manifest and manifest.get("model", {}).get("file"):
-            return manifest["model"]["file"]
-        return "MODEL.gguf"
+        file = cvio.manifest_section(manifest, "model").get("file")
+        return file if isinstance(file, str) and file else "MODEL.gguf"
 
     def _command(self, vector: str | None) -> None:
         box = self.query_one("#ve-cmd", Static)
@@ -254,7 +262,7 @@ class VectorsView(JobView, Horizontal):
             return
         scale, why = self._scale()
         self.command = llama_cli_command(self._model_for_command(), vector, scale)
-        box.update(f"{self.command}\n[dim]scale: {why}. llama.cpp applies it at every token; "
+        box.update(f"{escape(self.command)}\n[dim]scale: {why}. llama.cpp applies it at every token; "
                    "latentlocal's SEAL steers only thought delimiters.[/dim]")
 
     # -- export --------------------------------------------------------------------------------
