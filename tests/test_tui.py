@@ -731,7 +731,9 @@ def test_stream_wraps_incrementally_as_a_whole_text_wraps():
 
     rng = random.Random(7)
     words = ["a", "bb", "ccc", "dddddd", "x" * 23, "1,234", "=", "step:", "\t", "  ", "\n", "\n\n",
-             "éé", "中文", "(3+4)*2"]
+             "éé", "中文", "(3+4)*2", ".\n\n"]
+    # thinking without spaces (Chinese), which rich folds as one word over many lines
+    cjk = ["思考", "中文", "一", "步骤", "，", "。", "x"]
 
     class Host(App):
         def compose(self):
@@ -745,15 +747,22 @@ def test_stream_wraps_incrementally_as_a_whole_text_wraps():
                 await pilot.resize_terminal(width, 12)
                 await pilot.pause()
                 view.clear()
-                for _ in range(60):
-                    batch = [ev.Token(text=rng.choice(words) + rng.choice(["", " ", ""]), token_id=0,
-                                      phase="think") for _ in range(rng.randint(1, 6))]
+                for i in range(90):
+                    pool = cjk if 30 <= i < 60 else words
+                    batch: list = [ev.Token(text=rng.choice(pool) + ("" if pool is cjk else rng.choice(["", " ", ""])),
+                                            token_id=0, phase="think") for _ in range(rng.randint(1, 6))]
+                    if rng.random() < 0.3:  # a SEAL thought tag, inserted before trailing whitespace
+                        batch.insert(rng.randint(0, len(batch)), ev.Thought(index=i, label="execution", text=""))
                     view.feed(batch)
                     await pilot.pause()
                     whole = view._text.wrap(app.console, view.scrollable_content_region.width)
                     # (spaces at a line's end are not drawn; rich trims them by where the text ends)
                     got = [view._line(y).plain.rstrip() for y in range(view.line_count)]
                     assert got == [line.plain.rstrip() for line in whole]
+                    # and what was laid out piece by piece is what laying out every piece at once gives
+                    view._dirty_all = True
+                    view.render_now()
+                    assert [view._line(y).plain.rstrip() for y in range(view.line_count)] == got
                 assert view.virtual_size.height == view.line_count
                 # what is drawn: the last line on screen is the text's last line
                 await pilot.pause()

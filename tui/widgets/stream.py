@@ -118,18 +118,15 @@ class StreamView(ScrollView, can_focus=True):
             self._pieces.append(_Piece("\n", ""))
 
     def _insert_before_trailing_space(self, piece: _Piece) -> None:
-        """Put a thought tag where the thought ended: before the delimiter's newlines."""
+        """Put a thought tag where the thought ended: before the delimiter's newlines (``feed``
+        keeps a token's trailing whitespace as a piece of its own)."""
         i = len(self._pieces)
         while i > 0 and self._pieces[i - 1].token and not self._pieces[i - 1].text.strip():
             i -= 1
-        if i > 0 and self._pieces[i - 1].token:
-            prev = self._pieces[i - 1]
-            body = prev.text.rstrip()
-            if body != prev.text:
-                self._pieces[i - 1:i] = [_Piece(body, prev.style, prev.top, True),
-                                         _Piece(prev.text[len(body):], prev.style, (), True)]
         self._pieces.insert(i, piece)
-        self._dirty_all = True
+        if i < self._built:
+            # in text already laid out (not after _settled_end's hold): lay it all out again
+            self._dirty_all = True
 
     def feed(self, events: list[ev.Event]) -> None:
         for e in events:
@@ -150,7 +147,12 @@ class StreamView(ScrollView, can_focus=True):
                     self.plain_answer += e.text
                 else:
                     style = SOFT_STYLE if e.mode == "soft" else THINK_STYLE
-                self._pieces.append(_Piece(e.text, style, e.top if e.mode == "soft" else (), True))
+                body = e.text.rstrip()
+                top = e.top if e.mode == "soft" else ()
+                if body and body != e.text:  # ".\n\n": the tag of a thought goes between the two
+                    self._pieces += [_Piece(body, style, top, True), _Piece(e.text[len(body):], style, (), True)]
+                else:
+                    self._pieces.append(_Piece(e.text, style, top, True))
                 self.tokens_shown += 1
             elif isinstance(e, ev.PhaseChange) and e.seq == (self.focus_seq or 0) and e.phase == "answer":
                 self._mark_answer(e.reason)
@@ -229,10 +231,22 @@ class StreamView(ScrollView, can_focus=True):
             self._built = 0
             self._width = 0  # re-wrap everything
             self._dirty_all = False
-        for p in self._pieces[self._built:]:
+        end = self._settled_end()
+        for p in self._pieces[self._built:end]:
             self._append(p)
-        self._built = len(self._pieces)
+        self._built = end
         self._layout_lines()
+
+    def _settled_end(self) -> int:
+        """How many pieces can be laid out: all but the trailing whitespace tokens, before which a
+        SEAL thought tag may still be inserted (``_insert_before_trailing_space``; ``feed`` keeps a
+        token's trailing whitespace as a piece of its own). Laying them out early meant every tag
+        re-wrapped the whole text: with a tag every 30 tokens, a batch cost 27 ms by token 3000.
+        What is held back is whitespace, until the next token or the run's end comes."""
+        end = len(self._pieces)
+        while end > self._built and self._pieces[end - 1].token and not self._pieces[end - 1].text.strip():
+            end -= 1
+        return end
 
     def on_resize(self) -> None:
         self._layout_lines()
@@ -321,9 +335,16 @@ class StreamView(ScrollView, can_focus=True):
                 m = _LAST_WORD.search(plain)
                 word = m.start() if m else len(plain)
                 # the last line that starts at or before that word, at the start of a word (not
-                # inside a word folded over lines, nor at the spaces it left over)
-                k = max((i for i, o in enumerate(starts) if o <= word and not plain[o].isspace()
-                         and plain[o - 1].isspace()), default=0)
+                # inside a word folded over lines, nor at the spaces it left over); or a line
+                # inside the last word itself, which is folded: rich folds a word longer than the
+                # line from a line's start every `width` cells, so its lines are final as long as
+                # what is wrapped again is itself longer than a line (then folded the same way,
+                # trailing spaces included). Text without spaces (Chinese thinking) is one such
+                # word: without this it was wrapped again whole per batch (34 ms a batch by token
+                # 3000)
+                k = max((i for i, o in enumerate(starts) if not plain[o].isspace() and (
+                    plain[o - 1].isspace() if o <= word else cell_len(plain[o:].rstrip()) > width)),
+                        default=0)
                 if k:
                     self._fixed.extend(lines[:k])
                     lines = lines[k:]
