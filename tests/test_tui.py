@@ -553,6 +553,17 @@ def test_odd_names_and_hand_edited_manifests_do_not_crash_the_app(home):
         table = app.query_one("#model-table")
         await wait_for(pilot, lambda: str(odd) in table.rows, what="the odd row")
         await pilot.pause()
+        view = app.query_one("#models-view")
+        asked: list[str] = []
+        view.inspect_path = asked.append
+        box.value = "  "  # an empty box adds nothing (it added a row for ".")
+        await pilot.press("enter")
+        await pilot.pause()
+        assert asked == []
+        box.value = "m.gguf"
+        await pilot.press("enter")
+        await pilot.pause()
+        assert asked == [str(Path("m.gguf"))]
 
     run(scenario)
     # and the next start, which inspects the remembered vector again, comes up too

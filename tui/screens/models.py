@@ -197,9 +197,11 @@ class ModelsView(Vertical):
     @on(Input.Submitted, "#model-path")
     @on(Button.Pressed, "#model-add")
     def _add(self) -> None:
-        path = str(Path(self._pending_path()).expanduser())
-        if path:
-            self.inspect_path(path)
+        typed = self._pending_path()
+        if not typed:  # Path("") is ".": an empty box added a row for the current folder
+            self.app.notify("Type the path of a .gguf file first.", severity="warning")
+            return
+        self.inspect_path(str(Path(typed).expanduser()))
 
     # -- loading -------------------------------------------------------------------------------
     def _int(self, wid: str, lo: int, name: str) -> int:
