@@ -104,6 +104,10 @@ MULTI_POSITION_ROPE = frozenset({C.LLAMA_ROPE_TYPE_MROPE, C.LLAMA_ROPE_TYPE_IMRO
 MULTI_POSITION_ARCHS = frozenset({"qwen2vl", "qwen25vl", "qwen3vl", "qwen3vlmoe", "glm4v", "glm4vmoe"})
 
 
+class LoadCancelled(LatentLocalError):
+    """A model load stopped by its ``cancel`` event."""
+
+
 class Model:
     """Weights, vocabulary and metadata of one GGUF file."""
 
@@ -113,13 +117,21 @@ class Model:
         n_gpu_layers: int = 0,
         rpc: Sequence[str] = (),
         tensor_split: Sequence[float] = (),
+        cancel: threading.Event | None = None,
     ) -> None:
         """``rpc``: parsed worker endpoints (EngineSettings.rpc); their devices take the first
-        ``n_gpu_layers`` (0: every layer) offloaded layers, shared out by ``tensor_split``."""
+        ``n_gpu_layers`` (0: every layer) offloaded layers, shared out by ``tensor_split``.
+        ``cancel``, once set, stops the load at llama.cpp's next progress report (the TUI's
+        Escape and Ctrl+Q waited for a whole load, minutes for a large model on a GPU)."""
         self.path = check_gguf_file(path)
         ensure_backend()
         self.rpc = parse_endpoints(rpc)
         params = C.llama_model_default_params()
+        if cancel is not None:
+            # llama.cpp aborts the load when the callback returns false; kept alive by the local
+            # name until llama_model_load_from_file has returned
+            progress = C.llama_progress_callback(lambda _fraction, _user: not cancel.is_set())
+            params.progress_callback = progress
         if self.rpc:
             timeout = silence_timeout()
             # a worker lost from now on (registration included) ends the run with a clear message
@@ -150,6 +162,8 @@ class Model:
                 params.tensor_split = self._split
             params.n_gpu_layers = int(n_gpu_layers)
             ptr = C.llama_model_load_from_file(str(self.path).encode(), params)
+            if not ptr and cancel is not None and cancel.is_set():
+                raise LoadCancelled(f"loading {self.path.name} was cancelled")
             if not ptr:
                 raise LatentLocalError(
                     f"llama.cpp could not load {self.path}: the file is truncated, corrupt or of an "
@@ -483,15 +497,17 @@ class Engine:
         self._blas_pinned = True
 
     @classmethod
-    def open(cls, settings: EngineSettings | None = None, **kwargs) -> Engine:
+    def open(cls, settings: EngineSettings | None = None, cancel: threading.Event | None = None,
+             **kwargs) -> Engine:
         """Load the model ``settings`` name and open a context on it; the engine owns the model.
 
+        ``cancel``: see :class:`Model` (a cancelled load raises :class:`LoadCancelled`).
         ``kwargs`` go to the constructor (``capture_layers``, ``n_batch``).
         """
         settings = settings or _DEFAULTS
         set_verbose(settings.verbose)
         model = Model(settings.model_path(), n_gpu_layers=settings.n_gpu_layers, rpc=settings.rpc,
-                      tensor_split=settings.tensor_split)
+                      tensor_split=settings.tensor_split, cancel=cancel)
         try:
             engine = cls(model, n_ctx=settings.n_ctx, n_seq_max=settings.n_seq_max,
                          n_threads=settings.n_threads, seed=settings.seed, **kwargs)

@@ -360,3 +360,22 @@ def test_a_copied_prompt_prefix_continues_like_a_fresh_prefill(smol):
     assert smol.seq_intact(2) and not smol.seq_intact(4)
     with pytest.raises(ValueError, match="holds"):
         smol.seq_copy(0, 3, len(a) + 5)
+
+
+def test_a_model_load_stops_when_cancelled(smol_path):
+    """The load polls its cancel event through llama.cpp's progress callback (Escape and Ctrl+Q
+    in the TUI waited for a whole load); an unset event loads as usual."""
+    import threading
+
+    from latentlocal.engine import LoadCancelled, Model
+
+    stop = threading.Event()
+    stop.set()
+    with pytest.raises(LoadCancelled, match="cancelled"):
+        Model(smol_path, cancel=stop)
+    with pytest.raises(LoadCancelled):
+        Engine.open(EngineSettings(model=str(smol_path), n_ctx=256, n_seq_max=1), cancel=stop)
+    model = Model(smol_path, cancel=threading.Event())
+    assert model.n_vocab > 0 and model.n_layer > 0
+    model.close()
+

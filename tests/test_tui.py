@@ -250,6 +250,37 @@ def test_first_start_loads_the_bundled_model(home):
     run(scenario, autoload=True)
 
 
+def test_escape_during_a_model_load_stops_it(home, monkeypatch):
+    """The load gets the job's cancel event (Engine.open's ``cancel``), so Escape (and Ctrl+Q)
+    stop it part way instead of waiting for it; the tab then says so."""
+    from latentlocal import engine as engine_mod
+
+    seen: list = []
+    started = __import__("threading").Event()
+
+    def open_(settings, cancel=None, **kw):
+        seen.append(cancel)
+        started.set()
+        assert cancel is not None and cancel.wait(30), "the load was never cancelled"
+        raise engine_mod.LoadCancelled("loading was cancelled")
+
+    monkeypatch.setattr(engine_mod.Engine, "open", open_)
+
+    async def scenario(app, pilot):
+        table = app.query_one("#model-table")
+        await wait_for(pilot, lambda: table.row_count > 0, what="model list")
+        table.focus()
+        await pilot.press("enter")
+        await wait_for(pilot, started.is_set, what="the load to start")
+        await pilot.press("escape")
+        await wait_for(pilot, lambda: app.job is None, what="the cancelled load to end")
+        await pilot.pause()
+        assert seen and seen[0].is_set() and app.engine is None
+        assert "load cancelled" in str(app.query_one("#load-status").render())
+
+    run(scenario)
+
+
 @pytest.mark.parametrize("method", registry.method_names())
 def test_run_each_method(home, engine, method):
     vector = seal_vector(home / "seal.gguf")

@@ -255,7 +255,8 @@ class ModelsView(Vertical):
         self.query_one("#model-load", Button).disabled = True
         self._ticker.resume()
         self._tick()
-        self._load(path, old, gpu if gpu >= 0 else 10_000, n_ctx, threads or None, parallel, workers)
+        self._load(path, old, gpu if gpu >= 0 else 10_000, n_ctx, threads or None, parallel, workers,
+                   job.cancel)
         return True
 
     def _tick(self) -> None:
@@ -264,7 +265,7 @@ class ModelsView(Vertical):
 
     @work(thread=True, exclusive=True, group="engine")
     def _load(self, path: str, old, gpu: int, n_ctx: int, threads: int | None, parallel: int,
-              workers: EngineSettings) -> None:
+              workers: EngineSettings, cancel) -> None:
         from latentlocal.engine import Engine
 
         if old is not None:
@@ -275,7 +276,7 @@ class ModelsView(Vertical):
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
                 engine = Engine.open(replace(workers, model=path, n_gpu_layers=gpu, n_ctx=n_ctx,
-                                             n_threads=threads, n_seq_max=parallel))
+                                             n_threads=threads, n_seq_max=parallel), cancel=cancel)
             notes = [str(w.message) for w in caught]
         except Exception as exc:  # noqa: BLE001
             error = error_text(exc)
@@ -288,6 +289,10 @@ class ModelsView(Vertical):
         bar.update(total=1, progress=0)  # stop the indeterminate animation
         self.query_one("#model-load", Button).disabled = False
         app = self.app
+        if msg.error is not None and app.job is not None and app.job.cancel.is_set():
+            self.query_one("#load-status", Label).update("load cancelled")  # stopped part way
+            app.end_job(app.job)
+            return
         if msg.error is not None:
             self.query_one("#load-status", Label).update(f"load failed: {msg.error}")
             app.notify(msg.error, title="Load failed", severity="error", timeout=10)
