@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from latentlocal.blas import single_thread_blas
-from latentlocal.engine_settings import MAX_SEQUENCES, EngineSettings
+from latentlocal.engine_settings import MAX_SEQUENCES, EngineSettings, check_kv_memory, kv_bytes_per_token
 from latentlocal.errors import LatentLocalError
 from latentlocal.gguf_header import check_gguf_file, locate_tensor
 from latentlocal.llama_libs import C, ggml_base
@@ -180,9 +180,8 @@ class Model:
         self._vocab = C.llama_model_get_vocab(ptr)
         self.n_layer: int = C.llama_model_n_layer(ptr)
         self.n_embd: int = C.llama_model_n_embd(ptr)
-        # f16 K and V bytes one context token takes in every block (grouped-query heads counted)
-        heads = max(1, C.llama_model_n_head(ptr))
-        self.kv_bytes_per_token: int = 2 * 2 * self.n_layer * (self.n_embd // heads) * C.llama_model_n_head_kv(ptr)
+        self.kv_bytes_per_token: int = kv_bytes_per_token(
+            self.n_layer, self.n_embd, C.llama_model_n_head(ptr), C.llama_model_n_head_kv(ptr))
         # layers offloaded (llama.cpp caps the request at n_layer + 1, the output layer included)
         self.n_gpu_layers = self.n_layer + 1 if n_gpu_layers < 0 else min(int(n_gpu_layers), self.n_layer + 1)
         self.n_vocab: int = C.llama_vocab_n_tokens(self._vocab)
@@ -442,15 +441,8 @@ class Engine:
             raise LatentLocalError(f"a batch of {n_batch} rows cannot serve {n_seq_max} parallel "
                                    f"sequences (llama.cpp needs a row for each); open with n_batch >= "
                                    f"{n_seq_max} or n_seq_max <= {n_batch}")
-        ram = _physical_memory()
-        if ram and not model.n_gpu_layers and n_ctx * model.kv_bytes_per_token > ram:
-            # on the CPU llama.cpp would try to allocate it all: minutes of swapping before it
-            # fails, or an OOM kill (offloaded layers keep their cache on their device)
-            raise LatentLocalError(
-                f"a context of {n_ctx} tokens needs about {n_ctx * model.kv_bytes_per_token / 2**30:.0f} GiB "
-                f"of KV cache for {model.path.name}, more than this machine's {ram / 2**30:.0f} GiB of "
-                f"memory; pass a smaller --n-ctx ({ram // model.kv_bytes_per_token // 2} tokens would "
-                "take half of it)")
+        if not model.n_gpu_layers:
+            check_kv_memory(n_ctx, model.kv_bytes_per_token, model.path.name)
         threads = n_threads or default_threads()
         params = C.llama_context_default_params()
         params.n_ctx = n_ctx
@@ -889,14 +881,6 @@ class Engine:
             self.close()
         except Exception:
             pass
-
-
-def _physical_memory() -> int:
-    """Bytes of RAM, or 0 where the platform does not say."""
-    try:
-        return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
-    except (AttributeError, ValueError, OSError):
-        return 0
 
 
 def default_threads() -> int:

@@ -81,3 +81,30 @@ def parse_shares(shares: str | Sequence[float]) -> tuple[float, ...]:
             f"tensor split {','.join(f'{x:g}' for x in split)}: shares must be finite, not negative, "
             "and not all zero (e.g. 3,1 puts three quarters of the offloaded layers on the first device)")
     return split
+
+
+def kv_bytes_per_token(n_layer: int, n_embd: int, n_head: int, n_head_kv: int) -> int:
+    """f16 K and V bytes one context token takes in every block (grouped-query heads counted)."""
+    return 2 * 2 * n_layer * (n_embd // max(1, n_head)) * n_head_kv
+
+
+def physical_memory() -> int:
+    """Bytes of RAM, or 0 where the platform does not say."""
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+    except (AttributeError, ValueError, OSError):
+        return 0
+
+
+def check_kv_memory(n_ctx: int, bytes_per_token: int, name: str) -> None:
+    """Refuse a CPU context whose KV cache cannot fit this machine's memory: llama.cpp would try
+    to allocate it all (minutes of swapping before it fails, or an OOM kill). Offloaded layers
+    keep their cache on their device, so callers check only CPU contexts."""
+    ram = physical_memory()
+    if ram and bytes_per_token > 0 and n_ctx * bytes_per_token > ram:
+        raise LatentLocalError(
+            f"a context of {n_ctx} tokens needs about {n_ctx * bytes_per_token / 2**30:.0f} GiB "
+            f"of KV cache for {name}, more than this machine's {ram / 2**30:.0f} GiB of "
+            f"memory; pass a smaller --n-ctx ({ram // bytes_per_token // 2} tokens would "
+            "take half of it)")
+

@@ -144,7 +144,8 @@ def locate_tensor(path: str | os.PathLike[str], name: str) -> TensorLocation | N
 
 
 def read_info(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """Architecture, block count, width, vocabulary size, name and file size of a GGUF."""
+    """Architecture, block count, width, attention heads, vocabulary size, name and file size of a
+    GGUF."""
     with GGUFHeader(path) as h:
         arch = h.string("general.architecture") or "unknown"
         return {
@@ -152,6 +153,9 @@ def read_info(path: str | os.PathLike[str]) -> dict[str, Any]:
             "arch": arch,
             "n_layer": h.integer(f"{arch}.block_count"),
             "n_embd": h.integer(f"{arch}.embedding_length"),
+            # None where they are per-block arrays (the KV estimate then waits for the load)
+            "n_head": h.integer(f"{arch}.attention.head_count"),
+            "n_head_kv": h.integer(f"{arch}.attention.head_count_kv") or h.integer(f"{arch}.attention.head_count"),
             "n_vocab": h.array_len("tokenizer.ggml.tokens"),
             "size_bytes": Path(h.path).stat().st_size,
             "file_type": h.integer("general.file_type"),

@@ -250,6 +250,11 @@ def test_read_info_agrees_with_the_loaded_model(which, request, tmp_path):
     info = read_info(model.path)
     assert (info["arch"], info["n_layer"], info["n_embd"], info["n_vocab"]) == \
         (model.arch, model.n_layer, model.n_embd, model.n_vocab)
+    # the header's KV estimate is the loaded model's (the TUI checks a context with it first)
+    from latentlocal.engine_settings import kv_bytes_per_token
+
+    assert kv_bytes_per_token(info["n_layer"], info["n_embd"], info["n_head"], info["n_head_kv"]) == \
+        model.kv_bytes_per_token
     assert info["size_bytes"] == model.path.stat().st_size and isinstance(info["file_type"], int)
     bad = tmp_path / "bad.gguf"
     bad.write_bytes(b"GGUF" + b"\xff" * 60)

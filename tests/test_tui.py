@@ -250,6 +250,23 @@ def test_first_start_loads_the_bundled_model(home):
     run(scenario, autoload=True)
 
 
+def test_a_context_too_large_for_memory_keeps_the_loaded_model(home, engine):
+    """Checked from the file's header before the loaded model is let go (the engine refused it
+    only after unloading the model in use)."""
+
+    async def scenario(app, pilot):
+        await pilot.press("f2")
+        table = app.query_one("#model-table")
+        await wait_for(pilot, lambda: table.row_count > 0 and all(
+            r.get("n_head") for r in app.query_one("#models-view").rows.values() if not r.get("error")),
+            what="model headers")
+        app.query_one("#opt-ctx").value = "999999999"
+        assert not app.query_one("#models-view").load_selected()
+        assert app.engine is engine and app.job is None
+
+    run(scenario, engine=engine)
+
+
 def test_escape_during_a_model_load_stops_it(home, monkeypatch):
     """The load gets the job's cancel event (Engine.open's ``cancel``), so Escape (and Ctrl+Q)
     stop it part way instead of waiting for it; the tab then says so."""

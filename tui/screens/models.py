@@ -14,7 +14,7 @@ from textual.containers import Grid, Horizontal, Vertical
 from textual.message import Message
 from textual.widgets import Button, DataTable, Input, Label, ProgressBar, Static
 
-from latentlocal.engine_settings import MAX_SEQUENCES, EngineSettings
+from latentlocal.engine_settings import MAX_SEQUENCES, EngineSettings, check_kv_memory, kv_bytes_per_token
 from latentlocal.errors import LatentLocalError
 from latentlocal.models import list_models, models_dir
 from tui.jobs import error_text
@@ -240,6 +240,14 @@ class ModelsView(Vertical):
         if parallel > MAX_SEQUENCES:
             app.notify(f"Parallel sequences must be {MAX_SEQUENCES} or fewer.", severity="error")
             return False
+        heads = [row.get(k) for k in ("n_layer", "n_embd", "n_head", "n_head_kv")]
+        if gpu == 0 and all(isinstance(v, int) and v > 0 for v in heads):
+            # from the header, before the loaded model goes: the engine would refuse it after
+            try:
+                check_kv_memory(n_ctx, kv_bytes_per_token(*heads), Path(path).name)
+            except LatentLocalError as exc:
+                app.notify(str(exc), title="Context too large", severity="error", timeout=10)
+                return False
         job = app.begin_job("load")
         if job is None:
             return False
