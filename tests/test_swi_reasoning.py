@@ -442,7 +442,7 @@ def test_blends_with_think_tokens_and_convergence_words(think, monkeypatch):
     "field, value, flag",
     [
         ("temperature", -1.0, "--temperature"),
-        ("top_p", 0.0, "--top-p"),
+        ("top_p", 1.5, "--top-p"),  # 0 is valid: the top token only
         ("alpha", 1.5, "--swir-alpha"),
         ("beta", -0.1, "--swir-beta"),
         ("window", -1, "--switch-window"),
