@@ -250,6 +250,34 @@ def test_first_start_loads_the_bundled_model(home):
     run(scenario, autoload=True)
 
 
+def test_the_models_folder_is_listed_off_the_ui_thread(home, monkeypatch):
+    """A slow listing (a large folder, a network drive) does not hold the app: the tabs answer
+    while it runs, and its rows come when it ends."""
+    import threading
+
+    from tui.screens import models as models_screen
+
+    release, held_too_long = threading.Event(), []
+    real = models_screen.list_models
+
+    def slow_listing():
+        if not release.wait(10):
+            held_too_long.append(True)  # nothing released it: the app was waiting on this call
+        return real()
+
+    monkeypatch.setattr(models_screen, "list_models", slow_listing)
+
+    async def scenario(app, pilot):
+        await pilot.press("f3")
+        await wait_for(pilot, lambda: app.query_one("#tabs").active == "run", what="the Run tab")
+        release.set()
+        table = app.query_one("#model-table")
+        await wait_for(pilot, lambda: table.row_count > 0, what="the listing's rows")
+        assert not held_too_long
+
+    run(scenario)
+
+
 def test_a_context_too_large_for_memory_keeps_the_loaded_model(home, engine):
     """Checked from the file's header before the loaded model is let go (the engine refused it
     only after unloading the model in use)."""

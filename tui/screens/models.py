@@ -64,6 +64,14 @@ def _read_info(path: str) -> tuple[dict | None, str | None]:
     return info, None
 
 
+class ModelList(Message):
+    """The model files found (listed in a worker): (path, bundled) pairs."""
+
+    def __init__(self, entries: list[tuple[str, bool]]) -> None:
+        super().__init__()
+        self.entries = entries
+
+
 class ModelInfo(Message):
     """GGUF header facts of one file (read in a worker)."""
 
@@ -135,20 +143,24 @@ class ModelsView(Vertical):
 
     # -- listing -------------------------------------------------------------------------------
     def scan(self) -> None:
-        """List the models now (names only) and read their headers in a worker."""
-        entries = [(str(e.path), e.bundled) for e in list_models()]
-        last = self.app.config.model.path
-        if last and last not in {p for p, _ in entries} and Path(last).is_file():
-            entries.append((last, False))
-        for path, bundled in entries:
-            self._show(path, bundled, _INFO_CACHE.get(_cache_key(path)), None)
-        self._read_infos(entries)
+        """List the models and read their headers, in a worker: walking a large models folder
+        (or one on a network drive) held the first screen until it was done."""
+        self._scan(self.app.config.model.path)
 
     @work(thread=True, group="scan")
-    def _read_infos(self, entries: list[tuple[str, bool]]) -> None:
-        """Header facts (no weights; the vocabulary makes it take a moment) off the UI thread."""
+    def _scan(self, last: str) -> None:
+        entries = [(str(e.path), e.bundled) for e in list_models()]
+        if last and last not in {p for p, _ in entries} and Path(last).is_file():
+            entries.append((last, False))
+        self.post_message(ModelList(entries))
+        # header facts (no weights; the vocabulary makes each take a moment)
         for path, bundled in entries:
             self.post_message(ModelInfo(path, bundled, *_read_info(path)))
+
+    def on_model_list(self, msg: ModelList) -> None:
+        for path, bundled in msg.entries:
+            if path not in self.rows:
+                self._show(path, bundled, _INFO_CACHE.get(_cache_key(path)), None)
 
     @work(thread=True, group="scan")
     def inspect_path(self, path: str) -> None:
