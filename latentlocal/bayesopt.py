@@ -608,7 +608,12 @@ class BayesOpt:
         n_polish: int = 4,
         polish_maxiter: int = 40,
         dedup_tol: float = 1e-3,
+        observe_outside: bool = False,
     ) -> None:
+        """``observe_outside``: told points may lie outside ``bounds`` and are kept as told
+        (proposals stay inside): Soft Reasoning's official code draws its first points from a
+        normal distribution and searches the unit cube after them."""
+        self.observe_outside = bool(observe_outside)
         self.bounds = _check_bounds(bounds)
         self.d = self.bounds.shape[0]
         if self.d > MAX_DIM:
@@ -654,6 +659,10 @@ class BayesOpt:
     def tell(self, X: np.ndarray, y: np.ndarray | float) -> None:
         """Record evaluations; X (m, d) or (d,), y (m,) or a scalar."""
         X, y = _check_xy(X, y, self.d)
+        if self.observe_outside:
+            self._X = np.vstack([self._X, X])
+            self._y = np.concatenate([self._y, y])
+            return
         slack = 1e-9 * self._width
         if np.any(X < self._lo - slack) or np.any(X > self.bounds[:, 1] + slack):
             raise LatentLocalError("told points lie outside the optimisation bounds")

@@ -421,3 +421,19 @@ def test_bad_input_is_reported() -> None:
         opt.ask(0)
     with pytest.raises(LatentLocalError):
         GaussianProcess().predict(np.zeros((1, 2)))
+
+
+def test_observe_outside_keeps_told_points_and_proposes_inside():
+    """Soft Reasoning's official space tells normal draws, then searches the unit cube."""
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((6, 3))
+    y = -np.sum(X**2, axis=1)
+    strict = BayesOpt([[0.0, 1.0]] * 3, seed=0, n_initial=6)
+    with pytest.raises(LatentLocalError, match="outside"):
+        strict.tell(X, y)
+    opt = BayesOpt([[0.0, 1.0]] * 3, seed=0, n_initial=6, observe_outside=True)
+    opt.tell(X, y)
+    np.testing.assert_array_equal(opt.X, X)  # kept as told, not clipped
+    U = opt.ask(4)
+    assert U.shape == (4, 3) and np.all((U >= 0) & (U <= 1)) and opt.last_proposal.from_model
+

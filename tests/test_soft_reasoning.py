@@ -60,6 +60,23 @@ def test_perturbation_size_is_sigma_times_the_embedding_norm(space):
             assert ratio == pytest.approx(sigma, rel=0.1)
 
 
+def test_the_official_space_is_u_times_an_unscaled_gaussian_matrix():
+    """space=official follows Search.py: x = u A with A ~ N(0, 1) (no e_z, no sigma), the first
+    round's u ~ N(0, I), the unit cube afterwards."""
+    e_z = np.full(576, 0.01, np.float32)
+    for sigma in (0.5, 2.0):  # sigma plays no part
+        sp = sr._Space(sr.SoftReasoningConfig(space="official", sigma=sigma), e_z, np.random.default_rng(0))
+        assert sp.A.shape == (50, 576) and sp.A.std() == pytest.approx(1.0, rel=0.05)
+        assert abs(sp.A.mean()) < 0.02
+        u = np.random.default_rng(3).uniform(size=50)
+        np.testing.assert_allclose(sp.embed(u), (u @ sp.A).astype(np.float32), rtol=1e-6)
+        assert not np.any(sp.embed(np.zeros(50)))  # no greedy anchor
+        assert sp.bounds.tolist() == [[0.0, 1.0]] * 50
+        first = sp.first_round(400)
+        assert first.shape == (400, 50) and first.std() == pytest.approx(1.0, rel=0.05)
+        assert (first < 0).mean() > 0.4  # N(0, I), not the cube
+
+
 def test_gemma_first_step_logits_match_batched(gemma):
     """llama.cpp does not promise batch-invariant numerics: on Gemma 3 270M greedy chains may split
     after a few tokens when batched, so here the first step's logits are compared to a tolerance."""
@@ -181,6 +198,56 @@ def test_each_round_decodes_the_proposals_asked_after_the_last_tell(smol, monkey
             assert proposal.from_model
             assert rounds[r].predicted_mean == pytest.approx(tuple(proposal.mean))
     np.testing.assert_array_equal(log[1][2][0], space.e_z)
+
+
+def test_the_official_space_searches_the_cube_after_normal_draws(smol, monkeypatch):
+    """Round 0 decodes u ~ N(0, I) (no greedy candidate), is told to the optimiser as drawn, and
+    the rounds after it decode the GP's proposals from the unit cube."""
+    from latentlocal.bayesopt import BayesOpt
+
+    told, spaces = [], []
+    real_tell, real_init = BayesOpt.tell, sr._Space.__init__
+
+    def tell(self, X, y):
+        told.append(np.array(X, copy=True))
+        return real_tell(self, X, y)
+
+    def init(self, *a, **k):
+        real_init(self, *a, **k)
+        spaces.append(self)
+
+    rows_fed = []
+    real_step = smol.decode_step
+
+    def step(seqs, tokens=None, rows=None):
+        if rows is not None:
+            rows_fed.append(np.array(rows, copy=True))
+        return real_step(seqs, tokens=tokens, rows=rows)
+
+    stood_for = []
+    real_decode = sr._decode_candidates
+
+    def decode(*a, first_token=None, **k):
+        stood_for.append(first_token)
+        return real_decode(*a, first_token=first_token, **k)
+
+    monkeypatch.setattr(BayesOpt, "tell", tell)
+    monkeypatch.setattr(sr._Space, "__init__", init)
+    monkeypatch.setattr(smol, "decode_step", step)
+    monkeypatch.setattr(sr, "_decode_candidates", decode)
+    cfg = sr.SoftReasoningConfig(space="official", candidates=3, rounds=2, dim=6, max_tokens=16,
+                                 verifier_max_tokens=16, min_improvement=-1.0)
+    events = list(sr.run_soft_reasoning(smol, Q, cfg))
+    assert isinstance(events[-1], Summary) and events[-1].extra["space"] == "official"
+    # the free position is no token's stand-in: nothing is put in front of what was decoded
+    assert stood_for == [None, None]
+    assert len(told) == 2 and len(rows_fed) == 2
+    space = spaces[0]
+    assert (told[0] < 0).any() or (told[0] > 1).any()  # normal draws, not the cube
+    assert np.all((told[1] >= 0) & (told[1] <= 1))  # then the GP's proposals in the cube
+    for U, rows in zip(told, rows_fed):
+        np.testing.assert_array_equal(rows, np.stack([space.embed(u) for u in U]))
+    assert not np.any(np.all(rows_fed[0] == space.e_z, axis=1))  # no greedy candidate
 
 
 def test_stops_when_the_best_reward_stalls(smol):

@@ -7,7 +7,7 @@ prompt KV. Reward = verifier agreement (the same model judges the round's answer
 (mean probability of the candidate's generated tokens). The final answer is a majority vote over
 every candidate and verifier answer, ties to the highest reward.
 
-Search spaces (``x`` always starts from the greedy first token's embedding ``e_z``, so ``u = 0``
+Search spaces (the first two start from the greedy first token's embedding ``e_z``, so ``u = 0``
 reproduces greedy chain of thought, which is candidate 0 of round 0):
 
 - ``subspace`` (default): ``x = e_z + u A`` with ``u`` in ``[-1, 1]^d`` and a fixed random Gaussian
@@ -15,14 +15,18 @@ reproduces greedy chain of thought, which is candidate 0 of round 0):
   ``u`` moves ``x`` by ``sigma * |e_z|``. The optimiser searches ``u``.
 - ``around-token``: ``x = e_z + sigma * rms(e_z) * eps`` with full-width Gaussian ``eps``, drawn at
   random each round (no low-dimensional variable for a GP to model); a baseline.
+- ``official``: the official code's space, ``x = u A`` with ``A`` unscaled N(0, 1), the first
+  round's ``u ~ N(0, I)`` and the GP's proposals from ``[0, 1]^d`` after it; no greedy candidate
+  and no ``e_z`` (so ``sigma`` is unused). Our GP and verifier, as in the other spaces.
 
 Deviations from the official code (alickzhu/Soft-Reasoning), all kept on purpose:
 
 - The official ``x`` is ``u A`` alone (``Search.py`` ``get_random_embedding_gaussian`` and
   ``collect_x_train_and_rewards``): ``A`` unscaled N(0, 1), ``u ~ N(0, I)`` in the first round and
   GP proposals from ``[0, 1]^d`` after it, inserted at a placeholder token after the prompt; its
-  ``e_z + noise`` start (``get_random_embedding``) is never called. Anchoring at ``e_z`` keeps
-  greedy CoT among the candidates and the perturbation's size a setting (``sigma``).
+  ``e_z + noise`` start (``get_random_embedding``) is never called. ``space=official`` is that
+  space; the default anchors at ``e_z`` instead, which keeps greedy CoT among the candidates and
+  the perturbation's size a setting (``sigma``).
 - The official GP is a fixed RBF kernel (length scale 1) ranking 5000 random points
   (``utils/guassian_inference.py``); here a fitted Matern-5/2 GP, log-EI with gradient polish and
   kriging-believer batches (``latentlocal.bayesopt``).
@@ -73,7 +77,7 @@ log = logging.getLogger(__name__)
 VERIFIER_SYSTEM = "You check solutions to math problems carefully and decide which final answer is right."
 
 
-SPACES = ("subspace", "around-token")
+SPACES = ("subspace", "around-token", "official")
 
 
 @dataclass(frozen=True)
@@ -81,7 +85,8 @@ class SoftReasoningConfig(settings.Budgeted):
     candidates: int = settings.setting(5, help="candidates per round", bounds=settings.at_least(1))
     rounds: int = settings.setting(5, help="optimiser rounds at most", bounds=settings.at_least(1))
     space: str = settings.setting("subspace", choices=SPACES,
-                                  help="search space: subspace (GP over u) or around-token (paper, random)")
+                                  help="search space: subspace (GP over u around the greedy token), official "
+                                       "(the official code's x = uA), or around-token (random noise)")
     dim: int = settings.setting(50, help="subspace dimension d", bounds=settings.interval(1, MAX_DIM),
                                 why="(the Sobol design's limit)")
     # At 0.5 Qwen2.5-0.5B's greedy continuation ignored 90% of perturbations (the same text within
@@ -133,15 +138,27 @@ class _Space:
         rms = float(np.sqrt(np.mean(e_z.astype(np.float64) ** 2)))
         self.rms = rms
         n_embd = e_z.shape[0]
+        self.origin = e_z
         if cfg.space == "subspace":
             # Var(u_i) = 1/3 for u uniform in [-1, 1]: scale A so |u A| ~ sigma * |e_z|.
             self.A = rng.normal(0.0, np.sqrt(3.0 / cfg.dim) * cfg.sigma * rms, size=(cfg.dim, n_embd))
             self.bounds = np.array([[-1.0, 1.0]] * cfg.dim)
+        elif cfg.space == "official":
+            # Search.py: A ~ N(0, 1) unscaled and x = u A, no e_z (sigma unused); the GP searches
+            # the unit cube (utils/guassian_inference.py draws its candidates with torch.rand)
+            self.A = rng.normal(0.0, 1.0, size=(cfg.dim, n_embd))
+            self.bounds = np.array([[0.0, 1.0]] * cfg.dim)
+            self.origin = np.zeros_like(e_z)
         self._rng = rng
         self.n_embd = n_embd
 
     def embed(self, u: np.ndarray) -> np.ndarray:
-        return (self.e_z + u @ self.A).astype(np.float32)
+        return (self.origin + u @ self.A).astype(np.float32)
+
+    def first_round(self, n: int) -> np.ndarray:
+        """The official space's first points: u ~ N(0, I) (Search.py
+        ``get_random_embedding_gaussian``), outside the cube the GP searches after them."""
+        return self._rng.standard_normal((n, self.cfg.dim))
 
     def random_around(self, n: int) -> np.ndarray:
         eps = self._rng.normal(size=(n, self.n_embd))
@@ -358,10 +375,13 @@ def run_soft_reasoning(
     yield from notes
     e_z = model.embeddings.row(z)
     space = _Space(cfg, e_z, rng)
-    opt = BayesOpt(space.bounds, seed=int(rng.integers(2**31)), n_initial=cfg.candidates) \
-        if cfg.space == "subspace" else None
+    opt = BayesOpt(space.bounds, seed=int(rng.integers(2**31)), n_initial=cfg.candidates,
+                   observe_outside=cfg.space == "official") if cfg.space != "around-token" else None
     verifier_seq = cfg.candidates + 1
-    first_text = model.token_text(z)  # the free position stands in for this token
+    # the free position stands in for this token, except in the official space, where it is a
+    # placeholder's embedding with no token behind it (Search.py)
+    stands_for = None if cfg.space == "official" else z
+    first_text = model.token_text(z) if stands_for is not None else ""
     all_cands: list[_Cand] = []
     rewards: list[float] = []
     verifier_answers: list[str | None] = []
@@ -375,7 +395,10 @@ def run_soft_reasoning(
             stop_reason = "cancelled"
             break
         mean = std = None
-        if opt is not None:
+        if opt is not None and cfg.space == "official" and r == 0:
+            U = space.first_round(cfg.candidates)  # no greedy candidate in the official code
+            xs = [space.embed(u) for u in U]
+        elif opt is not None:
             U = opt.ask(cfg.candidates)
             if r == 0:
                 U[0] = 0.0  # greedy chain of thought is always candidate 0
@@ -390,7 +413,7 @@ def run_soft_reasoning(
                 xs[0] = e_z.astype(np.float32)
         base = len(all_cands)
         cands = [_Cand(base + i, U[i], xs[i], [], []) for i in range(cfg.candidates)]
-        yield from _decode_candidates(engine, cands, len(prompt), cfg, all_cands, cancel, first_token=z,
+        yield from _decode_candidates(engine, cands, len(prompt), cfg, all_cands, cancel, first_token=stands_for,
                                      budget=budget)
         for c in cands:
             if c.reused_from is not None:
