@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from latentlocal.errors import LatentLocalError
-from latentlocal.events import Round, Summary, Token
+from latentlocal.events import Round, SequenceDone, Summary, Token
 from latentlocal.methods import soft_reasoning as sr
 from latentlocal.methods.cot import CotConfig, prompt_tokens, run_cot
 
@@ -107,8 +107,12 @@ def test_a_twin_candidate_is_reused_not_decoded_again(smol):
     _decode(smol, cfg, toks, first)
     cfg2 = sr.SoftReasoningConfig(candidates=1, max_tokens=60, reuse_prefix=8)
     twin = sr._Cand(1, None, first[0].x.copy(), [], [])
-    _decode(smol, cfg2, toks, [twin], earlier=first)
+    first[0].text = "the earlier candidate's whole text. Final answer: 24"
+    events = _decode(smol, cfg2, toks, [twin], earlier=first)
     assert twin.reused_from == 0 and len(twin.tokens) == 8 and twin.finish == "reused"
+    # its SequenceDone carries the twin's text and answer, not the 8-token prefix's
+    done = [e for e in events if isinstance(e, SequenceDone)]
+    assert len(done) == 1 and done[0].text == first[0].text and done[0].answer == "24"
 
 
 def test_rounds_events_and_summary(smol):

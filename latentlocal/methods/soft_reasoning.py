@@ -227,7 +227,11 @@ def _decode_candidates(
                     if twin is not None:
                         c.reused_from = twin.index
                         c.finish = "reused"
-            if c.finish:
+            if c.finish == "reused":
+                # it takes its twin's text and answer (the Round says so too), not its prefix's
+                twin_text = earlier[c.reused_from].text
+                yield SequenceDone(s, twin_text, final_answer(twin_text, fmt), len(c.tokens), c.finish)
+            elif c.finish:
                 yield SequenceDone(s, c.text, final_answer(c.text, fmt), len(c.tokens), c.finish)
             else:
                 feed.append(s)
