@@ -22,7 +22,7 @@ from latentlocal.methods.seal import SealConfig, is_delimiter, run_seal
 from latentlocal.methods.soft_reasoning import SoftReasoningConfig, run_soft_reasoning, verifier_prompt
 from latentlocal.methods.soft_thinking import SoftThinkingConfig, run_soft_thinking
 from latentlocal.phases import Budget, ThinkTracker, final_answer, split_thinking
-from latentlocal.prompts import ReasoningFormat, build_prompt, reasoning_format
+from latentlocal.prompts import ANSWER_MARKER, ReasoningFormat, build_prompt, reasoning_format
 from latentlocal.sampling import SamplingConfig
 from thinkmodel import THINK_IDS, think_model_path
 
@@ -126,6 +126,42 @@ def test_answer_comes_from_after_the_last_think_end(fmt):
     plain = ReasoningFormat(None, "Final answer:")
     assert final_answer(text, plain) == "3"
     assert final_answer(text.replace("\\boxed{3}", "3"), plain) == "5"
+
+
+def test_stop_strings_end_the_answer_not_the_thinking(think):
+    """A stop string met while thinking does not end the run (it ended with nothing answered,
+    while the server cuts only the reply's content at stop strings); in the answer it does, and
+    one that straddles </think> does not count."""
+    model = think.model
+    words = model.tokenize("Tom has 3 apples", add_special=False)
+    st = _Stream(think, ("apples",), None, Budget(200), reasoning_format(model))
+    for t in words:
+        st.push(t)
+    assert st.finish is None
+    st.push(END)
+    assert st.finish is None  # "apples" then </think>: the window after </think> holds neither
+    for t in model.tokenize(" so 3 apples", add_special=False):
+        st.push(t)
+    assert st.finish == "stop" and st.token_phase == "answer"
+    # a model without think tokens: the whole text is the answer, as before
+    plain = _Stream(think, ("apples",), None, Budget(200), ReasoningFormat(None, ANSWER_MARKER))
+    for t in words:
+        plain.push(t)
+    assert plain.finish == "stop"
+
+
+def test_a_verdict_only_answer_is_the_replys_content(think, monkeypatch):
+    """When only verifiers gave the final answer, the Summary's text is their verdict, and on a
+    thinking model it must read as the answer (after </think>), not as thinking."""
+    import latentlocal.methods.soft_reasoning as sr
+
+    monkeypatch.setattr(sr, "final_answer", lambda text, fmt, strict=False: None)
+    monkeypatch.setattr(sr, "_verify", lambda *a: ("424242", "All wrong.\nFinal answer: 424242", 3))
+    cfg = SoftReasoningConfig(candidates=2, rounds=1, dim=4, max_tokens=16, answer_reserve=4)
+    summary = list(run_soft_reasoning(think, "What is 2 + 3?", cfg))[-1]
+    thinking, answer = split_thinking(summary.text, reasoning_format(think.model))
+    assert summary.answer == "424242" and answer is not None and "Final answer: 424242" in answer
+    assert "424242" not in thinking
 
 
 def test_answer_line_stops_only_outside_thinking(think):

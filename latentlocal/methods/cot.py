@@ -90,6 +90,7 @@ class _Stream:
         self._answer = AnswerLineWatch(self.marker) if self.marker else None
         self.token_phase = "answer"   # phase of the last pushed token
         self.closed: str | None = None  # why the last pushed token closed thinking, if it did
+        self._answer_from = 0  # where the answer's text starts (after </think> on thinking models)
 
     def choose(self, tok: int) -> int:
         """The token to feed for a sampled ``tok`` (``</think>`` when thinking must end)."""
@@ -106,7 +107,12 @@ class _Stream:
             return ""
         piece = self._out.push(tok)
         self.text += piece
-        if self.stop and any(s in self.text[-(len(piece) + max(map(len, self.stop))):] for s in self.stop):
+        if self.closed:
+            self._answer_from = len(self.text)
+        # stop strings end the answer only, as the server cuts only the reply's content at them:
+        # one met while thinking ended the run with nothing answered
+        window = self.text[max(self._answer_from, len(self.text) - len(piece) - max(map(len, self.stop), default=0)):]
+        if self.stop and not thinking and any(s in window for s in self.stop):
             self.finish = "stop"
         elif self._answer is not None and not thinking and self._answer.push(piece):
             self.finish = "answer"

@@ -476,6 +476,10 @@ def run_soft_reasoning(
     else:  # the answer came from verifiers alone: the last verdict that gave it is the text
         best_text = next((t for a, t in zip(reversed(verifier_answers), reversed(verifier_texts))
                           if _same(a, final)), "")
+        if fmt.native:
+            # a verdict is an answer (its prompt closed the thinking span): as one, it follows
+            # </think>, or the server would put it all in reasoning_content
+            best_text = fmt.think_end_text + "\n\n" + best_text
     yield Summary(
         method="soft-reasoning",
         answer=final,
