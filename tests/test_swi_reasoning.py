@@ -433,6 +433,38 @@ def test_blends_with_think_tokens_and_convergence_words(think, monkeypatch):
     assert steps[4][1] == ("tokens", [conv[0]])
 
 
+@pytest.mark.parametrize("stops", [False, True])
+def test_a_closed_thinking_span_keeps_or_ends_the_switch_control(think, monkeypatch, stops):
+    """</think> sampled at position 2 while latent (scripted entropies keep the run latent), a
+    low entropy at 5, cap 1. As in the code (gu:303-370) the lock only bars switches back to
+    latent: 5 is counted as a switch to explicit and the convergence words, </think> included,
+    are injected into the answer. ``closed_stops_switching`` ends the control at the lock:
+    nothing counted, nothing injected, one </think>."""
+    model = think.model
+    monkeypatch.setattr(model, "is_eog", lambda t: False)
+    _script(monkeypatch, [2.0, 3.0, 3.0, 3.0, 3.0, 1.0, 1.0, 1.0, 1.0])
+    real, calls = swir.sample_token, []
+
+    def sample(logits, cfg, rng):
+        calls.append(1)
+        tok, p = real(logits, cfg, rng)
+        return (END, p) if len(calls) == 3 else (tok, p)
+
+    monkeypatch.setattr(swir, "sample_token", sample)
+    cfg = SwiReasoningConfig(max_tokens=14, window=2, max_switch_count=1, math_explicit=False, seed=1,
+                             stop_after_answer=False, closed_stops_switching=stops)
+    events = list(run_swi_reasoning(think, Q, cfg))
+    ids, s = [t.token_id for t in _tokens(events)], events[-1]
+    assert ids[2] == END and s.extra["think_end"] == "marker" and s.extra["thinking_tokens"] == 3
+    if stops:
+        assert s.extra["switch_steps"] == [] and s.extra["switch_cap_injections"] == 0
+        assert ids.count(END) == 1
+    else:
+        assert s.extra["switch_steps"] == [[5, "explicit"]] and s.extra["switch_cap_injections"] == 1
+        conv = model.tokenize("\n\n</think>\n\n", add_special=False, parse_special=True)
+        assert ids[6:6 + len(conv)] == conv and ids.count(END) == 2
+
+
 # ---------------------------------------------------------------------------------------------
 # options, registry, CLI, forms
 # ---------------------------------------------------------------------------------------------

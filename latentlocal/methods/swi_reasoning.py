@@ -83,6 +83,12 @@ Deviations:
   times the largest row norm. A mixture of one token is fed as that token (the same input;
   the faster path), as Soft Thinking does. The entropy is the full-vocabulary one (tokens
   more than 30 nats down aside, below float32 resolution; see ``soft_thinking``).
+* ``closed_stops_switching`` (off by default, as in the code): the code keeps the switching rule
+  and the switch count control live after a sampled ``</think>`` has locked explicit mode
+  (gu:303 only bars switches back to latent): a run still in latent mode at the lock switches to
+  explicit at its next low-entropy position, counts it, feeds the ``</think>`` blend in the
+  answer, and with a switch cap injects ``</think>`` or the termination words there. With the
+  option on, closing thinking ends all of that: explicit mode, nothing counted or injected.
 * ``max_tokens`` defaults to 512 (the code: 38912) and ``seed`` to 0 (the code: 42); with a
   budget below ``window`` no switch back to latent can happen, as in the code.
 
@@ -193,6 +199,10 @@ class SwiReasoningConfig(Sampled, settings.Budgeted):
     latent_mass: float = settings.setting(  # probability the soft embedding covers
         0.9999, bounds=settings.interval(0, 1, "(]"), help="probability the soft embedding's tokens cover")
     math_explicit: bool = True        # digits, letters, math symbols fed as tokens (gu:333-335)
+    closed_stops_switching: bool = settings.setting(  # deviation: gu keeps switching after </think>
+        False, help="once thinking is closed, count no switches, inject no words and feed no blend "
+                    "(the authors' code keeps switching in the answer: with --max-switch-count it "
+                    "can write </think> into it)")
     explicit_only: bool = settings.setting(  # never latent: the code's generate_cot
         False, help="never think in latent mode: the paper's sampled CoT baseline in the same loop")
     answer_reserve: int = settings.answer_reserve(DEFAULT_ANSWER_RESERVE)
@@ -238,6 +248,7 @@ class SwitchController:
     termination_max_tokens: int = 32
     start_latent: bool = True
     allow_latent: bool = True
+    stop_when_locked: bool = False  # SwiReasoningConfig.closed_stops_switching
     latent: bool = field(init=False)
     ref: float | None = field(default=None, init=False)
     stay: int = field(default=0, init=False)
@@ -265,6 +276,13 @@ class SwitchController:
         self.locked = True
 
     def observe(self, entropy: float) -> Step:
+        if self.locked and self.stop_when_locked:
+            # thinking is closed: explicit for good, and a termination budget already running ends
+            self.latent = False
+            if self.answer_budget >= 0:
+                self.answer_budget -= 1
+            self.position += 1
+            return Step(False, done=self.answer_budget == 0)
         to_e = to_l = False
         if self.position == 0:
             self.ref = float(entropy)
@@ -355,7 +373,8 @@ class SwiChain:
         else:
             convergence = termination = lambda: forced_end_tokens(model, fmt, st.text)
         self.ctrl = SwitchController(cfg.window, cfg.max_switch_count, convergence, termination,
-                                     cfg.termination_max_tokens, allow_latent=not cfg.explicit_only)
+                                     cfg.termination_max_tokens, allow_latent=not cfg.explicit_only,
+                                     stop_when_locked=cfg.closed_stops_switching)
         self.concept = ConceptFilter(1.0, cfg.latent_rows, cfg.latent_mass, 0.0, cfg.latent_rows)
         table = self.table = None if cfg.explicit_only else model.embeddings
         self.math_ids = math_token_ids(model) if cfg.math_explicit and not cfg.explicit_only else frozenset()
