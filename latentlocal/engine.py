@@ -191,6 +191,8 @@ class Model:
         self.bos: int = C.llama_vocab_bos(self._vocab)
         self.eos: int = C.llama_vocab_eos(self._vocab)
         self.rope_type: int = int(C.llama_model_rope_type(ptr))
+        # EngineSettings.reasoning; Engine.open sets it (prompts.reasoning_format reads it)
+        self.reasoning: str = "auto"
         # set by latentlocal.parity: rows reproduce tokens (None: not checked yet), and by how much
         self.embedding_input_checked: bool | None = None
         self.embedding_parity: float | None = None
@@ -263,6 +265,11 @@ class Model:
         if len(ids) == 1 and self.piece(ids[0]) == text.encode():
             return ids[0]
         return None
+
+    def think_tokens(self) -> tuple[int, int] | None:
+        """The ids of ``<think>`` and ``</think>`` if the vocabulary has both as single tokens."""
+        start, end = self.find_token("<think>"), self.find_token("</think>")
+        return None if start is None or end is None else (start, end)
 
     # chat ---------------------------------------------------------------------------------
     def apply_chat(self, messages: Sequence[ChatMessage], add_generation_prompt: bool = True) -> str:
@@ -501,6 +508,11 @@ class Engine:
         model = Model(settings.model_path(), n_gpu_layers=settings.n_gpu_layers, rpc=settings.rpc,
                       tensor_split=settings.tensor_split, cancel=cancel)
         try:
+            model.reasoning = settings.reasoning
+            if settings.reasoning == "on" and model.think_tokens() is None:
+                raise LatentLocalError(
+                    f"--reasoning on needs a model that thinks in <think>...</think>, but "
+                    f"{model.path.name} has no such tokens; use --reasoning auto (or off)")
             engine = cls(model, n_ctx=settings.n_ctx, n_seq_max=settings.n_seq_max,
                          n_threads=settings.n_threads, seed=settings.seed, **kwargs)
         except BaseException:

@@ -19,6 +19,10 @@ from latentlocal.rpc import parse_endpoints
 
 MAX_SEQUENCES = 256  # llama.cpp's LLAMA_MAX_SEQ
 MAX_THREADS = 512  # ggml's GGML_MAX_N_THREADS (10000 threads looked like a hang)
+# whether a model with <think> and </think> tokens thinks: "auto" decides from the vocabulary,
+# "off" closes the thinking span empty at the prompt (Qwen3's enable_thinking=False), "on"
+# refuses a model without the tokens
+REASONING_MODES = ("auto", "on", "off")
 
 
 @dataclass(frozen=True)
@@ -43,6 +47,8 @@ class EngineSettings:
     # sequences one context holds (sc chains, soft-reasoning candidates decode side by side)
     n_seq_max: int = 16
     seed: int = 0
+    # thinking on models with think tokens (REASONING_MODES; see prompts.reasoning_format)
+    reasoning: str = "auto"
     # let llama.cpp's own log through to stderr
     verbose: bool = False
 
@@ -61,6 +67,10 @@ class EngineSettings:
         if self.seed < 0:
             # numpy's generators take no negative seed (llama.cpp's -1, "random", is not offered)
             raise LatentLocalError(f"the seed must not be negative, not {self.seed}")
+        if self.reasoning not in REASONING_MODES:
+            raise LatentLocalError(
+                f"reasoning (--reasoning) must be one of {', '.join(REASONING_MODES)}, not "
+                f"'{self.reasoning}'")
 
     def model_path(self) -> Path:
         """The GGUF file ``model`` names (resolved the way ``--model`` is)."""

@@ -35,10 +35,35 @@ class ReasoningFormat:
 
 
 def reasoning_format(model: Model) -> ReasoningFormat:
-    tok = model.find_token("</think>")
-    if tok is not None and model.find_token("<think>") is not None:
-        return ReasoningFormat(think_end_token=tok, think_end_text="</think>")
+    """Native when the vocabulary has ``<think>`` and ``</think>`` and ``model.reasoning`` is not
+    "off" (EngineSettings.reasoning: the vocabulary alone cannot tell a thinking model from an
+    instruction model that shares its tokenizer, such as Qwen3's non-thinking releases)."""
+    think = model.think_tokens()
+    if think is not None and model.reasoning != "off":
+        return ReasoningFormat(think_end_token=think[1], think_end_text="</think>")
     return ReasoningFormat(think_end_token=None, think_end_text=ANSWER_MARKER)
+
+
+def open_thinking(model: Model, prompt: str) -> str:
+    """A chat prompt that ends where the model reasons: inside an opened ``<think>`` span on a
+    thinking model, after a closed empty one (``<think>\n\n</think>\n\n``, the form Qwen3's
+    template gives with enable_thinking=False) on a model with think tokens whose reasoning is
+    off, unchanged on a model without them."""
+    if model.think_tokens() is None:
+        return prompt
+    opened = re.search(r"<think>\s*$", prompt) is not None
+    if reasoning_format(model).native:
+        return prompt if opened else prompt + "<think>\n"
+    return prompt + ("\n" if opened else "<think>\n\n") + "</think>\n\n"
+
+
+def close_thinking(model: Model, prompt: str) -> str:
+    """A chat prompt whose answer starts at once: after an empty thinking span on any model with
+    think tokens (the Soft Reasoning verifier judges; it should not think first)."""
+    if model.think_tokens() is None:
+        return prompt
+    opened = prompt.rstrip().endswith("<think>")
+    return prompt + ("\n" if opened else "<think>\n\n") + "</think>\n\n"
 
 
 def conversation(question: Question, system: str | None = COT_SYSTEM) -> list[ChatMessage]:
@@ -65,10 +90,6 @@ def question_text(question: Question) -> str:
 
 
 def build_prompt(model: Model, question: Question, system: str | None = COT_SYSTEM) -> str:
-    """The chat-formatted prompt for one question or conversation (:func:`conversation`),
-    opening the thinking span where native."""
-    text = model.apply_chat(conversation(question, system), add_generation_prompt=True)
-    fmt = reasoning_format(model)
-    if fmt.native and not re.search(r"<think>\s*$", text):
-        text += "<think>\n"
-    return text
+    """The chat-formatted prompt for one question or conversation (:func:`conversation`), its
+    thinking span opened or closed (:func:`open_thinking`)."""
+    return open_thinking(model, model.apply_chat(conversation(question, system), add_generation_prompt=True))

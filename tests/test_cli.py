@@ -109,9 +109,11 @@ def test_model_flags_default_to_the_engine_settings():
                  ["seal", "sweep", "v", "--data", "d"]):
         assert engine_settings(parser.parse_args(argv)) == EngineSettings(), argv
     args = parser.parse_args(["run", "q", "--n-ctx", "512", "--parallel", str(MAX_SEQUENCES), "--threads", "3",
-                              "--seed", "7", "--n-gpu-layers", "5", "--model", "m.gguf", "--verbose"])
+                              "--seed", "7", "--n-gpu-layers", "5", "--model", "m.gguf", "--verbose",
+                              "--reasoning", "off"])
     assert engine_settings(args) == EngineSettings(model="m.gguf", n_gpu_layers=5, n_ctx=512, n_threads=3,
-                                                   n_seq_max=MAX_SEQUENCES, seed=7, verbose=True)
+                                                   n_seq_max=MAX_SEQUENCES, seed=7, verbose=True,
+                                                   reasoning="off")
     for bad in (MAX_SEQUENCES + 1, 0):
         with pytest.raises(LatentLocalError, match=rf"--parallel.*not {bad}"):
             engine_settings(parser.parse_args(["run", "q", "--parallel", str(bad)]))
@@ -122,7 +124,8 @@ def test_the_tui_model_settings_start_from_the_engine_settings():
     from tui.config import ModelSettings
 
     m, e = ModelSettings(), EngineSettings()
-    assert (m.n_gpu_layers, m.n_ctx, m.threads or None, m.parallel) == (e.n_gpu_layers, e.n_ctx, e.n_threads, e.n_seq_max)
+    assert (m.n_gpu_layers, m.n_ctx, m.threads or None, m.parallel, m.reasoning) == (
+        e.n_gpu_layers, e.n_ctx, e.n_threads, e.n_seq_max, e.reasoning)
 
 
 def test_every_model_command_takes_rpc_and_tensor_split():

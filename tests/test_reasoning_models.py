@@ -91,6 +91,66 @@ def test_fixture_has_native_think_tokens(think_model, smol_model):
     assert think_model.n_vocab == smol_model.n_vocab and think_model.n_embd == smol_model.n_embd
 
 
+def test_reasoning_off_closes_the_thinking_span_and_answers_in_plain_text(think, think_model, monkeypatch):
+    """--reasoning off on a model with think tokens (an instruction model sharing a thinking
+    model's tokenizer, or Qwen3 without thinking): the prompt carries an empty span, as Qwen3's
+    enable_thinking=False template writes it, and the run is a plain one: nothing forces
+    </think> at the budget, which the default (auto) run of the same model does."""
+    auto = list(run_cot(think, QUESTION, CotConfig(max_tokens=24, answer_reserve=8)))
+    assert END in [t.token_id for t in _tokens(auto)]
+    monkeypatch.setattr(think_model, "reasoning", "off")
+    assert not reasoning_format(think_model).native
+    prompt = build_prompt(think_model, QUESTION)
+    assert prompt.endswith("<think>\n\n</think>\n\n") and prompt.count("<think>") == 1
+    ids = think_model.tokenize(prompt)
+    assert ids.count(7) == ids.count(END) == 1 and ids.index(7) < ids.index(END)
+    off = list(run_cot(think, QUESTION, CotConfig(max_tokens=24, answer_reserve=8)))
+    toks = _tokens(off)
+    assert toks and END not in [t.token_id for t in toks]
+    assert not [e for e in off if isinstance(e, PhaseChange)]
+    summary = off[-1]
+    assert isinstance(summary, Summary) and "</think>" not in summary.text
+    # the verifier's prompt keeps its empty span either way
+    assert verifier_prompt(think_model, "Which is right?").endswith("<think>\n\n</think>\n\n")
+
+
+def test_reasoning_setting_is_checked_when_the_model_opens(smol_path):
+    from latentlocal.engine_settings import EngineSettings
+
+    with pytest.raises(LatentLocalError, match="--reasoning.*auto, on, off.*'maybe'"):
+        EngineSettings(reasoning="maybe")
+    with pytest.raises(LatentLocalError, match="--reasoning on needs .* no such tokens"):
+        Engine.open(EngineSettings(model=smol_path, reasoning="on", n_ctx=256, n_threads=1))
+    for mode, native in (("on", True), ("off", False), ("auto", True)):
+        engine = Engine.open(EngineSettings(model=think_model_path(smol_path), reasoning=mode, n_ctx=256,
+                                            n_threads=1))
+        try:
+            assert engine.model.reasoning == mode and reasoning_format(engine.model).native is native
+        finally:
+            engine.close()
+
+
+def test_bench_rows_record_the_reasoning_mode_of_a_thinking_model(think, think_model, smol, tmp_path,
+                                                                   monkeypatch):
+    """Rows of a think-token model say whether it thought (a results folder filled under both
+    modes is flagged by the report's "Mixed run conditions"); a plain model's rows say nothing."""
+    from latentlocal.datasets import Problem
+    from latentlocal.eval.report import mixed_conditions, read_results
+    from latentlocal.eval.runner import run_bench
+
+    def answer(engine, question, cancel=None):
+        yield Summary("fake", "2", "Final answer: 2", 1, 0.1, "eos", {})
+
+    problems = [Problem(id=f"p{i}", question="1 + 1?", gold="2") for i in range(2)]
+    rows = read_results(run_bench(think, problems[:1], [("m", answer)], tmp_path / "t"))
+    assert [r["reasoning"] for r in rows] == ["auto"]
+    monkeypatch.setattr(think_model, "reasoning", "off")
+    rows = read_results(run_bench(think, problems, [("m", answer)], tmp_path / "t"))
+    assert [r["reasoning"] for r in rows] == ["auto", "off"]
+    assert mixed_conditions(rows) == {"m": {"reasoning": {"auto": 1, "off": 1}}}
+    assert "reasoning" not in read_results(run_bench(smol, problems, [("m", answer)], tmp_path / "s"))[0]
+
+
 def test_budget_keeps_the_answer_reserve():
     assert Budget(512).think_limit() == 512 - 256 - 1
     assert Budget(100, answer_reserve=256).think_limit() == 100 - 50 - 1  # reserve at most half
@@ -181,7 +241,7 @@ def test_answer_line_stops_only_outside_thinking(think):
 
 
 def test_verifier_prompt_has_an_empty_thinking_span(think_model, fmt):
-    text = verifier_prompt(think_model, "Which is right?", fmt)
+    text = verifier_prompt(think_model, "Which is right?")
     assert text.endswith("<think>\n\n</think>\n\n")
     assert text.count("<think>") == 1
 
@@ -383,6 +443,30 @@ def test_extraction_traces_are_long_on_thinking_models(think, smol):
     assert trace_tokens(300, think) == 300
     with pytest.raises(LatentLocalError, match="max-tokens"):
         trace_tokens(0, think)
+
+
+def test_extraction_traces_fit_the_context_after_their_prompt(think_model, monkeypatch, tmp_path):
+    """The default trace budget on a thinking model is n_ctx - 256, which a longer prompt
+    overflows: the trace filled the context and failed part way. Fitted per prompt, it keeps
+    the answer reserve of what is left."""
+    from latentlocal.methods.cot import prompt_tokens
+    from latentlocal.methods.seal.extract import ExtractConfig, _generate_trace, _Seq, trace_tokens
+
+    monkeypatch.setattr(think_model, "is_eog", lambda t: False)  # never ends early: the budget must
+    engine = Engine(think_model, n_ctx=512, n_seq_max=1, n_threads=1)
+    try:
+        question = " ".join(["Tom has 3 apples and buys 5 more."] * 25) + " How many apples?"
+        cfg = ExtractConfig(data="unused", out=str(tmp_path / "v.gguf"),
+                            max_tokens=trace_tokens(None, engine))
+        toks = prompt_tokens(engine, question, cfg.system)
+        assert len(toks) > 256 and len(toks) + cfg.max_tokens > engine.n_ctx
+        trace = _generate_trace(_Seq(engine, []), toks, cfg, np.random.default_rng(0), None, None)
+    finally:
+        engine.close()
+    room = 512 - len(toks)
+    assert trace["max_tokens"] == room and len(trace["tokens"]) == room and trace["finish"] == "length"
+    assert trace["tokens"].count(END) == 1
+    assert len(trace["tokens"]) - trace["tokens"].index(END) - 1 == Budget(room).reserve
 
 
 def test_a_budget_larger_than_the_context_is_cut_with_a_notice(think_model, fmt, monkeypatch):

@@ -312,8 +312,7 @@ def test_the_verifier_prompt_fits_the_free_context(smol, monkeypatch):
     # four full excerpts take ~470 tokens here: they had to be shortened
     assert fed and fed[0][1] == 5 and fed[0][0] <= room and 1 <= n <= cfg.verifier_max_tokens
     assert fed[0][0] < len(smol.model.tokenize(sr.verifier_prompt(
-        smol.model, "\n\n".join(sr._shown(c.text, sr.reasoning_format(smol.model)) for c in cands),
-        sr.reasoning_format(smol.model))))
+        smol.model, "\n\n".join(sr._shown(c.text, sr.reasoning_format(smol.model)) for c in cands))))
     # nothing answered: no verdict, nothing decoded
     fed.clear()
     assert sr._verify(smol, Q, cands[-1:], cfg, seq=5) == (None, "", 0) and not fed

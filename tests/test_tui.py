@@ -235,6 +235,33 @@ def test_pick_bundled_model_and_run(home):
     run(scenario)
 
 
+def test_the_models_tab_loads_with_the_reasoning_mode_it_shows(home):
+    """The Reasoning choice reaches Engine.open and is remembered; "on" for a model without
+    think tokens is refused with the engine's message and nothing loaded; a hand-edited mode the
+    engine does not know shows as the default instead of failing the tab."""
+    cfg = cfgmod.load()[0]
+    cfg.model.reasoning = "sometimes"
+    cfgmod.save(cfg)
+
+    async def scenario(app, pilot):
+        select = app.query_one("#opt-reasoning")
+        assert select.value == "auto"
+        select.value = "on"
+        table = app.query_one("#model-table")
+        await wait_for(pilot, lambda: table.row_count > 0, what="model list")
+        app.query_one("#models-view").load_selected()
+        await wait_for(pilot, lambda: app.job is None and "--reasoning on" in str(
+            app.query_one("#load-status").render()), what="refused load")
+        assert app.engine is None
+        select.value = "off"
+        app.query_one("#models-view").load_selected()
+        await wait_for(pilot, lambda: app.engine is not None and app.job is None, what="model load")
+        assert app.engine.model.reasoning == "off"
+        assert cfgmod.load()[0].model.reasoning == "off"
+
+    run(scenario)
+
+
 def test_first_start_loads_the_bundled_model(home):
     cfg = cfgmod.load()[0]
     assert not cfg.model.path

@@ -39,6 +39,7 @@ class ModelSettings:
     n_ctx: int = _ENGINE.n_ctx
     threads: int = 0        # 0 = automatic (all cores, at most 8); TOML has no None
     parallel: int = _ENGINE.n_seq_max  # sequences the context holds (sc samples, search candidates)
+    reasoning: str = _ENGINE.reasoning  # auto / on / off on models with <think> tokens
     rpc: str = ""           # llama.cpp RPC workers, HOST:PORT[,HOST:PORT...] ("" = this machine only)
     tensor_split: str = ""  # shares of the offloaded layers per device, e.g. "3,1" ("" = by free memory)
     autoload: bool = True   # load the last model at start-up

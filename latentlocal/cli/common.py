@@ -7,7 +7,7 @@ import argparse
 import socket
 
 from latentlocal.engine import Engine
-from latentlocal.engine_settings import EngineSettings
+from latentlocal.engine_settings import REASONING_MODES, EngineSettings
 from latentlocal.errors import LatentLocalError
 
 _DEFAULTS = EngineSettings()
@@ -29,6 +29,10 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--threads", type=int, default=d.n_threads, help="CPU threads (default: all cores, at most 8)")
     g.add_argument("--parallel", type=int, default=d.n_seq_max,
                    help=f"parallel sequences the context holds (default {d.n_seq_max})")
+    g.add_argument("--reasoning", choices=REASONING_MODES, default=d.reasoning,
+                   help="on a model with <think> tokens: auto thinks, off answers at once after an "
+                        "empty thinking span (for instruction models sharing a thinking model's "
+                        f"tokenizer), on refuses a model without them (default {d.reasoning})")
     g.add_argument("--verbose", action="store_true", help="show llama.cpp's own log")
 
 
@@ -48,6 +52,7 @@ def engine_settings(args: argparse.Namespace) -> EngineSettings:
         n_ctx=args.n_ctx,
         n_threads=args.threads,
         n_seq_max=args.parallel,
+        reasoning=args.reasoning,
         # --seed seeds the engine and the method; unset (None), the engine keeps its default
         seed=_DEFAULTS.seed if getattr(args, "seed", None) is None else args.seed,
         verbose=args.verbose,

@@ -289,9 +289,10 @@ def method_means(results: Sequence[dict[str, Any]]) -> dict[str, dict[str, float
     return out
 
 
-# Run conditions that move llama.cpp's numerics, and so single greedy answers: one method's rows
-# made under two of them are not one measurement
-CONDITIONS = ("batch", "threads", "build")
+# Run conditions that move llama.cpp's numerics, and so single greedy answers, or (reasoning on a
+# model with think tokens) the whole run: one method's rows made under two of them are not one
+# measurement
+CONDITIONS = ("batch", "threads", "build", "reasoning")
 
 
 def mixed_conditions(results: Sequence[dict[str, Any]]) -> dict[str, dict[str, dict[Any, int]]]:

@@ -82,7 +82,8 @@ def check_resume(results: Path, settings: Mapping[str, Mapping[str, Any]],
 
 
 def record_for(label: str, problem: Problem, summary: Summary, wall_s: float, batch: int = 1,
-               threads: int | None = None, build: str | None = None) -> dict[str, Any]:
+               threads: int | None = None, build: str | None = None,
+               reasoning: str | None = None) -> dict[str, Any]:
     rec: dict[str, Any] = {
         "method": label,
         "id": problem.id,
@@ -100,6 +101,8 @@ def record_for(label: str, problem: Problem, summary: Summary, wall_s: float, ba
         rec["threads"] = threads
     if build is not None:
         rec["build"] = build  # llama.cpp's backend and instruction sets (cpu_build.build_label)
+    if reasoning is not None:
+        rec["reasoning"] = reasoning  # EngineSettings.reasoning, on a model with think tokens
     for key, val in summary.extra.items():
         if isinstance(val, _KEEP_TYPES) and key not in rec:
             rec[key] = val
@@ -118,6 +121,14 @@ def record_for(label: str, problem: Problem, summary: Summary, wall_s: float, ba
         for label, n in count_labels(label_thought(t) for t in text_thoughts(summary.text)).items():
             rec[f"thoughts.{label}"] = n
     return rec
+
+
+def _reasoning(engine: Any) -> str | None:
+    """The engine's reasoning mode where it matters: on a model with think tokens."""
+    model = getattr(engine, "model", None)
+    if model is None or model.think_tokens() is None:
+        return None
+    return model.reasoning
 
 
 def run_bench(
@@ -143,7 +154,8 @@ def run_bench(
     if progress is not None:
         progress.update(finished, "resuming" if finished else "", new=False,
                         total=len(methods) * len(problems))
-    conditions = {"threads": getattr(engine, "n_threads", None), "build": build_label()}
+    conditions = {"threads": getattr(engine, "n_threads", None), "build": build_label(),
+                  "reasoning": _reasoning(engine)}
     if batch > 1:
         if chains is None or any(label not in chains for label, _ in methods):
             raise ValueError("run_bench with batch > 1 needs a chain builder for every method")

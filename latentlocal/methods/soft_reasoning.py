@@ -67,6 +67,7 @@ from latentlocal.prompts import (
     ANSWER_MARKER,
     COT_SYSTEM,
     ReasoningFormat,
+    close_thinking,
     question_text,
     reasoning_format,
 )
@@ -265,14 +266,12 @@ def _shown(text: str, fmt: ReasoningFormat, scale: float = 1.0) -> str:
 _VERIFIER_SCALES = (1.0, 0.5, 0.25, 0.125)
 
 
-def verifier_prompt(model, user: str, fmt: ReasoningFormat) -> str:
-    """The verifier's chat prompt; on a thinking model with the thinking span opened and closed
-    empty, as Qwen3's no-think mode and R1-style prompts do, so it answers at once."""
-    text = model.apply_chat([ChatMessage("system", VERIFIER_SYSTEM), ChatMessage("user", user)])
-    if fmt.native:
-        opened = text.rstrip().endswith("<think>")
-        text = text + ("\n" if opened else "<think>\n\n") + fmt.think_end_text + "\n\n"
-    return text
+def verifier_prompt(model, user: str) -> str:
+    """The verifier's chat prompt; on a model with think tokens the thinking span is opened and
+    closed empty (:func:`close_thinking`), as Qwen3's no-think mode and R1-style prompts do, so
+    it answers at once."""
+    return close_thinking(model, model.apply_chat([ChatMessage("system", VERIFIER_SYSTEM),
+                                                   ChatMessage("user", user)]))
 
 
 def _verify(
@@ -297,7 +296,7 @@ def _verify(
             + f"\n\nWhich final answer is correct? Check briefly, then write one last line of the form "
             f"'{ANSWER_MARKER} <number>'."
         )
-        toks = model.tokenize(verifier_prompt(model, user, fmt))
+        toks = model.tokenize(verifier_prompt(model, user))
         if len(toks) <= room:
             break
     else:

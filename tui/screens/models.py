@@ -12,9 +12,15 @@ from textual import on, work
 from textual.app import ComposeResult
 from textual.containers import Grid, Horizontal, Vertical
 from textual.message import Message
-from textual.widgets import Button, DataTable, Input, Label, ProgressBar, Static
+from textual.widgets import Button, DataTable, Input, Label, ProgressBar, Select, Static
 
-from latentlocal.engine_settings import MAX_SEQUENCES, EngineSettings, check_kv_memory, kv_bytes_per_token
+from latentlocal.engine_settings import (
+    MAX_SEQUENCES,
+    REASONING_MODES,
+    EngineSettings,
+    check_kv_memory,
+    kv_bytes_per_token,
+)
 from latentlocal.errors import LatentLocalError
 from latentlocal.models import list_models, models_dir
 from tui.jobs import error_text
@@ -108,6 +114,13 @@ class ModelsView(Vertical):
             yield Input(str(cfg.threads), type="integer", id="opt-threads", compact=True)
             yield Label("Parallel sequences", classes="field-label")
             yield Input(str(cfg.parallel), type="integer", id="opt-parallel", compact=True)
+            yield Label("Reasoning (think tokens)", classes="field-label")
+            reasoning = cfg.reasoning if cfg.reasoning in REASONING_MODES else EngineSettings().reasoning
+            select = Select([(m, m) for m in REASONING_MODES], value=reasoning, allow_blank=False,
+                            id="opt-reasoning", compact=True)
+            select.tooltip = ("auto: a model with <think> tokens thinks; off: it answers at once "
+                              "after an empty thinking span; on: refuse a model without them")
+            yield select
         with Grid(id="rpc-grid"):
             yield Label("RPC workers", classes="field-label")
             yield Input(cfg.rpc, placeholder="HOST:PORT,... (latentlocal worker)", id="opt-rpc", compact=True)
@@ -240,7 +253,8 @@ class ModelsView(Vertical):
             rpc_text = self.query_one("#opt-rpc", Input).value.strip()
             split_text = self.query_one("#opt-split", Input).value.strip()
             # checked here (EngineSettings parses both) so a typo is named before the old model goes
-            workers = EngineSettings(rpc=rpc_text, tensor_split=split_text)
+            reasoning = str(self.query_one("#opt-reasoning", Select).value)
+            workers = EngineSettings(rpc=rpc_text, tensor_split=split_text, reasoning=reasoning)
             gpu = (self._int("#opt-gpu", -1, "GPU offload layers")
                    if self.gpu_supported or workers.rpc else 0)
             n_ctx = self._int("#opt-ctx", 256, "Context tokens")
@@ -265,7 +279,7 @@ class ModelsView(Vertical):
             return False
         m = app.config.model
         m.n_gpu_layers, m.n_ctx, m.threads, m.parallel = gpu, n_ctx, threads, parallel
-        m.rpc, m.tensor_split = rpc_text, split_text
+        m.rpc, m.tensor_split, m.reasoning = rpc_text, split_text, reasoning
         old = app.detach_engine()
         self._load_started = time.monotonic()
         self._loading_name = row.get("name") or Path(path).name

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 import time
@@ -23,9 +24,11 @@ from latentlocal.methods.seal.elicit import CuePicker
 from latentlocal.methods.seal.steer import default_layer
 from latentlocal.methods.seal.thoughts import CUES, count_labels, is_delimiter, reasoning_length, segment_thoughts
 from latentlocal.methods.seal.workdir import WORK_VERSION, WorkFolder, work_dir
-from latentlocal.phases import Budget, final_answer
+from latentlocal.phases import Budget, final_answer, fit_context
 from latentlocal.prompts import ANSWER_MARKER, COT_SYSTEM, reasoning_format
 from latentlocal.sampling import SamplingConfig
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -177,14 +180,19 @@ def _generate_trace(
     seq: _Seq, toks: list[int], cfg: ExtractConfig, rng: np.random.Generator,
     picker: CuePicker | None, cancel: threading.Event | None,
 ) -> dict[str, Any]:
-    """One trace in the plain context; cues forced at delimiters of the reasoning span."""
+    """One trace in the plain context; cues forced at delimiters of the reasoning span.
+
+    The budget is fitted to what the context holds after this prompt (the default on thinking
+    models, n_ctx - 256, does not fit a longer prompt, and a trace that fills the context fails
+    part way); on a thinking model the answer reserve then comes out of the fitted budget."""
     engine = seq.engine
     model = engine.model
     fmt = reasoning_format(model)
+    assert cfg.max_tokens is not None
+    budget, _cut = fit_context(Budget(cfg.max_tokens), engine.n_ctx, len(toks))
     start = seq.begin(toks, len(toks) - 1)
     engine.decode_tokens(toks[start:])
-    assert cfg.max_tokens is not None
-    st = _Stream(engine, (), cfg.answer_marker, Budget(cfg.max_tokens), fmt)
+    st = _Stream(engine, (), cfg.answer_marker, budget, fmt)
     watch = None if fmt.native else MarkerWatch(cfg.answer_marker)
     last = b""
     in_reasoning = True
@@ -202,7 +210,7 @@ def _generate_trace(
         propensity.append(logp)
         label = picker.pick(logp, rng)
         cue = picker.cues[label] if label else []
-        if not cue or len(st.tokens) + len(cue) >= cfg.max_tokens:
+        if not cue or len(st.tokens) + len(cue) >= budget.max_tokens:
             return
         cues[len(st.tokens)] = label
         for t in cue:
@@ -223,7 +231,7 @@ def _generate_trace(
                 delim = is_delimiter(p, last)
                 last = p[-1:] if p else last
     return {"tokens": st.tokens, "text": st.text, "finish": st.finish, "cues": cues,
-            "propensity": propensity}
+            "propensity": propensity, "max_tokens": budget.max_tokens}
 
 
 def _capture_rows(
@@ -306,6 +314,7 @@ def extract(
     model = engine.model
     if cfg.elicit not in ("none", "cue"):
         raise LatentLocalError(f"--elicit must be none or cue, not {cfg.elicit!r}")
+    requested = cfg.max_tokens
     cfg = replace(cfg, max_tokens=trace_tokens(cfg.max_tokens, engine))
     if cfg.min_thoughts < 1:
         raise LatentLocalError(f"--min-thoughts must be at least 1, not {cfg.min_thoughts}")
@@ -336,6 +345,7 @@ def extract(
     new = resumed = 0
     gen_s = capture_s = setup_s = 0.0
     gen_tokens = 0
+    cut_noted = False
     try:
         for q in questions:
             if cancel is not None and cancel.is_set():
@@ -354,6 +364,13 @@ def extract(
             tb = time.perf_counter()
             if trace["finish"] == "cancelled":
                 break
+            if requested is not None and trace["max_tokens"] < requested and not cut_noted:
+                # said once: a default budget is fitted to every prompt without a word
+                log.warning(f"--max-tokens {requested} does not fit the context of {engine.n_ctx} tokens "
+                            f"after a {len(toks)}-token prompt: traces are cut to what it holds "
+                            f"({trace['max_tokens']} here); pass --n-ctx {len(toks) + requested} "
+                            "for the full budget")
+                cut_noted = True
             gen = trace["tokens"]
             n_reason = reasoning_length(model, gen, cfg.answer_marker)
             spans = segment_thoughts([model.piece(t) for t in gen[:n_reason]], trace["cues"])
@@ -368,6 +385,7 @@ def extract(
             rec = {
                 "k": q.k, "id": q.id, "prompt_tokens": len(toks), "tokens": gen,
                 "reasoning_tokens": n_reason, "text": trace["text"], "finish": trace["finish"],
+                "max_tokens": trace["max_tokens"],
                 "cues": {str(k): v for k, v in trace["cues"].items()},
                 "propensity": trace["propensity"],
                 "thoughts": [{"label": s.label, "start": s.start, "end": s.end,
