@@ -89,7 +89,19 @@ def question_text(question: Question) -> str:
     return users[-1].strip() if users else ""
 
 
+def without_thinking(messages: Sequence[ChatMessage]) -> list[ChatMessage]:
+    """Earlier assistant turns with their thinking left out: what Qwen3's and DeepSeek-R1's chat
+    templates do (``content.split('</think>')[-1]``) and their model cards ask for, since the
+    models were trained on histories without it. llama.cpp's built-in templates keep it."""
+    return [ChatMessage(m.role, m.content.split("</think>")[-1].lstrip())
+            if m.role == "assistant" and "</think>" in m.content else m for m in messages]
+
+
 def build_prompt(model: Model, question: Question, system: str | None = COT_SYSTEM) -> str:
     """The chat-formatted prompt for one question or conversation (:func:`conversation`), its
-    thinking span opened or closed (:func:`open_thinking`)."""
-    return open_thinking(model, model.apply_chat(conversation(question, system), add_generation_prompt=True))
+    thinking span opened or closed (:func:`open_thinking`); on a model with think tokens earlier
+    answers lose their thinking (:func:`without_thinking`)."""
+    messages = conversation(question, system)
+    if model.think_tokens() is not None:
+        messages = without_thinking(messages)
+    return open_thinking(model, model.apply_chat(messages, add_generation_prompt=True))

@@ -91,6 +91,22 @@ def test_fixture_has_native_think_tokens(think_model, smol_model):
     assert think_model.n_vocab == smol_model.n_vocab and think_model.n_embd == smol_model.n_embd
 
 
+def test_earlier_answers_reach_a_thinking_model_without_their_thinking(think_model, smol_model):
+    """A client sends the history back with the thinking inside the content (the server's own
+    reasoning_content is separate, but many clients fold it in): Qwen3's and R1's templates cut
+    it; llama.cpp's built-in ones do not, so the prompt would teach the model its own long
+    traces. A model without think tokens gets the text as sent."""
+    from latentlocal.engine import ChatMessage
+
+    history = [ChatMessage("user", "What is 3 + 5?"),
+               ChatMessage("assistant", "<think>\nadd them: SECRET STEPS\n</think>\n\nIt is 8."),
+               ChatMessage("user", "And times 2?")]
+    prompt = build_prompt(think_model, history)
+    assert "SECRET STEPS" not in prompt and "It is 8." in prompt and prompt.count("</think>") == 0
+    assert prompt.endswith("<think>\n") and "And times 2?" in prompt
+    assert "SECRET STEPS" in build_prompt(smol_model, history)
+
+
 def test_reasoning_off_closes_the_thinking_span_and_answers_in_plain_text(think, think_model, monkeypatch):
     """--reasoning off on a model with think tokens (an instruction model sharing a thinking
     model's tokenizer, or Qwen3 without thinking): the prompt carries an empty span, as Qwen3's

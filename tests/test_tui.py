@@ -262,6 +262,24 @@ def test_the_models_tab_loads_with_the_reasoning_mode_it_shows(home):
     run(scenario)
 
 
+def test_the_title_says_whether_a_think_token_model_thinks(home, smol_path):
+    from latentlocal.engine import Engine, Model
+    from thinkmodel import think_model_path
+
+    engine = Engine(Model(think_model_path(smol_path)), n_ctx=512, n_seq_max=2, n_threads=1)
+
+    async def scenario(app, pilot):
+        assert app.sub_title.endswith(" · thinks in <think>")
+        engine.model.reasoning = "off"
+        app.attach_engine(engine, 0.0)
+        assert app.sub_title.endswith(" · thinking off")
+
+    try:
+        run(scenario, engine=engine)
+    finally:
+        engine.close()
+
+
 def test_first_start_loads_the_bundled_model(home):
     cfg = cfgmod.load()[0]
     assert not cfg.model.path

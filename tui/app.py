@@ -125,6 +125,9 @@ class LatentLocalApp(App):
         self.load_seconds = seconds
         m = engine.model
         self.sub_title = f"{m.name} · {m.arch} · {m.n_layer} layers · n_embd {m.n_embd} · {m.placement}"
+        if m.think_tokens() is not None:
+            # which way every method decodes on it (EngineSettings.reasoning)
+            self.sub_title += " · thinking off" if m.reasoning == "off" else " · thinks in <think>"
         self.config.model.path = str(m.path)
         self.save_config()
         if engine is not self._given_engine:
