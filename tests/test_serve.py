@@ -291,6 +291,37 @@ def test_thinking_goes_to_reasoning_content(think_engine):
         assert reasoning[0] == want_reasoning and content[0] == want_content
 
 
+def test_enable_thinking_must_agree_with_the_servers_reasoning_mode(think_engine, smol_model, monkeypatch):
+    """Qwen3 clients send chat_template_kwargs.enable_thinking: it was refused as an unknown
+    method setting. It is accepted where it agrees with how the model runs (thinking is set per
+    model, serve --reasoning: requests share decoding steps), refused with the fix where it does
+    not, and ignored by a model without think tokens, as its template would ignore it."""
+    from latentlocal.server.options import RequestError
+
+    def job(engine, kwargs):
+        body = {"messages": MSG, "max_tokens": 2, "chat_template_kwargs": kwargs}
+        service = Service(engine)  # never started: make_job checks the request, nothing runs
+        try:
+            return service.make_job(body, lambda item: None)
+        finally:
+            service.close()
+
+    assert job(think_engine, {"enable_thinking": True, "other": 1}) is not None
+    with pytest.raises(RequestError, match="restart the server with --reasoning off") as caught:
+        job(think_engine, {"enable_thinking": False})
+    assert caught.value.param == "chat_template_kwargs.enable_thinking"
+    monkeypatch.setattr(think_engine.model, "reasoning", "off")
+    assert job(think_engine, {"enable_thinking": False}) is not None
+    with pytest.raises(RequestError, match="--reasoning auto"):
+        job(think_engine, {"enable_thinking": True})
+    plain = Engine(smol_model, n_ctx=256, n_seq_max=1, n_threads=1)
+    try:
+        for value in (True, False):
+            assert job(plain, {"enable_thinking": value}) is not None
+    finally:
+        plain.close()
+
+
 # ---------------------------------------------------------------------------------------------
 # bad requests
 # ---------------------------------------------------------------------------------------------
@@ -310,6 +341,8 @@ BAD = [
     ({"messages": [{"role": "tool", "content": "x"}]}, "messages[0].role"),
     ({"tools": [{"type": "function", "function": {"name": "f"}}]}, "tools"),
     ({"messages": [{"role": ["user"], "content": "x"}]}, "messages[0].role"),  # was a 500
+    ({"chat_template_kwargs": "no thinking"}, "chat_template_kwargs"),
+    ({"chat_template_kwargs": {"enable_thinking": "no"}}, "chat_template_kwargs.enable_thinking"),
 ]
 
 

@@ -38,7 +38,8 @@ OPENAI_SETTINGS = {
 # OpenAI fields that change nothing here (a client's bookkeeping) and are accepted as sent
 IGNORED = frozenset({"model", "user", "metadata", "store", "service_tier", "parallel_tool_calls",
                      "prompt_cache_key", "safety_identifier",
-                     "stream_options", "stream", "n", "stop", "messages", "method"})
+                     "stream_options", "stream", "n", "stop", "messages", "method",
+                     "chat_template_kwargs"})
 # OpenAI fields accepted only at their neutral value, since nothing here implements them
 NEUTRAL: dict[str, tuple[Any, ...]] = {
     "frequency_penalty": (0, 0.0, None),
@@ -87,6 +88,8 @@ class ChatRequest:
     stream: bool = False
     include_usage: bool = False
     stop: tuple[str, ...] = ()
+    # chat_template_kwargs.enable_thinking (vLLM's and llama-server's Qwen3 switch); None: not sent
+    enable_thinking: bool | None = None
 
     @property
     def live(self) -> bool:
@@ -194,7 +197,22 @@ def parse_request(body: Any, default_method: str = "cot") -> ChatRequest:
         raise RequestError("'stream_options' must be an object", "stream_options")
     n = _int_field(body, "n", 1, 1, 16)
     return ChatRequest(messages=messages, method=method, options=options, n=n, stream=stream,
-                       include_usage=bool(so.get("include_usage")), stop=_stop(body.get("stop")))
+                       include_usage=bool(so.get("include_usage")), stop=_stop(body.get("stop")),
+                       enable_thinking=_enable_thinking(body.get("chat_template_kwargs")))
+
+
+def _enable_thinking(kwargs: Any) -> bool | None:
+    """``chat_template_kwargs.enable_thinking``; the template's other arguments are accepted and
+    left unused, as llama-server does with those its template does not read."""
+    if kwargs is None:
+        return None
+    if not isinstance(kwargs, dict):
+        raise RequestError("'chat_template_kwargs' must be an object", "chat_template_kwargs")
+    value = kwargs.get("enable_thinking")
+    if value is not None and not isinstance(value, bool):
+        raise RequestError("'chat_template_kwargs.enable_thinking' must be true or false",
+                           "chat_template_kwargs.enable_thinking")
+    return value
 
 
 # ---------------------------------------------------------------------------------------------

@@ -8,8 +8,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from latentlocal.engine import Engine
-from latentlocal.prompts import COT_SYSTEM, build_prompt
+from latentlocal.engine import Engine, Model
+from latentlocal.prompts import COT_SYSTEM, build_prompt, reasoning_format
 from latentlocal.server.jobs import Job, Scheduler, Sink
 from latentlocal.server.options import RequestError, parse_request, plan
 
@@ -50,6 +50,7 @@ class Service:
         told before it runs: its shape, method, settings, vector, or a prompt the context cannot hold."""
         req = parse_request(body)
         engine = self.engine
+        check_thinking(engine.model, req.enable_thinking)
         # every method builds its prompt this way (the conversation, with the method's system
         # prompt unless the conversation has its own), so this is the length it will decode
         prompt = engine.model.tokenize(build_prompt(engine.model, req.messages, COT_SYSTEM))
@@ -82,3 +83,18 @@ class Service:
                                    f"{len(prompt)}-token prompt share the context of {n_ctx} tokens")
                 how = dataclasses.replace(how, cot=dataclasses.replace(how.cot, max_tokens=room))
         return Job(req=req, plan=how, prompt=prompt, sink=sink, notices=notices, quiet_budget=unasked)
+
+
+def check_thinking(model: Model, enable_thinking: bool | None) -> None:
+    """A request's ``enable_thinking`` must agree with how the server's model runs: thinking is
+    set once per model (``serve --reasoning``), since a request shares its decoding steps with
+    the others in flight. A model without think tokens ignores it, as its template would."""
+    if enable_thinking is None or model.think_tokens() is None:
+        return
+    thinks = reasoning_format(model).native
+    if enable_thinking != thinks:
+        fix = "--reasoning off" if thinks else "--reasoning auto"
+        raise RequestError(
+            f"chat_template_kwargs.enable_thinking is {str(enable_thinking).lower()}, but this server's "
+            f"model {'thinks' if thinks else 'answers without thinking'} on every request; leave it "
+            f"out, or restart the server with {fix}", "chat_template_kwargs.enable_thinking")
