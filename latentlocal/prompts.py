@@ -51,10 +51,9 @@ def open_thinking(model: Model, prompt: str) -> str:
     off, unchanged on a model without them."""
     if model.think_tokens() is None:
         return prompt
-    opened = re.search(r"<think>\s*$", prompt) is not None
     if reasoning_format(model).native:
-        return prompt if opened else prompt + "<think>\n"
-    return prompt + ("\n" if opened else "<think>\n\n") + "</think>\n\n"
+        return prompt if re.search(r"<think>\s*$", prompt) else prompt + "<think>\n"
+    return close_thinking(model, prompt)
 
 
 def close_thinking(model: Model, prompt: str) -> str:
