@@ -5,6 +5,7 @@ is between two paths computed here (the server and the library, streamed and not
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import socket
 import threading
@@ -525,8 +526,13 @@ def test_a_job_dropped_from_the_queue_or_left_at_shutdown_still_answers_its_hand
 
 @pytest.mark.parametrize("method", ["cot", "soft-thinking"])
 def test_time_limit_ends_a_request_with_length(think_engine, method):
-    """Batched (cot) or alone (soft-thinking): past the limit a request ends, finish 'length'."""
-    with running(think_engine, ServerConfig(time_limit=0.5)) as (url, _):
+    """Batched (cot) or alone (soft-thinking): past the limit a request ends, finish 'length'.
+    The scheduler's clock gains 0.2 s each time it is read (at admission and at each step), so
+    the 0.5 s limit passes within a few steps on any CPU: on real time a fast machine wrote the
+    whole reply inside the limit and ended it 'stop'."""
+    ticks = itertools.count()
+    with running(think_engine, ServerConfig(time_limit=0.5)) as (url, service):
+        service.scheduler.clock = lambda: 0.2 * next(ticks)
         c = openai.OpenAI(base_url=url + "/v1", api_key="x", max_retries=0)
         reply = c.chat.completions.create(model="m", messages=MSG, max_tokens=400,
                                           extra_body={"method": method, "answer_reserve": 200})
