@@ -81,7 +81,9 @@ def think_engine(smol_path):
     e.close()
 
 
-LONG_JOB = {"max_tokens": 400, "extra_body": {"answer_reserve": 200}}  # >= 199 tokens on think_engine
+# >= 1399 tokens on think_engine: seconds even on a fast CPU, so a test that acts on the running
+# job (and then cancels it) does not race its end
+LONG_JOB = {"max_tokens": 1600, "extra_body": {"answer_reserve": 200}}
 
 
 @pytest.fixture(scope="module")
@@ -476,7 +478,7 @@ def test_full_queue_answers_503_with_retry_after(think_engine):
     with running(think_engine, ServerConfig(queue_size=1, retry_after=7)) as (url, _):
         c = openai.OpenAI(base_url=url + "/v1", api_key="x", max_retries=0)
         # soft-thinking runs alone, so the request behind it waits in the queue
-        stream = c.chat.completions.create(model="m", messages=MSG, stream=True, max_tokens=400,
+        stream = c.chat.completions.create(model="m", messages=MSG, stream=True, max_tokens=1600,
                                            extra_body={"method": "soft-thinking", "answer_reserve": 200})
         chunks = iter(stream)
         next(chunks)
