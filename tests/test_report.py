@@ -299,6 +299,51 @@ def test_regenerate_from_file_via_module(tmp_path: Path) -> None:
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_a_folder_filled_by_several_runs_keeps_each_methods_command(tmp_path: Path) -> None:
+    """The report said only the last bench command, so a table whose cot rows came from an
+    earlier run (another --limit, other methods) named a command that made none of them."""
+    results = hand_results()
+    for r in results:
+        append_result(tmp_path / "results.jsonl", r)
+    first = "latentlocal bench --limit 9 --methods cot,soft --out d"
+    write_report(tmp_path, [r for r in results if r["method"] != "seal"], title="t", command=first,
+                 dataset="toy offset 0 limit 9", methods=["cot", "soft"])
+    write_report(tmp_path, results, title="t", command="latentlocal bench --limit 2 --methods seal --out d",
+                 dataset="toy offset 0 limit 2", methods=["seal"])
+    text = (tmp_path / "report.md").read_text(encoding="utf-8")
+    assert first in text and "--methods seal" in text
+    assert "- `cot`, `soft` on toy offset 0 limit 9:" in text and "- `seal` on toy offset 0 limit 2:" in text
+    # soft rerun alone: cot keeps the first command, soft takes the new one
+    write_report(tmp_path, results, title="t", command="latentlocal bench --methods soft --out d",
+                 dataset="toy offset 0 limit 9", methods=["soft"])
+    text = (tmp_path / "report.md").read_text(encoding="utf-8")
+    assert "- `cot` on toy offset 0 limit 9:" in text and "- `soft` on toy offset 0 limit 9:" in text
+    assert text.split("\n", 1)[1].count("--methods cot,soft") == 1 and "- `seal` on toy offset 0 limit 2:" in text
+    assert main([str(tmp_path)]) == 0  # a rebuild keeps all three
+    assert (tmp_path / "report.md").read_text(encoding="utf-8") == text
+    # a run whose methods no longer have rows drops out
+    write_report(tmp_path, [r for r in results if r["method"] == "cot"], title="t",
+                 command="latentlocal bench --methods cot --out d", methods=["cot"])
+    text = (tmp_path / "report.md").read_text(encoding="utf-8")
+    assert "Commands" not in text and "Command:" in text and "--methods soft" not in text
+
+
+def test_a_report_from_before_the_run_record_names_its_methods_from_its_command(tmp_path: Path) -> None:
+    results = hand_results()
+    legacy = {"title": "t", "dataset": "toy limit 2", "command": "latentlocal bench --methods 'seal' --out d"}
+    (tmp_path / "report.md").write_text("<!-- latentlocal-report " + json.dumps(legacy) + " -->\n\n# t\n")
+    write_report(tmp_path, results, title="t", command="latentlocal bench --methods cot,soft --out d",
+                 dataset="toy limit 9", methods=["cot", "soft"])
+    text = (tmp_path / "report.md").read_text(encoding="utf-8")
+    assert "- `seal` on toy limit 2:" in text and "- `cot`, `soft` on toy limit 9:" in text
+    (tmp_path / "report.md").write_text("<!-- latentlocal-report " + json.dumps(legacy) + " -->\n\n# t\n")
+    write_report(tmp_path, results, title="t", command="latentlocal bench --methods soft --out d",
+                 dataset="toy limit 9", methods=["soft"])
+    text = (tmp_path / "report.md").read_text(encoding="utf-8")
+    assert "- `cot`: made by a command this report did not record" in text
+    assert "Command:" not in text and "- Dataset:" not in text  # no one command claims the whole table
+
+
 def test_main_reports_missing_results(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main([str(tmp_path)]) == 1
     assert "results.jsonl" in capsys.readouterr().err

@@ -113,7 +113,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
         bar.close()
     results = read_results(results_path)
     dataset = f"{args.data} (offset {args.offset}, limit {args.limit}, shuffle {args.shuffle_seed})"
-    md, png = write_report(out, results, title=title, command=command, dataset=dataset)
+    md, png = write_report(out, results, title=title, command=command, dataset=dataset,
+                           methods=[label for label, _ in methods])
     print(md.read_text())
     print(f"report: {md}  plot: {png}")
     return 0

@@ -14,6 +14,7 @@ import io
 import json
 import math
 import os
+import shlex
 import sys
 import textwrap
 from collections.abc import Iterable, Sequence
@@ -363,20 +364,38 @@ def _table(rows: list[MethodRow]) -> list[str]:
     return out
 
 
+def _code_block(text: str) -> list[str]:
+    fence = "````" if "```" in text else "```"
+    return [f"{fence}text", text, fence]
+
+
 def _render_markdown(
-    rows: list[MethodRow], results: list[dict[str, Any]], title: str, command: str | None, dataset: str | None
+    rows: list[MethodRow], results: list[dict[str, Any]], title: str, runs: list[dict[str, Any]]
 ) -> str:
-    meta = json.dumps({"title": title, "command": command, "dataset": dataset}, ensure_ascii=False, sort_keys=True)
+    meta = json.dumps({"title": title, "runs": runs}, ensure_ascii=False, sort_keys=True)
     meta = meta.replace(">", "\\u003e")  # keeps "-->" inside a string from closing the comment
     lines = [_META_PREFIX + meta + _META_SUFFIX, "", f"# {title or 'Evaluation report'}", ""]
-    if dataset:
-        lines.append(f"- Dataset: {dataset}")
+    # one command for the whole table only where it made every row (or says nothing of methods)
+    covered = {m for run in runs for m in run.get("methods") or []}
+    unrecorded = [r.method for r in rows if r.method not in covered]
+    whole = len(runs) == 1 and (runs[0].get("methods") is None or not unrecorded)
+    if whole and runs[0].get("dataset"):
+        lines.append(f"- Dataset: {runs[0]['dataset']}")
     ids = {str(r["id"]) for r in results}
     lines.append(f"- Problems: {len(ids)} distinct ids, {len(results)} results, {len(rows)} methods")
     lines.append("")
-    if command:
-        fence = "````" if "```" in command else "```"
-        lines += ["Command:", "", f"{fence}text", command, fence, ""]
+    if whole and runs[0].get("command"):
+        lines += ["Command:", "", *_code_block(runs[0]["command"]), ""]
+    elif runs and not whole:
+        lines += ["Commands (each method's rows come from the last of these that ran it):", ""]
+        for run in runs:
+            names = ", ".join(f"`{m}`" for m in run.get("methods") or []) or "methods not recorded"
+            where = f" on {run['dataset']}" if run.get("dataset") else ""
+            lines += [f"- {names}{where}:", "", *textwrap.indent("\n".join(_code_block(
+                str(run.get("command") or "(command not recorded)"))), "  ").split("\n"), ""]
+        if unrecorded:
+            lines += ["- " + ", ".join(f"`{m}`" for m in unrecorded) + ": made by a command this "
+                      "report did not record (it kept only the last one before it kept one per method)", ""]
     if not rows:
         lines += ["No results yet.", ""]
     else:
@@ -531,6 +550,46 @@ def _render_png(rows: list[MethodRow], title: str) -> bytes:
     return buf.getvalue()
 
 
+def _methods_in_command(command: str) -> list[str] | None:
+    """The --methods of a recorded bench command line (how reports written before the per-run
+    record say which methods a command ran); None where the line does not parse."""
+    try:
+        words = shlex.split(command)
+    except ValueError:
+        return None
+    if "bench" not in words:
+        return None
+    value = "cot"  # bench's default
+    for i, word in enumerate(words):
+        if word == "--methods" and i + 1 < len(words):
+            value = words[i + 1]
+        elif word.startswith("--methods="):
+            value = word.partition("=")[2]
+    return [m.strip() for m in value.split(",") if m.strip()]
+
+
+def _recorded_runs(meta: dict[str, Any]) -> list[dict[str, Any]]:
+    runs = meta.get("runs")
+    if isinstance(runs, list):
+        return [r for r in runs if isinstance(r, dict)]
+    if meta.get("command") or meta.get("dataset"):  # a report written before runs were kept
+        command = meta.get("command")
+        return [{"command": command, "dataset": meta.get("dataset"),
+                 "methods": _methods_in_command(command) if isinstance(command, str) else None}]
+    return []
+
+
+def _write(out: Path, results: Sequence[dict[str, Any]], title: str,
+           runs: list[dict[str, Any]]) -> tuple[Path, Path]:
+    out.mkdir(parents=True, exist_ok=True)
+    results = _dedupe(_check_record(rec, f"result {i}") for i, rec in enumerate(results))
+    rows = summarize(results)
+    md_path, png_path = out / "report.md", out / "report.png"
+    write_bytes_atomic(png_path, _render_png(rows, title))
+    write_bytes_atomic(md_path, _render_markdown(rows, results, title, runs).encode("utf-8"))
+    return md_path, png_path
+
+
 def write_report(
     out_dir: str | os.PathLike[str],
     results: Sequence[dict[str, Any]],
@@ -538,27 +597,35 @@ def write_report(
     command: str | None = None,
     *,
     dataset: str | None = None,
+    methods: Sequence[str] | None = None,
 ) -> tuple[Path, Path]:
     """Write ``report.md`` (table + command + dataset) and ``report.png`` (accuracy vs tokens).
 
     ``dataset`` defaults to the distinct ``dataset`` values found in the records, if any.
+    With ``methods`` (the ones this command ran), the commands the existing report.md recorded
+    for the other methods that still have rows are kept beside it: a folder filled by several
+    bench runs says how each method's rows were made, not only what the last run was.
     Returns (markdown path, png path).
     """
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    results = _dedupe(_check_record(rec, f"result {i}") for i, rec in enumerate(results))
-    rows = summarize(results)
     if dataset is None:
         names = list(dict.fromkeys(str(r["dataset"]) for r in results if r.get("dataset")))
         dataset = ", ".join(names) or None
-    md_path, png_path = out / "report.md", out / "report.png"
-    write_bytes_atomic(png_path, _render_png(rows, title))
-    write_bytes_atomic(md_path, _render_markdown(rows, results, title, command, dataset).encode("utf-8"))
-    return md_path, png_path
+    runs: list[dict[str, Any]] = []
+    if methods is not None:
+        ran, present = set(methods), {str(r["method"]) for r in results}
+        for run in _recorded_runs(_read_meta(out / "report.md")):
+            left = [m for m in run.get("methods") or [] if m not in ran and m in present]
+            if left:
+                runs.append({**run, "methods": left})
+    if command or dataset or methods is not None:
+        runs.append({"command": command, "dataset": dataset,
+                     "methods": list(methods) if methods is not None else None})
+    return _write(out, results, title, runs)
 
 
 def _read_meta(md_path: Path) -> dict[str, Any]:
-    """Title/command/dataset a previous write_report stored in report.md; {} if none."""
+    """Title and runs a previous write_report stored in report.md; {} if none."""
     try:
         first = md_path.read_text(encoding="utf-8").split("\n", 1)[0]
     except (OSError, UnicodeDecodeError):
@@ -578,17 +645,17 @@ def rebuild_report(
     command: str | None = None,
     dataset: str | None = None,
 ) -> tuple[Path, Path]:
-    """Rewrite report.md / report.png from results.jsonl, keeping the title, command and dataset
-    the existing report recorded unless new ones are given (the command is the one that ran)."""
+    """Rewrite report.md / report.png from results.jsonl, keeping the title and the commands
+    the existing report recorded unless new ones are given (then the one given stands alone)."""
     out = Path(out_dir)
     meta = _read_meta(out / "report.md")
-    return write_report(
-        out,
-        read_results(out / RESULTS_NAME),
-        title=title if title is not None else str(meta.get("title") or ""),
-        command=command if command is not None else meta.get("command"),
-        dataset=dataset if dataset is not None else meta.get("dataset"),
-    )
+    runs = _recorded_runs(meta)
+    if command is not None or dataset is not None:
+        one = runs[-1] if len(runs) == 1 else {}
+        runs = [{"command": command if command is not None else one.get("command"),
+                 "dataset": dataset if dataset is not None else one.get("dataset"), "methods": None}]
+    return _write(out, read_results(out / RESULTS_NAME),
+                  title if title is not None else str(meta.get("title") or ""), runs)
 
 
 def main(argv: list[str] | None = None) -> int:
