@@ -51,6 +51,12 @@ _OPERATOR_RE = re.compile(r"[*+\u00d7\u00f7/]|\s[-x]\s")
 _BOXED_RE = re.compile(r"\\(?:boxed|fbox)\s*\{")
 _HASHES_RE = re.compile(r"####")
 _EXPONENT_RE = re.compile(r"[eE]([-+]?\d+)")
+# Commas and spaces between digits are only thousands separators in groups of three: "1,234"
+# and "1 234" are 1234, while "1,5" (a decimal comma) and "2, 3" (two answers) are no number,
+# not 15 and 23.
+_SEPARATOR_RE = re.compile("\\d[, \u00a0\u2009]+\\d")
+_BAD_COMMA_RE = re.compile(r"\d,(?!\d{3}(?!\d))\d")
+_GROUPED_RE = re.compile("[-+]?\\d{1,3}(?:[, \u00a0\u2009]\\d{3})+(?:\\.\\d*)?")
 
 # LaTeX that wraps or decorates numbers; rewritten to plain text before any number search.
 _FRAC_RE = re.compile(r"\\[dt]?frac\s*\{\s*(-?[\d.,]+)\s*\}\s*\{\s*(-?[\d.,]+)\s*\}")
@@ -178,9 +184,15 @@ def _to_fraction(s: str | None) -> Fraction | None:
     if s is None:
         return None
     s = str(s).strip()
-    for junk in ("\\$", "\\%", "$", ",", "%", " ", "\u00a0", "\u2009"):
+    for junk in ("\\$", "\\%", "$", "%"):
         s = s.replace(junk, "")
-    s = s.replace("\u2212", "-").rstrip(".")  # "16." ends a sentence, it is not a decimal point
+    s = s.replace("\u2212", "-").strip()
+    if any(_SEPARATOR_RE.search(part) and not _GROUPED_RE.fullmatch(part.strip())
+           for part in s.split("/")):
+        return None
+    for junk in (",", " ", "\u00a0", "\u2009"):
+        s = s.replace(junk, "")
+    s = s.rstrip(".")  # "16." ends a sentence, it is not a decimal point
     if not s:
         return None
     exp = _EXPONENT_RE.search(s)
@@ -236,6 +248,11 @@ def gold_from_gsm8k(answer_field: str) -> str:
     idx = text.rfind("####")
     tail = text[idx + 4 :] if idx >= 0 else text
     gold = normalize_number(tail)
+    if gold is None and _BAD_COMMA_RE.search(tail):
+        raise LatentLocalError(
+            f"gold answer {tail.strip()[:60]!r} has a comma that is not a thousands separator; "
+            "write the number without it (15) or with a decimal point (1.5)"
+        )
     if gold is None:
         nums = _numbers(_clean_latex(tail), fractions=True)
         gold = nums[0] if nums else None

@@ -101,6 +101,15 @@ def test_gsm8k_last_number_fallback() -> None:
         ("inf", None),
         ("1e99999999", None),
         ("16 apples", None),
+        # separators between digits only in thousands groups: a decimal comma or a list of two
+        # answers is no number (stripping every comma read them as 15 and 23)
+        ("1 234", "1234"),
+        ("\u22121,234", "-1234"),
+        ("1,000/3", "333.333333"),
+        ("1,5", None),
+        ("2, 3", None),
+        ("12,34", None),
+        ("1,2345", None),
     ],
 )
 def test_normalize_number(raw: str, expected: str | None) -> None:
@@ -127,6 +136,15 @@ def test_gold_from_gsm8k() -> None:
     assert gold_from_gsm8k("#### 2.50") == "2.5"
     with pytest.raises(LatentLocalError, match="no number"):
         gold_from_gsm8k("#### none")
+    assert gold_from_gsm8k("#### 1,000 dollars") == "1000"
+    with pytest.raises(LatentLocalError, match="not a thousands separator"):
+        gold_from_gsm8k("#### 1,5")
+
+
+def test_a_boxed_list_is_not_read_as_one_number() -> None:
+    # "\boxed{2, 3}" was normalised whole to 23; now its last number is the answer
+    assert extract_answer(r"so \boxed{2, 3}") == "3"
+    assert extract_answer(r"\boxed{1,234}") == "1234"
 
 
 def test_majority_vote() -> None:
